@@ -1,0 +1,13 @@
+"""parrnn: parallelizable recurrences for PyTorch.
+
+* :class:`SRU` / :class:`SRUCell` -- Simple Recurrent Units whose only sequential work is an elementwise
+  recurrence, run by fused CPU (C++) and CUDA (CuPy) kernels.
+* :class:`SlicedRNN` -- cuts long sequences into slices, runs any base RNN over all slices at once and merges
+  the slices' last states hierarchically.
+"""
+
+from parrnn.ops import available_backends
+from parrnn.sru import SRU, SRUCell
+
+__version__ = "0.1.0"
+__all__ = ["SRU", "SRUCell", "available_backends", "__version__"]

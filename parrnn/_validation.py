@@ -1,0 +1,89 @@
+"""Input checks shared by the layers: every bad input gets a ValueError/TypeError naming the argument."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_sequence_input(input: Tensor, input_size: int, batch_first: bool, name: str = "input") -> None:
+    """``input`` must be a floating tensor ``(L, N, input_size)`` (``(N, L, input_size)`` with batch_first)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+    layout = "(N, L, input_size)" if batch_first else "(L, N, input_size)"
+    if input.dim() != 3:
+        raise ValueError(f"{name} must be 3-D {layout}, got shape {tuple(input.shape)}")
+    if input.size(-1) != input_size:
+        raise ValueError(f"{name}.size(-1) must be equal to input_size. Expected {input_size}, got {input.size(-1)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {input.dtype}")
+    length, batch = (input.size(1), input.size(0)) if batch_first else (input.size(0), input.size(1))
+    if length == 0:
+        raise ValueError(f"{name} has sequence length 0; expected at least one time step")
+    if batch == 0:
+        raise ValueError(f"{name} has batch size 0 (empty batch); expected at least one sequence")
+
+
+def check_state(state: Tensor, expected_shape: Sequence[int], like: Tensor, name: str) -> None:
+    """An initial state must match ``expected_shape`` and ``like``'s dtype and device."""
+    if not isinstance(state, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(state).__name__}")
+    if tuple(state.shape) != tuple(expected_shape):
+        raise ValueError(f"{name} must have shape {tuple(expected_shape)}, got {tuple(state.shape)}")
+    if state.dtype != like.dtype:
+        raise TypeError(f"{name} dtype must match input dtype. Expected {like.dtype}, got {state.dtype}")
+    if state.device != like.device:
+        raise ValueError(f"{name} must be on the input's device. Expected {like.device}, got {state.device}")
+
+
+def lengths_to_tensor(lengths: Tensor | Sequence[int], batch: int, max_length: int, device: torch.device) -> Tensor:
+    """Validate per-sequence ``lengths`` (N,) with values in [1, max_length]; return an int64 tensor on ``device``."""
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(list(lengths))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"lengths must be a 1-D integer tensor or a sequence of ints, got {lengths!r}") from exc
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(f"lengths must have shape ({batch},) (one length per sequence), got {tuple(lengths.shape)}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > max_length:
+        raise ValueError(f"lengths must lie in [1, {max_length}] (the padded sequence length), got min {lo}, max {hi}")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
+    """``(L, N)`` bool mask, True on padded steps (``t >= lengths[n]``)."""
+    steps = torch.arange(max_length, device=lengths.device).unsqueeze(1)
+    return steps >= lengths.unsqueeze(0)
+
+
+def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.device, batch_first: bool) -> Tensor:
+    """Validate a padding mask (non-zero = padding) and return it as an ``(L, N)`` bool tensor on ``device``."""
+    if not isinstance(mask_pad, Tensor):
+        raise TypeError(f"mask_pad must be a torch.Tensor or None, got {type(mask_pad).__name__}")
+    expected = (batch, length) if batch_first else (length, batch)
+    if tuple(mask_pad.shape) != expected:
+        layout = "(N, L)" if batch_first else "(L, N)"
+        raise ValueError(f"mask_pad must have shape {layout} = {expected}, got {tuple(mask_pad.shape)}")
+    mask = mask_pad.to(device=device) != 0
+    return mask.t() if batch_first else mask
+
+
+def check_probability(value: float, name: str) -> float:
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,105 @@
+"""The SRU elementwise recurrence in plain PyTorch: the definition of correct.
+
+Every other backend (``cpu``, ``cuda``, ``scan``) implements :func:`sru_recurrence` with the same signature and
+is tested against this function, values and gradients. Autograd differentiates through the Python time loop,
+so this is slow; it exists to be obviously right.
+
+Shapes (``L`` sequence length, ``N`` batch, ``D`` directions (1 or 2), ``H`` hidden size, ``C = D * H``):
+
+* ``u``         ``(L, N, K, C)`` projections of the input, ``K = 3`` (candidate, forget, reset) or ``K = 4``
+  (a 4th projection used as the highway input). Column ``col`` belongs to direction ``col // H``.
+* ``x``         ``(L, N, C)`` highway input for ``K = 3`` (multiplied by ``scale_x``), or ``None``.
+  With ``K = 3`` and ``x=None`` the layer has no highway (skip) term. With ``K = 4``, ``x`` must be ``None``.
+* ``weight_c``  ``(2, C)`` peephole weights ``(v_f, v_r)``, or ``None`` for the linear (v1) SRU.
+* ``bias``      ``(2, C)`` gate biases ``(b_f, b_r)``.
+* ``c0``        ``(N, C)`` initial cell state.
+* ``mask_pad``  ``(L, N)`` bool, ``True`` marks padding (c is carried unchanged, h = 0), or ``None``.
+* ``drop_mask`` ``(N, C)`` multiplicative dropout mask on the highway branch (already scaled by 1/(1-p)), or ``None``.
+
+Per column, with direction 1 running from ``t = L-1`` down to ``0``::
+
+    f_t = sigmoid(u1_t + v_f * c_{t-1} + b_f)
+    r_t = sigmoid(u2_t + v_r * c_{t-1} + b_r)
+    c_t = f_t * c_{t-1} + (1 - f_t) * u0_t
+    h_t = r_t * m * g(c_t) + (1 - r_t * m) * xp_t      g = identity or tanh, xp_t = scale_x * x_t or u3_t
+
+Returns ``(h, c_n)``: ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)`` the last state of each direction.
+
+>>> import torch
+>>> L, N, H = 5, 2, 3
+>>> u = torch.randn(L, N, 3, H)
+>>> h, c = sru_recurrence(u, None, None, torch.zeros(2, H), torch.zeros(N, H), None, None)
+>>> h.shape, c.shape
+(torch.Size([5, 2, 3]), torch.Size([2, 3]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sru_recurrence(
+    u: Tensor,
+    x: Tensor | None,
+    weight_c: Tensor | None,
+    bias: Tensor,
+    c0: Tensor,
+    mask_pad: Tensor | None,
+    drop_mask: Tensor | None,
+    *,
+    bidirectional: bool = False,
+    use_tanh: bool = False,
+    scale_x: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Run the SRU recurrence with a Python loop over time (see the module docstring for shapes)."""
+    length, _, k, cols = u.shape
+    dirs = 2 if bidirectional else 1
+    hidden = cols // dirs
+    out_dtype = u.dtype
+    compute_dtype = torch.promote_types(u.dtype, torch.float32)  # fp32 math for half/bf16 storage
+    u = u.to(compute_dtype)
+    c_prev_all = c0.to(compute_dtype)
+
+    if k == 4:
+        skip = u[:, :, 3]
+    elif x is not None:
+        skip = x.to(compute_dtype) * scale_x
+    else:
+        skip = None
+    v_f, v_r = (None, None) if weight_c is None else weight_c.to(compute_dtype).unbind(0)
+    b_f, b_r = bias.to(compute_dtype).unbind(0)
+    m = 1.0 if drop_mask is None else drop_mask.to(compute_dtype)
+
+    outputs, finals = [], []
+    for d in range(dirs):
+        cols_d = slice(d * hidden, (d + 1) * hidden)
+        c = c_prev_all[:, cols_d]
+        m_d = m if drop_mask is None else m[:, cols_d]
+        h_steps: list[Tensor | None] = [None] * length
+        steps = range(length) if d == 0 else range(length - 1, -1, -1)
+        for t in steps:
+            u0, u1, u2 = u[t, :, 0, cols_d], u[t, :, 1, cols_d], u[t, :, 2, cols_d]
+            zf, zr = u1 + b_f[cols_d], u2 + b_r[cols_d]
+            if v_f is not None:
+                zf = zf + v_f[cols_d] * c
+                zr = zr + v_r[cols_d] * c
+            f, r = torch.sigmoid(zf), torch.sigmoid(zr)
+            c_new = u0 + (c - u0) * f
+            g = torch.tanh(c_new) if use_tanh else c_new
+            if skip is not None:
+                xp = skip[t, :, cols_d]
+                h = xp + (g - xp) * m_d * r
+            else:
+                h = g * m_d * r
+            if mask_pad is not None:
+                pad = mask_pad[t].unsqueeze(1)
+                c_new = torch.where(pad, c, c_new)
+                h = torch.where(pad, torch.zeros_like(h), h)
+            c = c_new
+            h_steps[t] = h
+        outputs.append(torch.stack(h_steps))  # type: ignore[arg-type]
+        finals.append(c)
+    h_all = torch.cat(outputs, dim=2) if dirs == 2 else outputs[0]
+    c_n = torch.cat(finals, dim=1) if dirs == 2 else finals[0]
+    return h_all.to(out_dtype), c_n.to(out_dtype)

@@ -1,0 +1,422 @@
+r"""Simple Recurrent Units (Lei et al., 2018): the layer, its stack, and loading from the ``sru`` package.
+
+All matrix products of an SRU depend only on the input, so they run for every time step at once; what stays
+sequential is an elementwise recurrence, run by a fused kernel (:mod:`parrnn.ops`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from parrnn import _validation as check
+from parrnn.ops import dispatch
+
+VERSIONS = ("v1", "v2")
+
+
+class SRUCell(nn.Module):
+    r"""One SRU layer (both directions when ``bidirectional``), with the semantics of the ``sru`` 2.6 package.
+
+    For every time step :math:`t` and hidden unit (``U = x W`` is one matrix product for all steps):
+
+    .. math::
+        \begin{array}{ll}
+        f_t = \sigma(U^{(1)}_t + v_f \odot c_{t-1} + b_f) \\
+        r_t = \sigma(U^{(2)}_t + v_r \odot c_{t-1} + b_r) \\
+        c_t = f_t \odot c_{t-1} + (1 - f_t) \odot U^{(0)}_t \\
+        h_t = r_t \odot g(c_t) + (1 - r_t) \odot x'_t
+        \end{array}
+
+    ``version="v2"`` has the peephole terms :math:`v \odot c_{t-1}`; ``"v1"`` drops them, which makes
+    :math:`c_t` linear in :math:`c_{t-1}` (and enables the time-parallel ``scan`` backend). :math:`g` is the
+    identity or ``tanh`` (``use_tanh``). The highway input :math:`x'_t` is :math:`\alpha x_t` when
+    ``input_size == dirs * hidden_size`` (:math:`\alpha = \sqrt{1 + 2 e^{b}}` with ``rescale``, else 1;
+    :math:`b` = ``highway_bias``), otherwise a 4th projection :math:`U^{(3)}_t`. The reverse direction runs
+    from the last step to the first.
+
+    Args:
+        input_size: features of the input, ``H_in``.
+        hidden_size: features of the state per direction, ``H``.
+        bidirectional: add a second direction that runs backwards in time. Default: ``False``.
+        dropout: variational dropout on the recurrent branch :math:`r_t(g(c_t) - x'_t)` with one mask per
+            sequence (``sru``'s semantics; :class:`SRU` applies it to every layer but the last). Default: 0.
+        rnn_dropout: variational dropout on the input of the matrix product, one mask per sequence. Default: 0.
+        layer_norm: apply ``nn.LayerNorm`` to the input (or to the output with ``normalize_after``).
+        normalize_after: layer-normalise the output instead of the input. Default: ``False``.
+        highway_bias: initial value of the reset-gate bias :math:`b_r`. Default: -2.
+        rescale: scale the highway input by :math:`\alpha`. Default: ``True``.
+        use_tanh: :math:`g = \tanh` instead of the identity. Default: ``False``.
+        projection_size: if > 0, factor ``W`` as ``weight_proj @ weight`` with this inner size (must be smaller
+            than ``input_size`` and ``dirs * hidden_size``). Default: 0.
+        version: ``"v2"`` (peephole, default) or ``"v1"`` (linear).
+        has_skip_term: include the highway term :math:`(1 - r_t) x'_t`. Default: ``True``.
+        batch_first: inputs and outputs are ``(N, L, *)`` instead of ``(L, N, *)``. Default: ``False``.
+        backend: ``"auto"`` (fastest that works here), ``"cpu"``, ``"cuda"``, ``"scan"`` (v1 only) or
+            ``"reference"``; see :func:`parrnn.available_backends`.
+
+    Inputs: input, c0, lengths, mask_pad
+        * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``), float16/bfloat16/float32/float64.
+        * **c0**: ``(N, dirs * H)`` initial cell state; zeros if ``None``.
+        * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding.
+        * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps. Padded steps
+          keep ``c`` unchanged and output ``h = 0``. Give ``lengths`` or ``mask_pad``, not both.
+
+    Outputs: output, c_n
+        * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``).
+        * **c_n**: ``(N, dirs * H)`` last cell state of each direction (the reverse direction's is at t = 0).
+
+    Attributes:
+        weight: ``(H_in or projection_size, K * dirs * H)``, columns ordered (matrix k, direction, unit);
+            ``K = 4`` when the highway needs its own projection, else 3.
+            Initialised :math:`\mathcal{U}(-\sqrt{3/\text{fan\_in}}, \sqrt{3/\text{fan\_in}})` as in ``sru``.
+        weight_proj: ``(H_in, projection_size)`` or ``None``.
+        weight_c: ``(2, dirs * H)`` peephole weights :math:`(v_f, v_r)`, ``None`` for ``version="v1"``.
+        bias: ``(2, dirs * H)`` gate biases :math:`(b_f, b_r)`; :math:`b_r` starts at ``highway_bias``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        rnn_dropout: float = 0.0,
+        layer_norm: bool = False,
+        normalize_after: bool = False,
+        highway_bias: float = -2.0,
+        rescale: bool = True,
+        use_tanh: bool = False,
+        projection_size: int = 0,
+        version: str = "v2",
+        has_skip_term: bool = True,
+        batch_first: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.projection_size = check.check_positive_int(projection_size, "projection_size", minimum=0)
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+        if backend not in dispatch.BACKENDS + ("auto",):
+            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {backend!r}")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+        if self.projection_size and not self.projection_size < min(input_size, self.output_size):
+            raise ValueError(
+                f"projection_size must be smaller than input_size ({input_size}) and dirs * hidden_size "
+                f"({self.output_size}) to factor the weight, got {projection_size}")
+        self.dropout = check.check_probability(dropout, "dropout")
+        self.rnn_dropout = check.check_probability(rnn_dropout, "rnn_dropout")
+        self.normalize_after = bool(normalize_after)
+        self.highway_bias = float(highway_bias)
+        self.rescale = bool(rescale)
+        self.use_tanh = bool(use_tanh)
+        self.version = version
+        self.has_skip_term = bool(has_skip_term)
+        self.batch_first = bool(batch_first)
+        self.backend = backend
+        self.num_matrices = 4 if has_skip_term and input_size != self.output_size else 3
+        # alpha of the highway input x' = alpha * x; only used when num_matrices == 3
+        self.scale_x = math.sqrt(1.0 + 2.0 * math.exp(self.highway_bias)) if rescale and has_skip_term else 1.0
+
+        proj_in = self.projection_size or input_size
+        self.weight_proj = nn.Parameter(torch.empty(input_size, self.projection_size)) if self.projection_size else None
+        self.weight = nn.Parameter(torch.empty(proj_in, self.num_matrices * self.output_size))
+        self.weight_c = nn.Parameter(torch.empty(2, self.output_size)) if version == "v2" else None
+        self.bias = nn.Parameter(torch.empty(2, self.output_size))
+        norm_size = self.output_size if normalize_after else input_size
+        self.layer_norm = nn.LayerNorm(norm_size) if layer_norm else None
+        self.reset_parameters()
+
+    @property
+    def linear(self) -> bool:
+        """True for the linear (v1) recurrence, which has no peephole."""
+        return self.weight_c is None
+
+    def reset_parameters(self) -> None:
+        """``sru`` 2.6's initialisation: unit-variance projections, gate columns and peephole scaled by sqrt(1/2)."""
+        with torch.no_grad():
+            self.bias.zero_()
+            self.bias[1].fill_(self.highway_bias)
+            fan_in = self.weight.size(0)
+            self.weight.uniform_(-math.sqrt(3.0 / fan_in), math.sqrt(3.0 / fan_in))
+            if self.weight_proj is not None:
+                bound = math.sqrt(3.0 / self.weight_proj.size(0))
+                self.weight_proj.uniform_(-bound, bound)
+            w = self.weight.view(fan_in, self.num_matrices, self.output_size)
+            if self.dropout > 0:
+                w[:, 0].mul_(math.sqrt(1 - self.dropout))
+            if self.rnn_dropout > 0:
+                w.mul_(math.sqrt(1 - self.rnn_dropout))
+            if self.layer_norm is not None:
+                w.mul_(0.1)
+                self.layer_norm.reset_parameters()
+            if self.num_matrices == 4 and self.rescale:
+                w[:, 3].mul_(math.sqrt(1.0 + 2.0 * math.exp(self.highway_bias)))
+            if self.weight_c is not None:
+                self.weight_c.uniform_(-math.sqrt(3.0), math.sqrt(3.0)).mul_(math.sqrt(0.5))
+                w[:, 1:3].mul_(math.sqrt(0.5))
+
+    def _dropout_mask(self, batch: int, size: int, p: float, like: Tensor) -> Tensor:
+        return like.new_empty(batch, size).bernoulli_(1 - p).div_(1 - p)
+
+    def forward(
+        self,
+        input: Tensor,
+        c0: Tensor | None = None,
+        lengths: Tensor | None = None,
+        mask_pad: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        if c0 is not None:
+            check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+        out, c_n = self.run(x, c0, mask)
+        return (out.transpose(0, 1) if self.batch_first else out), c_n
+
+    def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The layer on validated, time-major input: ``x`` ``(L, N, H_in)``, ``mask_pad`` ``(L, N)`` bool."""
+        length, batch, _ = x.shape
+        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype must match the layer's parameters. Expected {self.weight.dtype}, "
+                            f"got {x.dtype} (convert the layer with .to(dtype))")
+        if x.device != self.weight.device:
+            raise ValueError(f"input must be on the layer's device. Expected {self.weight.device}, got {x.device}")
+        residual = x
+        if self.layer_norm is not None and not self.normalize_after:
+            x = self.layer_norm(x)
+        if self.training and self.rnn_dropout > 0:
+            x = x * self._dropout_mask(batch, self.input_size, self.rnn_dropout, x).unsqueeze(0)
+        u = self.project(x)
+        drop_mask = None
+        if self.training and self.dropout > 0:
+            drop_mask = self._dropout_mask(batch, self.output_size, self.dropout, u)
+        if c0 is None:
+            c0 = u.new_zeros(batch, self.output_size)
+        skip = residual if self.num_matrices == 3 and self.has_skip_term else None
+        if skip is not None and skip.dtype != u.dtype:
+            skip = skip.to(u.dtype)
+        h, c_n = dispatch.sru_recurrence(
+            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), c0.to(u.dtype), mask_pad, drop_mask,
+            bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
+        if self.layer_norm is not None and self.normalize_after:
+            h = self.layer_norm(h)
+        return h, c_n
+
+    def project(self, x: Tensor) -> Tensor:
+        """``U = x W`` for all steps at once: ``(L, N, H_in)`` -> ``(L, N, K, dirs * H)``."""
+        length, batch, _ = x.shape
+        flat = x.reshape(length * batch, x.size(-1))
+        if self.weight_proj is not None:
+            flat = flat @ self.weight_proj
+        return (flat @ self.weight).view(length, batch, self.num_matrices, self.output_size)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, version={self.version!r}"
+        for name, default in (("bidirectional", False), ("dropout", 0.0), ("rnn_dropout", 0.0),
+                              ("projection_size", 0), ("use_tanh", False), ("has_skip_term", True),
+                              ("rescale", True), ("batch_first", False), ("backend", "auto")):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        if self.layer_norm is not None:
+            s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
+        return s
+
+
+def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if t is None else t.to(like.dtype)
+
+
+def _padding_mask(x: Tensor, lengths: Any, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
+    """``(L, N)`` bool padding mask from ``lengths`` or ``mask_pad`` (``x`` is time-major), or None."""
+    length, batch = x.size(0), x.size(1)
+    if lengths is not None and mask_pad is not None:
+        raise ValueError("give either lengths or mask_pad, not both")
+    if lengths is not None:
+        return check.lengths_to_mask(check.lengths_to_tensor(lengths, batch, length, x.device), length)
+    if mask_pad is not None:
+        return check.check_mask_pad(mask_pad, length, batch, x.device, batch_first)
+    return None
+
+
+class SRU(nn.Module):
+    r"""A stack of SRU layers: a drop-in replacement for :class:`torch.nn.LSTM` (see :class:`SRUCell` for the
+    equations and every option).
+
+    Args:
+        input_size: features of the input, ``H_in``.
+        hidden_size: features of the state per direction, ``H``.
+        num_layers: stacked layers. Default: 2.
+        bidirectional, dropout, rnn_dropout, layer_norm, normalize_after, highway_bias, rescale, use_tanh,
+        projection_size, version, has_skip_term, batch_first, backend: as in :class:`SRUCell`. ``dropout``
+        applies to every layer but the last.
+
+    Inputs: input, c0, lengths, mask_pad
+        * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
+          :class:`~torch.nn.utils.rnn.PackedSequence`.
+        * **c0**: ``(num_layers, N, dirs * H)`` initial cell states; zeros if ``None``.
+        * **lengths**: ``(N,)`` integer lengths in ``[1, L]``.
+        * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps.
+
+    Outputs: output, c_n
+        * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``); a ``PackedSequence``
+          when the input was one. Padded steps are 0.
+        * **c_n**: ``(num_layers, N, dirs * H)`` last cell state of every layer.
+
+    Example::
+
+        >>> rnn = SRU(16, 32, num_layers=2)
+        >>> output, c_n = rnn(torch.randn(50, 4, 16))
+        >>> output.shape, c_n.shape
+        (torch.Size([50, 4, 32]), torch.Size([2, 4, 32]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 2,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        rnn_dropout: float = 0.0,
+        layer_norm: bool = False,
+        normalize_after: bool = False,
+        highway_bias: float = -2.0,
+        rescale: bool = True,
+        use_tanh: bool = False,
+        projection_size: int = 0,
+        version: str = "v2",
+        has_skip_term: bool = True,
+        batch_first: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+        self.batch_first = bool(batch_first)
+        self.dropout = check.check_probability(dropout, "dropout")
+        self.version = version
+        self.layers = nn.ModuleList(
+            SRUCell(
+                input_size if i == 0 else self.output_size, hidden_size, bidirectional=bidirectional,
+                dropout=dropout if i + 1 < num_layers else 0.0, rnn_dropout=rnn_dropout, layer_norm=layer_norm,
+                normalize_after=normalize_after, highway_bias=highway_bias, rescale=rescale, use_tanh=use_tanh,
+                projection_size=projection_size, version=version, has_skip_term=has_skip_term, backend=backend)
+            for i in range(num_layers))
+
+    @property
+    def backend(self) -> str:
+        return self.layers[0].backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in dispatch.BACKENDS + ("auto",):
+            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {name!r}")
+        for layer in self.layers:
+            layer.backend = name
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        c0: Tensor | None = None,
+        lengths: Tensor | None = None,
+        mask_pad: Tensor | None = None,
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None or mask_pad is not None:
+                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
+            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        if c0 is not None:
+            check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
+        finals = []
+        for i, layer in enumerate(self.layers):
+            x, c_n = layer.run(x, None if c0 is None else c0[i], mask)
+            finals.append(c_n)
+        c_stack = torch.stack(finals)
+        output = x.transpose(0, 1) if self.batch_first else x
+        if packed:
+            return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first,
+                                        enforce_sorted=False), c_stack
+        return output, c_stack
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+
+    @classmethod
+    def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRU:
+        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module."""
+        cells = list(module.rnn_lst)
+        first = cells[0]
+        if getattr(module, "input_to_hidden", None) is not None:
+            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn")
+        if any(getattr(c, "custom_m", None) is not None for c in cells):
+            raise ValueError("sru.SRU(custom_m=...) is not supported by parrnn")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            new = cls(
+                module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
+                dropout=first.dropout, rnn_dropout=first.rnn_dropout, layer_norm=first.layer_norm is not None,
+                normalize_after=first.normalize_after, highway_bias=first.highway_bias, rescale=first.rescale,
+                use_tanh=first.activation_type == 1, projection_size=first.projection_size,
+                version="v1" if first.v1 else "v2", has_skip_term=first.has_skip_term, batch_first=batch_first,
+                backend=backend)
+        new.to(device=first.weight.device, dtype=first.weight.dtype)
+        new.load_sru_state_dict(module.state_dict(), scale_x=[float(c.scale_x) for c in cells])
+        return new
+
+    def load_sru_state_dict(self, state_dict: dict[str, Tensor], scale_x: list[float] | None = None) -> None:
+        """Load an ``sru.SRU`` 2.6 ``state_dict`` (keys ``rnn_lst.{i}.weight``, ``weight_c``, ``bias``, ...).
+
+        ``sru`` stores the projection columns interleaved as (direction, unit, matrix); parrnn stores them as
+        (matrix, direction, unit), so they are permuted here. ``scale_x`` overrides each layer's highway scale
+        (``sru`` keeps it in a buffer); by default it is recomputed from the configuration, as ``sru`` does.
+        """
+        for i, layer in enumerate(self.layers):
+            prefix = f"rnn_lst.{i}."
+            weight = _require(state_dict, prefix + "weight")
+            fan_in, k, c = layer.weight.size(0), layer.num_matrices, layer.output_size
+            if tuple(weight.shape) != (fan_in, k * c):
+                raise ValueError(f"{prefix}weight has shape {tuple(weight.shape)}, expected {(fan_in, k * c)}")
+            dirs, hidden = layer.num_directions, layer.hidden_size
+            permuted = weight.view(fan_in, dirs, hidden, k).permute(0, 3, 1, 2).reshape(fan_in, k * c)
+            with torch.no_grad():
+                layer.weight.copy_(permuted)
+                layer.bias.copy_(_require(state_dict, prefix + "bias").view(2, c))
+                if layer.weight_c is not None:
+                    layer.weight_c.copy_(_require(state_dict, prefix + "weight_c").view(2, c))
+                if layer.weight_proj is not None:
+                    layer.weight_proj.copy_(_require(state_dict, prefix + "weight_proj"))
+                if layer.layer_norm is not None:
+                    layer.layer_norm.weight.copy_(_require(state_dict, prefix + "layer_norm.weight"))
+                    layer.layer_norm.bias.copy_(_require(state_dict, prefix + "layer_norm.bias"))
+            if scale_x is not None and layer.rescale and layer.has_skip_term:
+                layer.scale_x = scale_x[i]
+
+
+def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:
+    if key not in state_dict:
+        raise KeyError(f"sru state_dict has no {key!r}; keys: {sorted(state_dict)[:8]}...")
+    return state_dict[key]

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Create or reuse ./.venv and install parrnn with its test and benchmark extras.
+#
+# torch is installed with care: where the venv (or the Python that creates it) already has torch, it is kept;
+# on a machine without an NVIDIA GPU the CPU build is installed (never the multi-GB CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-test,bench}
+CPU_TORCH=${CPU_TORCH:-torch==2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "bootstrap: creating $VENV"
+    # --system-site-packages keeps a torch that is already installed for $PYTHON
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+PY="$VENV/bin/python"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        echo "bootstrap: NVIDIA GPU found, installing torch (CUDA build)"
+        pip_install torch
+    else
+        echo "bootstrap: no NVIDIA GPU, installing the CPU build of torch ($CPU_TORCH)"
+        pip_install "$CPU_TORCH" || pip_install torch --index-url https://download.pytorch.org/whl/cpu
+    fi
+    "$PY" -c "import torch" || { echo "bootstrap: torch failed to install" >&2; exit 1; }
+fi
+
+stamp="$VENV/.parrnn-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing parrnn[$EXTRAS] (editable)"
+    pip_install -e ".[$EXTRAS]"
+    # the reference `sru` 2.6 package, for equivalence tests and benchmarks (its own deps are torch + ninja)
+    pip_install --no-deps "sru==2.6.0"
+    # NVRTC from pip: compiles the CUDA kernels to PTX without a GPU (CI proves every kernel compiles)
+    pip_install "cuda-bindings>=13" "nvidia-cuda-nvrtc>=13" "nvidia-cuda-runtime>=13" || \
+        echo "bootstrap: NVRTC wheels unavailable; the kernel compile check will be skipped"
+    touch "$stamp"
+fi
+"$PY" -c "import torch, parrnn; print(f'bootstrap: torch {torch.__version__}, parrnn {parrnn.__version__}')"
