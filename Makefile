@@ -1,21 +1,24 @@
 # The two commands the README promises: `make bench` and `make test`. Both bootstrap ./.venv first.
 PY := .venv/bin/python
 
-.PHONY: bootstrap test bench lint kernels-check clean
+.PHONY: bootstrap test bench docs lint kernels-check clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 test: bootstrap
-	$(PY) -m ruff check parrnn tests benchmarks
+	$(PY) -m ruff check parrnn tests benchmarks examples
 	$(PY) -m parrnn.kernels check
 	$(PY) -m pytest -q
 
 bench: bootstrap
 	$(PY) -m parrnn.bench.cli --preset default --out benchmarks/results/latest
 
+docs: bootstrap
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: bootstrap
-	$(PY) -m ruff check parrnn tests benchmarks
+	$(PY) -m ruff check parrnn tests benchmarks examples
 
 kernels-check: bootstrap
 	$(PY) -m parrnn.kernels check

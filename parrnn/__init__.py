@@ -7,7 +7,8 @@
 """
 
 from parrnn.ops import available_backends
+from parrnn.sliced import SlicedRNN
 from parrnn.sru import SRU, SRUCell
 
 __version__ = "0.1.0"
-__all__ = ["SRU", "SRUCell", "available_backends", "__version__"]
+__all__ = ["SRU", "SRUCell", "SlicedRNN", "available_backends", "__version__"]

@@ -204,10 +204,9 @@ class SRUCell(nn.Module):
         if c0 is None:
             c0 = u.new_zeros(batch, self.output_size)
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
-        if skip is not None and skip.dtype != u.dtype:
-            skip = skip.to(u.dtype)
+        skip = _cast(skip, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), c0.to(u.dtype), mask_pad, drop_mask,
+            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -234,7 +233,7 @@ class SRUCell(nn.Module):
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
-    return None if t is None else t.to(like.dtype)
+    return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
 
 
 def _padding_mask(x: Tensor, lengths: Any, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
@@ -257,9 +256,19 @@ class SRU(nn.Module):
         input_size: features of the input, ``H_in``.
         hidden_size: features of the state per direction, ``H``.
         num_layers: stacked layers. Default: 2.
-        bidirectional, dropout, rnn_dropout, layer_norm, normalize_after, highway_bias, rescale, use_tanh,
-        projection_size, version, has_skip_term, batch_first, backend: as in :class:`SRUCell`. ``dropout``
-        applies to every layer but the last.
+        bidirectional: as in :class:`SRUCell`.
+        dropout: as in :class:`SRUCell`, applied to every layer but the last.
+        rnn_dropout: as in :class:`SRUCell`.
+        layer_norm: as in :class:`SRUCell`.
+        normalize_after: as in :class:`SRUCell`.
+        highway_bias: as in :class:`SRUCell`.
+        rescale: as in :class:`SRUCell`.
+        use_tanh: as in :class:`SRUCell`.
+        projection_size: as in :class:`SRUCell`.
+        version: ``"v2"`` (peephole) or ``"v1"`` (linear), as in :class:`SRUCell`.
+        has_skip_term: as in :class:`SRUCell`.
+        batch_first: as in :class:`SRUCell`.
+        backend: as in :class:`SRUCell`; settable later with ``model.backend = name``.
 
     Inputs: input, c0, lengths, mask_pad
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a

@@ -44,6 +44,7 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(_FUSED_MODULES[name])
 
 
+@torch.compiler.assume_constant_result  # torch.compile calls it once while tracing: no graph break
 def backend_availability(name: str) -> tuple[bool, str]:
     """Whether backend ``name`` works on this machine, and why not (cached after the first check)."""
     if name == "reference":

@@ -1,0 +1,97 @@
+"""PNG plots of a run: throughput vs sequence length, and speedup vs nn.LSTM.
+
+One panel per (mode, sizes) where sizes = (dtype, batch, hidden, input size, layers); a panel whose rows cover
+several lengths draws one line per model over L (log scale), a panel with one length draws bars.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+MAX_PANELS = 8
+_MODE_TEXT = {"fwd": "forward (no_grad)", "fwdbwd": "forward+backward"}
+
+
+def _panels(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        if not r["model"].startswith("rec-"):  # the recurrence alone has no comparable throughput
+            groups[(r["mode"], r["dtype"], r["batch"], r["hidden"], r["input_size"], r["layers"])].append(r)
+    ordered = sorted(groups.items(), key=lambda kv: (-len({r["seq_len"] for r in kv[1]}), kv[0]))
+    return [(f"{_MODE_TEXT.get(k[0], k[0])}, {k[1]}, N={k[2]} H={k[3]} D={k[4]} layers={k[5]}", v)
+            for k, v in ordered[:MAX_PANELS]]
+
+
+def _draw(ax: Any, rows: list[Row], metric: str, ylabel: str) -> None:
+    by_model: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.get(metric) is not None:
+            by_model[r["model"]].append(r)
+    lengths = sorted({r["seq_len"] for r in rows})
+    if len(lengths) > 1:
+        for model, rs in by_model.items():
+            rs = sorted(rs, key=lambda r: r["seq_len"])
+            ax.plot([r["seq_len"] for r in rs], [r[metric] for r in rs], marker="o", label=model)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths], rotation=30 if len(lengths) > 6 else 0)
+        ax.minorticks_off()
+        ax.set_xlabel("sequence length L")
+    else:
+        models = list(by_model)
+        ax.bar(range(len(models)), [by_model[m][0][metric] for m in models],
+               color=[f"C{i}" for i in range(len(models))])
+        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        ax.set_xlabel(f"L = {lengths[0]}")
+    if metric == "speedup_vs_lstm":
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yscale("log")  # throughputs and ratios span orders of magnitude
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _figure(rows: list[Row], metric: str, ylabel: str, path: Path, title: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = _panels(rows)
+    if not panels:
+        return None
+    cols = min(2, len(panels))
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
+    for ax, (label, panel_rows) in zip(axes.flat, panels, strict=False):
+        _draw(ax, panel_rows, metric, ylabel)
+        ax.set_title(label, fontsize=9)
+        if len({r["seq_len"] for r in panel_rows}) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{ylabel} -- {title}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_results(rows: list[Row], out: Path, *, title: str = "") -> list[Path]:
+    """Write ``throughput_vs_length.png`` and ``speedup_vs_lstm.png`` into ``out``; return the files written.
+
+    Needs matplotlib (the ``bench`` extra); without it no plot is written and a note goes to stderr.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        import sys
+        print("parrnn-bench: matplotlib is not installed; no plots written (pip install parrnn[bench])",
+              file=sys.stderr)
+        return []
+    written = [
+        _figure(rows, "tokens_per_s", "throughput (tokens/s)", out / "throughput_vs_length.png", title),
+        _figure(rows, "speedup_vs_lstm", "speedup vs nn.LSTM", out / "speedup_vs_lstm.png", title),
+    ]
+    return [p for p in written if p is not None]

@@ -1,0 +1,289 @@
+"""The ``cpu`` backend: fused C++ forward and backward of the SRU recurrence (OpenMP over columns, SIMD).
+
+The C++ source is ``kernels/sru_cpu.cpp``; its per-step math is ``kernels/sru_step.cuh``, the same header the
+CUDA kernel includes. It is compiled on first use (never at import) by :mod:`parrnn.ops._cbuild` into a cached
+shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
+allocated with torch. This module implements the *fused backend module* contract of
+:mod:`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
+:func:`parrnn.ops.reference.sru_recurrence` (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
+
+* storage dtypes float32, float64, bfloat16, float16 (``u``, ``x``, ``h`` and their gradients stay in ``u``'s
+  dtype); arithmetic in float32, or float64 for float64 input;
+* ``weight_c``, ``bias``, ``c0``, ``drop_mask`` (small) are converted to the arithmetic dtype; the state
+  ``c_all`` ``(L, N, C)`` is kept in the arithmetic dtype (float32 for 16-bit storage);
+* threads: ``torch.get_num_threads()`` (fewer for small problems, at least 32k elements per thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import platform
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from parrnn._paths import kernel_source
+from parrnn.ops import _cbuild
+
+__all__ = ["availability", "backward", "build_info", "forward", "load_library"]
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+_COMMON_FLAGS = ["-fno-math-errno", "-fno-trapping-math"]  # never -ffast-math: NaN/inf must propagate
+# Tried in order; the first that compiles is used (a compiler without -march=native or OpenMP still works).
+_FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("-march=native", "-fopenmp", *_COMMON_FLAGS),
+    ("-fopenmp", *_COMMON_FLAGS),
+    ("-march=native", *_COMMON_FLAGS),
+    tuple(_COMMON_FLAGS),
+)
+_SKIP_NONE, _SKIP_X, _SKIP_U3 = 0, 1, 2
+_MIN_WORK_PER_THREAD = 1 << 15  # (t, n, column) elements; below this an extra thread costs more than it saves
+
+_lib: ctypes.CDLL | None = None
+_flags_used: tuple[str, ...] = ()
+_error: str | None = None
+_lock = threading.Lock()
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_INT = ctypes.c_int
+_FWD_ARGTYPES = [_P] * 10 + [_I64] * 4 + [_INT] * 3 + [ctypes.c_double, _INT]
+_BWD_ARGTYPES = [_P] * 14 + [_I64] * 4 + [_INT] * 3 + [ctypes.c_double, _INT]
+
+
+def _cpu_tag() -> str:
+    """A short hash of this CPU's model and feature flags: ``-march=native`` builds are cached per CPU."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _configure(lib: ctypes.CDLL) -> None:
+    for suffix in _SUFFIX.values():
+        fwd = getattr(lib, f"parrnn_sru_cpu_forward_{suffix}")
+        fwd.argtypes, fwd.restype = _FWD_ARGTYPES, _INT
+        bwd = getattr(lib, f"parrnn_sru_cpu_backward_{suffix}")
+        bwd.argtypes, bwd.restype = _BWD_ARGTYPES, _INT
+    for suffix in ("bf16", "f16"):
+        conv = getattr(lib, f"parrnn_sru_cpu_convert_{suffix}")
+        conv.argtypes, conv.restype = [_P, _P, _I64, _INT], None
+    lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
+
+
+def load_library() -> ctypes.CDLL:
+    """Compile (first call only; cached on disk) and load ``kernels/sru_cpu.cpp``.
+
+    Raises :class:`parrnn.ops._cbuild.BuildError` with the compiler's output when no flag set compiles.
+    """
+    global _lib, _flags_used, _error
+    with _lock:
+        if _lib is not None:
+            return _lib
+        if _error is not None:
+            raise _cbuild.BuildError(_error)
+        sources = [kernel_source("sru_cpu.cpp")]
+        errors = []
+        for flags in _FLAG_SETS:
+            name = f"sru_cpu-{_cpu_tag()}" if "-march=native" in flags else "sru_cpu"
+            try:
+                lib = _cbuild.build_library(name, sources, flags)
+                _configure(lib)
+            except (_cbuild.BuildError, OSError, AttributeError) as exc:
+                errors.append(str(exc))
+                if "no C++ compiler" in str(exc):
+                    break
+                continue
+            _lib, _flags_used = lib, flags
+            return lib
+        _error = "\n".join(errors)
+        raise _cbuild.BuildError(_error)
+
+
+def _summary(message: str) -> str:
+    """The first compiler error line (or the first line) of a build failure, for ``availability()``."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() and not ln.startswith("$")]
+    return (errors or lines or ["unknown build error"])[0][:300]
+
+
+def availability() -> tuple[bool, str]:
+    """``(True, description)`` when the C++ library builds and loads here, else ``(False, compiler error)``.
+
+    The first call compiles the library (several seconds; cached on disk afterwards)."""
+    try:
+        lib = load_library()
+    except Exception as exc:
+        return False, f"C++ build failed: {_summary(str(exc))}"
+    omp = lib.parrnn_sru_cpu_openmp_threads()
+    simd = "-march=native" if "-march=native" in _flags_used else "generic ISA"
+    par = f"OpenMP (max {omp} threads)" if omp > 0 else "no OpenMP (single thread)"
+    return True, f"fused C++ kernel, {simd}, {par}"
+
+
+def build_info() -> dict[str, object]:
+    """The flags the loaded library was built with (builds it if needed)."""
+    lib = load_library()
+    return {"flags": list(_flags_used), "openmp_max_threads": lib.parrnn_sru_cpu_openmp_threads(),
+            "source": str(Path(kernel_source("sru_cpu.cpp")))}
+
+
+# ---- argument preparation ----------------------------------------------------------------------------------
+
+def _arith_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_dtype(u: Tensor) -> None:
+    if u.dtype not in _SUFFIX:
+        supported = ", ".join(str(d) for d in _SUFFIX)
+        raise TypeError(f"parrnn cpu backend: u has dtype {u.dtype}; supported dtypes are {supported}")
+    if u.device.type != "cpu":
+        raise ValueError(f"parrnn cpu backend: tensors must be on the CPU, got u on {u.device}")
+
+
+def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
+    if t is not None and tuple(t.shape) != shape:
+        raise ValueError(f"parrnn cpu backend: {name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def _check_shapes(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                  mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool) -> None:
+    if u.dim() != 4 or u.shape[2] not in (3, 4):
+        raise ValueError(f"parrnn cpu backend: u must have shape (L, N, K, C) with K in (3, 4), got "
+                         f"{tuple(u.shape)}")
+    length, batch, k, cols = u.shape
+    if bidirectional and cols % 2:
+        raise ValueError(f"parrnn cpu backend: bidirectional needs an even number of columns, got C={cols}")
+    if k == 4 and x is not None:
+        raise ValueError("parrnn cpu backend: x must be None when u has K=4 (the 4th block is the highway)")
+    _check_shape("x", x, (length, batch, cols))
+    _check_shape("weight_c", weight_c, (2, cols))
+    _check_shape("bias", bias, (2, cols))
+    _check_shape("c0", c0, (batch, cols))
+    _check_shape("mask_pad", mask_pad, (length, batch))
+    _check_shape("drop_mask", drop_mask, (batch, cols))
+    for name, t in (("x", x), ("weight_c", weight_c), ("bias", bias), ("c0", c0), ("mask_pad", mask_pad),
+                    ("drop_mask", drop_mask)):
+        if t is not None and t.device.type != "cpu":
+            raise ValueError(f"parrnn cpu backend: {name} must be on the CPU, got {t.device}")
+
+
+def _prep(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype).contiguous()
+
+
+def _mask(mask_pad: Tensor | None) -> Tensor | None:
+    if mask_pad is None:
+        return None
+    mask = mask_pad if mask_pad.dtype == torch.bool else mask_pad != 0
+    return mask.contiguous().view(torch.uint8)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _threads(work: int) -> int:
+    """Threads for ``work`` elements: ``torch.get_num_threads()``, fewer for small problems."""
+    return max(1, min(torch.get_num_threads(), work // _MIN_WORK_PER_THREAD))
+
+
+def _skip_mode(k: int, x: Tensor | None) -> int:
+    return _SKIP_U3 if k == 4 else _SKIP_X if x is not None else _SKIP_NONE
+
+
+# ---- the fused backend contract ----------------------------------------------------------------------------
+
+def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+            mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
+            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused forward.
+
+    Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)`` in ``u``'s dtype, ``c_all``
+    ``(L, N, C)`` every ``c_t`` in the arithmetic dtype (float64 for float64 input, else float32).
+    """
+    _check_dtype(u)
+    _check_shapes(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional)
+    lib = load_library()
+    dtype, arith = u.dtype, _arith_dtype(u.dtype)
+    length, batch, k, cols = u.shape
+    u = u.contiguous()
+    x_ = _prep(x, dtype)
+    wc, b, c0_, dm = (_prep(t, arith) for t in (weight_c, bias, c0, drop_mask))
+    mask = _mask(mask_pad)
+    h = torch.empty((length, batch, cols), dtype=dtype)
+    c_n = torch.empty((batch, cols), dtype=arith)
+    c_all = torch.empty((length, batch, cols), dtype=arith)
+    fn = getattr(lib, f"parrnn_sru_cpu_forward_{_SUFFIX[dtype]}")
+    rc = fn(_ptr(u), _ptr(x_), _ptr(wc), _ptr(b), _ptr(c0_), _ptr(mask), _ptr(dm), _ptr(h), _ptr(c_n),
+            _ptr(c_all), length, batch, cols, k, int(bidirectional), int(use_tanh), _skip_mode(k, x_),
+            float(scale_x), _threads(length * batch * cols))
+    if rc != 0:
+        raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
+    return h, c_n.to(dtype), c_all
+
+
+def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,
+             bias: Tensor, c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
+             bidirectional: bool, use_tanh: bool, scale_x: float,
+             ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
+    """Fused backward from ``grad_h`` ``(L, N, C)`` and ``grad_c_n`` ``(N, C)``, given the forward's
+    ``c_all`` ``(L, N, C)``.
+
+    Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``, each like its input (dtype and shape),
+    with ``None`` where the input was ``None``. The peephole/bias gradients are per-row partial sums reduced
+    over the batch in the arithmetic dtype.
+    """
+    _check_dtype(u)
+    _check_shapes(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional)
+    lib = load_library()
+    dtype, arith = u.dtype, _arith_dtype(u.dtype)
+    length, batch, k, cols = u.shape
+    _check_shape("grad_h", grad_h, (length, batch, cols))
+    _check_shape("grad_c_n", grad_c_n, (batch, cols))
+    _check_shape("c_all", c_all, (length, batch, cols))
+    u = u.contiguous()
+    x_ = _prep(x, dtype)
+    gh = _prep(grad_h, dtype)
+    wc, b, c0_, dm, gcn, call = (_prep(t, arith) for t in (weight_c, bias, c0, drop_mask, grad_c_n, c_all))
+    mask = _mask(mask_pad)
+    grad_u = torch.empty_like(u)
+    grad_x = None if x_ is None else torch.empty((length, batch, cols), dtype=dtype)
+    partial = torch.empty((batch, 4, cols), dtype=arith)
+    grad_c0 = torch.empty((batch, cols), dtype=arith)
+    fn = getattr(lib, f"parrnn_sru_cpu_backward_{_SUFFIX[dtype]}")
+    rc = fn(_ptr(gh), _ptr(gcn), _ptr(u), _ptr(x_), _ptr(wc), _ptr(b), _ptr(c0_), _ptr(mask), _ptr(dm),
+            _ptr(call), _ptr(grad_u), _ptr(grad_x), _ptr(partial), _ptr(grad_c0), length, batch, cols, k,
+            int(bidirectional), int(use_tanh), _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
+    if rc != 0:
+        raise RuntimeError(f"parrnn cpu backend: backward kernel rejected its arguments (code {rc})")
+    # partial (N, 4, C): per-row d v_f, d v_r, d b_f, d b_r; separate sums so that no two outputs alias
+    grad_wc = None if weight_c is None else partial[:, :2].sum(0).to(weight_c.dtype)
+    grad_bias = partial[:, 2:].sum(0).to(bias.dtype)
+    grad_x_out = None if x is None or grad_x is None else grad_x.to(x.dtype)
+    return grad_u, grad_x_out, grad_wc, grad_bias, grad_c0.to(c0.dtype)
+
+
+def _convert(values: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Round float32 ``values`` to ``dtype`` (bfloat16/float16) with the kernel's conversion and convert the
+    result back to float32 with the kernel's conversion: ``(stored, reloaded)``."""
+    lib = load_library()
+    suffix = _SUFFIX[dtype]
+    src = values.to(torch.float32).contiguous()
+    stored = torch.empty(src.shape, dtype=dtype)
+    back = torch.empty(src.shape, dtype=torch.float32)
+    conv = getattr(lib, f"parrnn_sru_cpu_convert_{suffix}")
+    conv(src.data_ptr(), stored.data_ptr(), src.numel(), 1)
+    conv(stored.data_ptr(), back.data_ptr(), src.numel(), 0)
+    return stored, back

@@ -1,0 +1,378 @@
+"""Sliced recurrent networks (Yu & Liu, COLING 2018, "Sliced Recurrent Neural Networks").
+
+A sequence of length ``T`` is cut into ``slices ** levels`` *minimal slices*. One shared base RNN runs over
+all of them at once (every slice of every sequence is one batch row), so its sequential work is only ``T /
+slices ** levels`` steps. The last state of each slice becomes one step of the sequence seen by the next
+level; that level cuts its sequence into slices of ``slices`` steps and runs its own RNN over all of them at
+once, and so on up to the top level, which sees ``slices`` steps per sequence and gives the final
+representation.
+
+Unlike the reference Keras code, :class:`SlicedRNN` accepts any ``T`` (padded internally), per-sequence
+``lengths`` (padded steps never change a result), any base cell (GRU, LSTM, :class:`parrnn.SRU`, or a user
+module), bidirectional cells, and ``levels=0`` (exactly the base RNN over the whole sequence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from parrnn import _validation as check
+
+CellFactory = Callable[..., nn.Module]
+CELLS = ("gru", "lstm", "sru")
+
+
+class SlicedRNN(nn.Module):
+    r"""Sliced RNN: a hierarchy of RNNs over slices of the sequence, every level parallel over its slices.
+
+    With ``n = slices`` and ``k = levels``, an input of length ``T`` is zero-padded to ``T_p = n^k * m`` with
+    ``m = ceil(T / n^k)`` (the minimal slice length). Then
+
+    * **level 0**: the base RNN ``rnns[0]`` runs over the ``n^k`` minimal slices of length ``m`` of every
+      sequence at once (``n^k * N`` batch rows, state reset to zero at every slice start). Each slice's
+      *summary* is its last output: the output at its last valid step; for a bidirectional cell the forward
+      direction's output at the slice's last valid step concatenated with the backward direction's output at
+      the slice's first step (that is, both directions' final states).
+    * **level j = 1..k**: the summaries of level ``j - 1``, in order, form a sequence of ``n^(k-j+1)`` steps
+      per sequence; ``rnns[j]`` runs over its slices of ``n`` steps at once and summarises each slice the same
+      way.
+    * the **top level** ``k`` has one slice per sequence: its outputs are ``output`` and its summary is ``h``.
+
+    ``levels=0`` is the base RNN over the whole sequence (``output`` its outputs, ``h`` its final states).
+
+    **Lengths.** With ``lengths`` a sequence's steps ``t >= lengths[i]`` are padding and never change its
+    result: their values are ignored (NaN included, in outputs and gradients), and the result does not depend
+    on the other sequences of the batch. A slice that is partly padding is summarised at its last valid step
+    (the backward direction starts there). A slice that is entirely padding is *dropped*: it is not a step of
+    the next level's sequence (the state passes through it unchanged). So sequence ``i`` has
+    ``c_0 = lengths[i]`` valid steps at level 0 and ``c_j = ceil(c_(j-1) / s_(j-1))`` valid steps at level
+    ``j`` (``s_0 = m``, ``s_j = n``), always at least 1; each level runs its RNN over exactly the valid steps
+    of every slice. In particular a sequence of length ``<= m`` gets at level 0 exactly the base RNN over its
+    valid steps. Outputs at padded positions are 0. Without ``lengths`` every sequence has length ``T`` (the
+    internal padding to ``T_p`` is handled the same way).
+
+    The slice length ``m`` follows from the input's ``T``: a sequence padded to a different ``T`` is cut
+    differently and gets a different result. Pad to one fixed ``T`` (as the paper does, ``T = 512``) when
+    results must agree across batches.
+
+    Args:
+        input_size: features of the input, ``H_in``.
+        hidden_size: features of every level's state per direction, ``H``.
+        slices: ``n``, slices per level (>= 2). Default: 8.
+        levels: ``k``, levels above the base (>= 0). Default: 2.
+        cell: the recurrent module of every level: ``"gru"`` (:class:`torch.nn.GRU`), ``"lstm"``
+            (:class:`torch.nn.LSTM`), ``"sru"`` (:class:`parrnn.SRU`), or a callable
+            ``cell(input_size, hidden_size, **cell_kwargs) -> nn.Module`` whose module follows
+            :class:`torch.nn.GRU`'s call contract: time-major input ``(L, N, H_in)`` -> ``(output, h_n)`` with
+            output ``(L, N, dirs * H)`` (forward direction first). A user module must be causal when
+            ``bidirectional=False`` (output ``t`` depends only on inputs ``<= t``); with
+            ``bidirectional=True`` the factory must build a bidirectional module, and ``bidirectional`` only
+            tells SlicedRNN how to read its output. Default: ``"gru"``.
+        num_layers: stacked layers inside each level's built-in cell (a user factory builds its own stack).
+            Default: 1.
+        bidirectional: bidirectional cells at every level. Default: ``False``.
+        batch_first: ``input`` and ``output`` are ``(N, L, H)``. Default: ``False``.
+        **cell_kwargs: passed to every level's cell constructor (e.g. ``dropout`` for GRU/LSTM, ``proj_size``
+            for LSTM, ``layer_norm`` or ``backend`` for SRU).
+
+    Inputs: input, lengths
+        * **input**: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``), any ``T >= 1``.
+        * **lengths**: ``(N,)`` integer tensor or sequence of ints in ``[1, T]``; ``None`` means every
+          sequence has length ``T``.
+        * **return_all_levels** (keyword): also return every level's outputs.
+
+    Outputs: output, h (, all_levels)
+        * **output**: ``(L_top, N, H_out)`` (``(N, L_top, H_out)`` with ``batch_first``), the top level's
+          outputs, with ``L_top = n`` for ``levels >= 1`` and ``L_top = T`` for ``levels = 0``; positions past
+          a sequence's valid steps at that level are 0.
+        * **h**: ``(N, H_out)`` the top level's summary, the final representation of each sequence.
+        * **all_levels**: list of ``levels + 1`` tensors; ``all_levels[0]`` is ``(T, N, H_out)``, level 0's
+          output at every input step (the base RNN's state restarts at every minimal slice), ``all_levels[j]``
+          is ``(n^(k-j+1), N, H_out)``, level ``j``'s output at every step of its sequence (batch first with
+          ``batch_first``); ``all_levels[-1]`` is ``output``.
+
+        ``H_out = dirs * H`` (``dirs * proj_size`` for an LSTM with ``proj_size > 0``).
+
+    Attributes:
+        rnns: :class:`torch.nn.ModuleList` of ``levels + 1`` modules; ``rnns[0]`` (also ``base``) is the base
+            RNN with input size ``H_in``, ``rnns[j]`` level ``j``'s RNN with input size ``H_out``. Each
+            built-in cell is created time-major with ``num_layers`` and ``bidirectional`` and initialised by
+            its own class.
+
+    Example::
+
+        >>> rnn = SlicedRNN(16, 32, slices=4, levels=2)
+        >>> output, h = rnn(torch.randn(100, 3, 16), lengths=[100, 37, 5])
+        >>> output.shape, h.shape
+        (torch.Size([4, 3, 32]), torch.Size([3, 32]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        slices: int = 8,
+        levels: int = 2,
+        cell: str | CellFactory = "gru",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        **cell_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.slices = check.check_positive_int(slices, "slices", minimum=2)
+        self.levels = check.check_positive_int(levels, "levels", minimum=0)
+        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.num_directions = 2 if bidirectional else 1
+        if isinstance(cell, str):
+            if cell not in CELLS:
+                raise ValueError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
+                                 f"nn.Module, got {cell!r}")
+            self.cell: str = cell
+        elif callable(cell):
+            if num_layers != 1:
+                raise ValueError(f"num_layers applies to the built-in cells {CELLS}; a cell factory builds "
+                                 f"its own layers (got num_layers={num_layers})")
+            self.cell = "custom"
+        else:
+            raise TypeError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
+                            f"nn.Module, got {type(cell).__name__}")
+        proj_size = cell_kwargs.get("proj_size", 0) if self.cell == "lstm" else 0
+        self.output_size = self.num_directions * (proj_size or hidden_size)
+        self.cell_kwargs = dict(cell_kwargs)
+        self.rnns = nn.ModuleList(self._make_cell(cell, input_size if level == 0 else self.output_size)
+                                  for level in range(levels + 1))
+
+    @property
+    def base(self) -> nn.Module:
+        """The level-0 RNN, shared by all minimal slices."""
+        return self.rnns[0]
+
+    def _make_cell(self, cell: str | CellFactory, input_size: int) -> nn.Module:
+        hidden, layers, kwargs = self.hidden_size, self.num_layers, self.cell_kwargs
+        if cell == "gru":
+            return nn.GRU(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
+        if cell == "lstm":
+            return nn.LSTM(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
+        if cell == "sru":
+            from parrnn.sru import SRU  # late import: parrnn/__init__ imports both modules
+
+            return SRU(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
+        module = cell(input_size, hidden, **kwargs)  # type: ignore[operator]
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the cell factory must return an nn.Module, got {type(module).__name__}")
+        return module
+
+    def extra_repr(self) -> str:
+        s = (f"{self.input_size}, {self.hidden_size}, slices={self.slices}, levels={self.levels}, "
+             f"cell={self.cell!r}")
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+    def padded_length(self, length: int) -> int:
+        """The internal padded length ``T_p = slices**levels * ceil(length / slices**levels)``."""
+        per = self.slices**self.levels
+        return per * -(-length // per)
+
+    def forward(
+        self,
+        input: Tensor,
+        lengths: Tensor | Sequence[int] | None = None,
+        *,
+        return_all_levels: bool = False,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input  # (T, N, H_in)
+        length, batch = x.shape[0], x.shape[1]
+        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, length, x.device)
+        if counts is not None:  # padding values (NaN included) must reach neither outputs nor gradients
+            pad = torch.arange(length, device=x.device).unsqueeze(1) >= counts.unsqueeze(0)
+            x = x.masked_fill(pad.unsqueeze(2), 0)
+        padded = self.padded_length(length)
+        if padded != length:
+            x = torch.cat([x, x.new_zeros(padded - length, batch, x.shape[2])])
+            if counts is None:
+                counts = torch.full((batch,), length, dtype=torch.int64, device=x.device)
+
+        seq, outputs = x, []
+        for level, rnn in enumerate(self.rnns):
+            slice_len = padded // self.slices**self.levels if level == 0 else self.slices
+            num_slices = seq.shape[0] // slice_len
+            need_output = return_all_levels or level == self.levels
+            out, summary = self._level(rnn, seq, counts, slice_len, need_output)
+            if out is not None:
+                outputs.append(out)
+            seq = summary.view(num_slices, batch, self.output_size)
+            if counts is not None:
+                counts = (counts + slice_len - 1) // slice_len  # non-empty slices = valid steps one level up
+
+        h = seq.view(batch, self.output_size)
+        if return_all_levels:
+            outputs[0] = outputs[0][:length]
+        if self.batch_first:
+            outputs = [o.transpose(0, 1) for o in outputs]
+        if return_all_levels:
+            return outputs[-1], h, outputs
+        return outputs[-1], h
+
+    def _level(
+        self, rnn: nn.Module, seq: Tensor, counts: Tensor | None, slice_len: int, need_output: bool
+    ) -> tuple[Tensor | None, Tensor]:
+        """Run one level over ``seq`` ``(S * slice_len, N, F)`` (time-major) with ``counts`` ``(N,)`` valid
+        steps (``None``: all valid). Returns the outputs ``(S * slice_len, N, H_out)`` in sequence order
+        (``None`` unless ``need_output``) and the slice summaries ``(S * N, H_out)``; row ``s * N + i`` is
+        slice ``s`` of sequence ``i`` (0 for an empty slice)."""
+        total, batch, feat = seq.shape
+        num_slices = total // slice_len
+        row_len = None
+        if counts is not None:
+            starts = torch.arange(num_slices, device=seq.device).unsqueeze(1) * slice_len
+            row_len = (counts.unsqueeze(0) - starts).clamp_(0, slice_len).reshape(-1)
+            if bool((row_len == slice_len).all()):
+                row_len = None
+        if row_len is None and _fast_gru_applies(rnn, seq):
+            return _gru_inference(rnn, seq.view(num_slices, slice_len, batch, feat), need_output)
+
+        # rows r = s * N + i: slice s of sequence i, each a batch row of length slice_len
+        rows = seq.view(num_slices, slice_len, batch, feat).transpose(0, 1)
+        rows = rows.reshape(slice_len, num_slices * batch, feat)
+        if row_len is None:
+            out = self._run(rnn, rows, None)
+        else:
+            keep = (row_len > 0).nonzero().squeeze(1)
+            if keep.numel() == row_len.numel():  # no empty slice
+                out = self._run(rnn, rows, row_len)
+            else:  # drop the empty slices: no compute spent on them, and their outputs stay 0
+                sub_len = row_len.index_select(0, keep)
+                sub_out = self._run(rnn, rows.index_select(1, keep), sub_len)
+                out = sub_out.new_zeros(slice_len, rows.shape[1], sub_out.shape[2])
+                out = out.index_copy(1, keep, sub_out)
+        summary = self._summary(out, row_len)
+        if not need_output:
+            return None, summary
+        out = out.view(slice_len, num_slices, batch, -1).transpose(0, 1).reshape(total, batch, -1)
+        return out, summary
+
+    def _summary(self, out: Tensor, row_len: Tensor | None) -> Tensor:
+        """Each row's last state: output at its last valid step (forward) / at step 0 (backward)."""
+        if row_len is None:
+            last = out[-1]
+        else:
+            idx = (row_len - 1).clamp_(min=0).view(1, -1, 1).expand(1, -1, out.shape[2])
+            last = out.gather(0, idx).squeeze(0)  # empty rows: out is 0 there, so their summary is 0
+        if not self.bidirectional:
+            return last
+        half = self.output_size // 2
+        return torch.cat([last[:, :half], out[0, :, half:]], dim=1)
+
+    def _run(self, rnn: nn.Module, x: Tensor, row_len: Tensor | None) -> Tensor:
+        """``rnn`` over rows ``x`` ``(L, R, F)`` with ``row_len`` ``(R,)`` in ``[1, L]`` (``None``: all
+        ``L``). Returns ``(L, R, H_out)``, 0 at padded steps; the valid steps equal the rnn over each row's
+        valid part."""
+        if row_len is None:
+            return self._call(rnn, x)
+        steps = x.shape[0]
+        pad = (torch.arange(steps, device=x.device).unsqueeze(1) >= row_len.unsqueeze(0)).unsqueeze(2)
+        if not self.bidirectional:  # causal: padding after the valid steps cannot reach them
+            return self._call(rnn, x).masked_fill(pad, 0)
+        if self.cell in ("gru", "lstm"):
+            packed = pack_padded_sequence(x, row_len.cpu(), enforce_sorted=False)
+            out, _ = rnn(packed)
+            return pad_packed_sequence(out, total_length=steps)[0]
+        if self.cell == "sru":
+            return rnn(x, lengths=row_len)[0].masked_fill(pad, 0)
+        # a user module knows nothing of lengths: run each group of equal-length rows on its valid steps only
+        out = x.new_zeros(steps, x.shape[1], self.output_size)
+        for n in torch.unique(row_len).tolist():
+            idx = (row_len == n).nonzero().squeeze(1)
+            out[:n, idx] = self._call(rnn, x[:n, idx])
+        return out
+
+    def _call(self, rnn: nn.Module, x: Tensor) -> Tensor:
+        result = rnn(x)
+        out = result[0] if isinstance(result, (tuple, list)) else result
+        if not isinstance(out, Tensor) or out.shape[:2] != x.shape[:2] or out.shape[2] != self.output_size:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"the {self.cell!r} cell must return output of shape (L, N, {self.output_size}) "
+                             f"(dirs * hidden_size) for input {tuple(x.shape)}, got {got}")
+        return out
+
+
+def _fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
+    """Whether :func:`_gru_inference` may replace ``rnn(x)``: a plain time-major :class:`torch.nn.GRU` in
+    inference (no autograd graph to record, no inter-layer dropout active)."""
+    if type(rnn) is not nn.GRU or rnn.batch_first:
+        return False
+    if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in rnn.parameters())):
+        return False
+    return x.device.type == "cpu"
+
+
+def _gru_inference(rnn: nn.GRU, x: Tensor, need_output: bool) -> tuple[Tensor | None, Tensor]:
+    """:class:`torch.nn.GRU` ``rnn`` over ``S`` independent slices at once, for inference on CPU.
+
+    ``x`` ``(S, L, N, F)``: slice ``s`` of sequence ``i`` is ``x[s, :, i]``. Returns the outputs
+    ``(S * L, N, dirs * H)`` in sequence order (``None`` unless ``need_output``) and the slices' final states
+    ``(S * N, dirs * H)`` ([forward at step ``L - 1`` | backward at step 0], row ``s * N + i``).
+
+    The same equations as ``nn.GRU`` (gates r, z, n; ``h' = n + z * (h - n)``) with fewer passes over memory:
+    one GEMM for every step's input projection, read in place (no transposition of ``x`` into batch rows), the
+    r/z biases folded into it, and per step two GEMMs and five fused elementwise ops, writing ``h`` straight
+    into the output. About 20-25% faster than ``nn.GRU`` on the many-row level-0 batches on CPU.
+    """
+    num_slices, steps, batch, _ = x.shape
+    hidden, dirs = rnn.hidden_size, 2 if rnn.bidirectional else 1
+    rows = num_slices * batch
+    layer_in = x
+    finals: list[Tensor] = []
+    out: Tensor | None = None
+    for layer in range(rnn.num_layers):
+        last = layer == rnn.num_layers - 1
+        keep_all = need_output or not last  # the last layer's outputs are needed only on request
+        out = x.new_empty(num_slices, steps, batch, dirs * hidden) if keep_all else None
+        finals = []
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
+            b_ih = getattr(rnn, "bias_ih" + suffix) if rnn.bias else w_ih.new_zeros(3 * hidden)
+            b_hh = getattr(rnn, "bias_hh" + suffix) if rnn.bias else w_ih.new_zeros(3 * hidden)
+            bias = torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
+            gates_x = torch.addmm(bias, layer_in.reshape(-1, layer_in.shape[-1]), w_ih.t())
+            gates_x = gates_x.view(num_slices, steps, batch, 3 * hidden)
+            w_rz, w_n, b_hn = w_hh[: 2 * hidden].t(), w_hh[2 * hidden :].t(), b_hh[2 * hidden :]
+            h = x.new_zeros(num_slices, batch, hidden)
+            scratch = None if keep_all else x.new_empty(2, num_slices, batch, hidden)
+            cols = slice(direction * hidden, (direction + 1) * hidden)
+            order = range(steps - 1, -1, -1) if direction else range(steps)
+            for i, t in enumerate(order):
+                g = gates_x[:, t]  # (S, N, 3H), strided
+                flat = h.reshape(rows, hidden)
+                rz = torch.mm(flat, w_rz).view(num_slices, batch, 2 * hidden).add_(g[..., : 2 * hidden])
+                rz = rz.sigmoid_()
+                n = torch.addmm(b_hn, flat, w_n).view(num_slices, batch, hidden).mul_(rz[..., :hidden])
+                n = n.add_(g[..., 2 * hidden :]).tanh_()
+                target = out[:, t, :, cols] if out is not None else scratch[i % 2]  # type: ignore[index]
+                h = torch.lerp(n, h, rz[..., hidden:], out=target)
+            finals.append(h.reshape(rows, hidden))
+        layer_in = out  # type: ignore[assignment]
+    summary = torch.cat(finals, dim=1) if dirs == 2 else finals[0].contiguous()
+    if out is None:
+        return None, summary
+    return out.view(num_slices * steps, batch, dirs * hidden), summary

@@ -1,0 +1,197 @@
+"""Models for the accuracy tasks: an optional embedding, a recurrent encoder, and a linear head.
+
+Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` (:class:`parrnn.SRU`,
+the peephole v2 and the linear v1 recurrence), and ``sliced-gru`` / ``sliced-lstm`` / ``sliced-sru``
+(:class:`parrnn.SlicedRNN` over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
+optional ``lengths`` to ``(outputs, last)``: per-step outputs ``(L, N, H)`` (``None`` for sliced encoders,
+which only produce one state per sequence) and the state after each sequence's last valid step ``(N, H)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from parrnn.tasks.base import Task
+
+MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", "sliced-gru", "sliced-lstm", "sliced-sru")
+
+
+@dataclass
+class ModelSpec:
+    """Architecture options shared by every encoder (unused ones are ignored by an encoder)."""
+
+    name: str = "sru"
+    hidden: int = 128
+    layers: int = 2
+    embed_dim: int = 64
+    dropout: float = 0.0
+    slices: int = 8
+    levels: int = 2
+    sru_backend: str = "auto"
+    memory_bias: float | None = None
+
+
+def last_valid(outputs: Tensor, lengths: Tensor | None) -> Tensor:
+    """``outputs[lengths - 1, n]`` for every sequence ``n`` (the last step when ``lengths`` is ``None``)."""
+    if lengths is None:
+        return outputs[-1]
+    index = (lengths.to(outputs.device) - 1).view(1, -1, 1).expand(1, -1, outputs.shape[-1])
+    return outputs.gather(0, index).squeeze(0)
+
+
+class TorchRNNEncoder(nn.Module):
+    """``torch.nn.LSTM`` / ``torch.nn.GRU``; padding comes after each sequence, never reaching ``last``."""
+
+    def __init__(self, cell: str, input_size: int, spec: ModelSpec) -> None:
+        super().__init__()
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn_class(
+            input_size, spec.hidden, spec.layers, dropout=spec.dropout if spec.layers > 1 else 0.0
+        )
+        self.output_size = spec.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        outputs, _ = self.rnn(x)
+        return outputs, last_valid(outputs, lengths)
+
+
+class SRUEncoder(nn.Module):
+    """:class:`parrnn.SRU` (``version`` ``"v2"`` or ``"v1"``); padded steps leave the state unchanged."""
+
+    def __init__(self, version: str, input_size: int, spec: ModelSpec) -> None:
+        super().__init__()
+        from parrnn import SRU
+
+        self.rnn = SRU(
+            input_size,
+            spec.hidden,
+            spec.layers,
+            dropout=spec.dropout,
+            version=version,
+            backend=spec.sru_backend,
+        )
+        self.output_size = spec.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        outputs, _ = self.rnn(x, lengths=lengths)
+        return outputs, last_valid(outputs, lengths)
+
+
+class SlicedEncoder(nn.Module):
+    """:class:`parrnn.SlicedRNN` over a GRU, LSTM or SRU base: one state per sequence, no per-step outputs.
+
+    The slice length follows from the padded length ``L``, so padded batches are first extended to ``pad_to``
+    steps (the task's longest sequence): then an example's result does not depend on its batch.
+    """
+
+    def __init__(self, cell: str, input_size: int, spec: ModelSpec, pad_to: int | None = None) -> None:
+        super().__init__()
+        from parrnn.sliced import SlicedRNN
+
+        extra = {"backend": spec.sru_backend} if cell == "sru" else {}
+        self.rnn = SlicedRNN(
+            input_size,
+            spec.hidden,
+            slices=spec.slices,
+            levels=spec.levels,
+            cell=cell,
+            num_layers=spec.layers,
+            **extra,
+        )
+        self.output_size, self.pad_to = spec.hidden, pad_to
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        if self.pad_to is not None and x.shape[0] < self.pad_to:
+            if lengths is None:
+                lengths = torch.full((x.shape[1],), x.shape[0], dtype=torch.int64, device=x.device)
+            x = torch.cat([x, x.new_zeros(self.pad_to - x.shape[0], *x.shape[1:])])
+        _, last = self.rnn(x, lengths=lengths)
+        return None, last
+
+
+def build_encoder(input_size: int, spec: ModelSpec, pad_to: int | None = None) -> nn.Module:
+    """The encoder named ``spec.name`` (one of ``MODEL_NAMES``); ``pad_to``: see :class:`SlicedEncoder`."""
+    name = spec.name
+    if name in ("lstm", "gru"):
+        return TorchRNNEncoder(name, input_size, spec)
+    if name in ("sru", "sru-v2", "sru-v1"):
+        return SRUEncoder("v1" if name == "sru-v1" else "v2", input_size, spec)
+    if name.startswith("sliced-") and name.removeprefix("sliced-") in ("gru", "lstm", "sru"):
+        return SlicedEncoder(name.removeprefix("sliced-"), input_size, spec, pad_to)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+class SequenceModel(nn.Module):
+    """Embedding (token tasks) -> recurrent encoder -> linear head, shaped for one :class:`Task`.
+
+    Inputs: ``inputs`` ``(N, L, F)`` float or ``(N, L)`` token ids, ``lengths`` ``(N,)`` or ``None``.
+    Output: ``(N,)`` for regression, ``(N, C)`` for sequence classification, ``(N, L, C)`` for per-step tasks.
+    """
+
+    def __init__(self, task: Task, spec: ModelSpec) -> None:
+        super().__init__()
+        self.readout, self.regression = task.readout, task.metric == "mse"
+        self.embedding = nn.Embedding(task.vocab_size, spec.embed_dim) if task.vocab_size else None
+        features = spec.embed_dim if task.vocab_size else task.input_size
+        self.encoder = build_encoder(features, spec, task.max_length)
+        if task.readout == "every" and isinstance(self.encoder, SlicedEncoder):
+            raise ValueError(
+                f"model {spec.name!r} yields one state per sequence, but task {task.name!r} needs "
+                "an output at every step; use lstm, gru or sru"
+            )
+        self.head = nn.Linear(self.encoder.output_size, task.num_outputs)
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """Time-major per-step features ``(L, N, F)`` fed to the encoder (embedded tokens or raw inputs)."""
+        x = self.embedding(inputs) if self.embedding is not None else inputs
+        return x.transpose(0, 1)
+
+    def forward_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Predictions from encoder features ``x`` ``(L, N, F)`` (see :meth:`features`)."""
+        outputs, last = self.encoder(x, lengths)
+        if self.readout == "every":
+            return self.head(outputs).transpose(0, 1)
+        pred = self.head(last)
+        return pred.squeeze(-1) if self.regression else pred
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.forward_features(self.features(inputs), lengths)
+
+
+def build_model(task: Task, spec: ModelSpec) -> SequenceModel:
+    """A :class:`SequenceModel` for ``task`` (with ``spec.memory_bias`` applied, when set)."""
+    model = SequenceModel(task, spec)
+    if spec.memory_bias is not None:
+        set_memory_bias(model, spec.memory_bias)
+    return model
+
+
+def set_memory_bias(model: nn.Module, value: float) -> None:
+    """Set the bias of every recurrent "keep the old state" gate in ``model`` to ``value``.
+
+    The gate is LSTM's forget gate ``f``, GRU's update gate ``z`` and SRU's forget gate ``f``: a large value
+    (e.g. 3-5) starts the network with long memory (``sigmoid(5)`` keeps 99.3% per step), the standard
+    "forget-gate bias" / chrono-style initialization for long-range tasks. Applies to every layer, including
+    those inside sliced models.
+    """
+    from parrnn.sru import SRUCell
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.LSTM, nn.GRU)):  # gate order: LSTM (i, f, g, o), GRU (r, z, n)
+                gate = slice(module.hidden_size, 2 * module.hidden_size)
+                for name, param in module.named_parameters():
+                    if name.startswith("bias_ih"):
+                        param[gate] = value
+                    elif name.startswith("bias_hh"):
+                        param[gate] = 0.0
+            elif isinstance(module, SRUCell):
+                module.bias[0].fill_(value)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

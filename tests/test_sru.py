@@ -1,0 +1,302 @@
+"""The SRU layer: options, padding, dtypes, dropout, errors, and equivalence with the ``sru`` 2.6 package."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import parrnn
+from parrnn import SRU, SRUCell
+
+BACKENDS = ["reference", "cpu"]
+
+OPTION_SETS = [
+    {},
+    {"version": "v1"},
+    {"bidirectional": True},
+    {"layer_norm": True},
+    {"layer_norm": True, "normalize_after": True},
+    {"rescale": False},
+    {"projection_size": 2},
+    {"use_tanh": True},
+    {"has_skip_term": False},
+    {"input_size": 5},
+    {"input_size": 5, "bidirectional": True, "version": "v1"},
+]
+
+
+def _make(options: dict, backend: str, dtype=torch.float64, hidden: int = 3, layers: int = 2) -> SRU:
+    options = dict(options)
+    input_size = options.pop("input_size", 2 * hidden if options.get("bidirectional") else hidden)
+    return SRU(input_size, hidden, layers, backend=backend, **options).to(dtype)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if not parrnn.available_backends()[request.param][0]:
+        pytest.skip(f"backend {request.param} unavailable: {parrnn.available_backends()[request.param][1]}")
+    return request.param
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_gradcheck_every_option(options: dict, backend: str) -> None:
+    torch.manual_seed(0)
+    model = _make(options, backend)
+    x = torch.randn(5, 2, model.input_size, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 2, model.layers[0].output_size, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+
+    def fn(x, c0, *params):
+        out, c_n = torch.func.functional_call(model, dict(zip(names, params, strict=True)), (x, c0, lengths))
+        return out, c_n
+
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
+    assert torch.autograd.gradcheck(fn, (x, c0, *params), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_dropout_masks_fixed_by_seed(backend: str) -> None:
+    model = _make({"dropout": 0.3, "rnn_dropout": 0.2}, backend).train()
+    x = torch.randn(4, 3, model.input_size, dtype=torch.float64, requires_grad=True)
+
+    def fn(x):
+        torch.manual_seed(7)  # the same dropout masks on every evaluation
+        return model(x)[0]
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_cpu_backend_matches_reference_layer() -> None:
+    if not parrnn.available_backends()["cpu"][0]:
+        pytest.skip("cpu backend unavailable")
+    torch.manual_seed(1)
+    ref = SRU(6, 8, 3, bidirectional=True, layer_norm=True, backend="reference")
+    fast = SRU(6, 8, 3, bidirectional=True, layer_norm=True, backend="cpu")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(17, 4, 6, requires_grad=True)
+    lengths = torch.tensor([17, 1, 9, 12])
+    out_r, c_r = ref(x, lengths=lengths)
+    out_f, c_f = fast(x, lengths=lengths)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_f, c_r, rtol=1e-5, atol=1e-5)
+    g_r = torch.autograd.grad((out_r.square().sum() + c_r.sum()), [x, *ref.parameters()])
+    g_f = torch.autograd.grad((out_f.square().sum() + c_f.sum()), [x, *fast.parameters()])
+    for a, b in zip(g_f, g_r, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_sequence(bidirectional: bool) -> None:
+    torch.manual_seed(2)
+    model = SRU(4, 5, 2, bidirectional=bidirectional).double()
+    x = torch.randn(8, 3, 4, dtype=torch.float64)
+    lengths = torch.tensor([8, 5, 2])
+    out, c_n = model(x, lengths=lengths)
+    x_noisy = x.clone()
+    x_noisy[5:, 1] = 1e3  # padding values must not matter
+    x_noisy[2:, 2] = -7.0
+    out2, c_n2 = model(x_noisy, lengths=lengths)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(c_n, c_n2)
+    for n, length in enumerate(lengths.tolist()):
+        alone, c_alone = model(x[:length, n : n + 1])
+        torch.testing.assert_close(out[:length, n : n + 1], alone)
+        assert out[length:, n].abs().max() == 0 if length < 8 else True
+        torch.testing.assert_close(c_n[:, n : n + 1], c_alone)
+
+
+def test_mask_pad_equals_lengths_and_batch_first() -> None:
+    torch.manual_seed(3)
+    model = SRU(4, 4, 2)
+    x = torch.randn(6, 2, 4)
+    lengths = torch.tensor([6, 3])
+    mask = torch.arange(6).unsqueeze(1) >= lengths.unsqueeze(0)
+    out_l, c_l = model(x, lengths=lengths)
+    out_m, c_m = model(x, mask_pad=mask)
+    torch.testing.assert_close(out_l, out_m)
+    torch.testing.assert_close(c_l, c_m)
+    model.batch_first = True
+    out_b, c_b = model(x.transpose(0, 1), mask_pad=mask.t())
+    torch.testing.assert_close(out_b.transpose(0, 1), out_l)
+    torch.testing.assert_close(c_b, c_l)
+
+
+def test_packed_sequence_round_trip() -> None:
+    torch.manual_seed(4)
+    model = SRU(3, 4, 2, bidirectional=True)
+    x = torch.randn(7, 3, 3)
+    lengths = torch.tensor([4, 7, 2])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out_packed, c_packed = model(packed)
+    assert isinstance(out_packed, torch.nn.utils.rnn.PackedSequence)
+    out_pad, out_lengths = pad_packed_sequence(out_packed)
+    out_ref, c_ref = model(x, lengths=lengths)
+    assert out_lengths.tolist() == lengths.tolist()
+    torch.testing.assert_close(out_pad, out_ref)
+    torch.testing.assert_close(c_packed, c_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("grad", [False, True])
+def test_dtypes_with_and_without_grad(dtype: torch.dtype, grad: bool) -> None:
+    torch.manual_seed(5)
+    model32 = SRU(8, 8, 2, bidirectional=False)
+    model = SRU(8, 8, 2).to(dtype)
+    model.load_state_dict(model32.state_dict())
+    x = torch.randn(10, 3, 8)
+    with torch.set_grad_enabled(grad):
+        out, c_n = model(x.to(dtype).requires_grad_(grad))
+        if grad:
+            out.float().sum().backward()
+    assert out.dtype == dtype and c_n.dtype == dtype
+    expected, _ = model32(x)
+    tol = 5e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)
+    if grad:
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_dropout_train_eval_and_seed() -> None:
+    model = SRU(6, 6, 2, dropout=0.5, rnn_dropout=0.3)
+    x = torch.randn(5, 4, 6)
+    model.eval()
+    torch.testing.assert_close(model(x)[0], model(x)[0])
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)[0]
+    torch.manual_seed(0)
+    b = model(x)[0]
+    c = model(x)[0]
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    model.eval()
+    assert not torch.allclose(a, model(x)[0])
+
+
+def test_cell_contract() -> None:
+    cell = SRUCell(4, 3, bidirectional=True, batch_first=True)
+    out, c_n = cell(torch.randn(2, 5, 4), c0=torch.zeros(2, 6), lengths=[5, 2])
+    assert out.shape == (2, 5, 6) and c_n.shape == (2, 6)
+    assert out[1, 2:].abs().max() == 0
+
+
+def test_v1_has_no_peephole() -> None:
+    model = SRU(4, 4, 1, version="v1")
+    assert model.layers[0].weight_c is None
+    assert "weight_c" not in "".join(model.state_dict())
+
+
+BAD_INPUTS = [
+    (lambda m: m(torch.randn(5, 4)), ValueError, "3-D"),
+    (lambda m: m(torch.randn(5, 2, 3)), ValueError, "Expected 4, got 3"),
+    (lambda m: m([[1.0]]), TypeError, "torch.Tensor"),
+    (lambda m: m(torch.ones(5, 2, 4, dtype=torch.long)), TypeError, "floating"),
+    (lambda m: m(torch.randn(5, 2, 4, dtype=torch.float64)), TypeError, "Expected torch.float32"),
+    (lambda m: m(torch.randn(0, 2, 4)), ValueError, "sequence length 0"),
+    (lambda m: m(torch.randn(5, 0, 4)), ValueError, "empty batch"),
+    (lambda m: m(torch.randn(5, 2, 4), c0=torch.zeros(2, 4)), ValueError, "c0 must have shape (2, 2, 6)"),
+    (lambda m: m(torch.randn(5, 2, 4), c0=torch.zeros(2, 2, 6, dtype=torch.float64)), TypeError, "c0 dtype"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([5])), ValueError, "lengths must have shape (2,)"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([5.0, 1.0])), TypeError, "integer dtype"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([6, 1])), ValueError, "lengths must lie in [1, 5]"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([0, 1])), ValueError, "got min 0"),
+    (lambda m: m(torch.randn(5, 2, 4), mask_pad=torch.zeros(2, 5)), ValueError, "mask_pad must have shape"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=[5, 5], mask_pad=torch.zeros(5, 2)), ValueError, "not both"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", BAD_INPUTS)
+def test_bad_input_is_named(call, exc, message: str) -> None:
+    model = SRU(4, 3, 2, bidirectional=True)
+    with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        call(model)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"version": "v3"}, "version must be one of"),
+    ({"backend": "tpu"}, "backend must be one of"),
+    ({"dropout": 1.0}, "dropout must be in"),
+    ({"projection_size": 8}, "projection_size must be smaller"),
+    ({"num_layers": 0}, "num_layers must be >= 1"),
+])
+def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SRU(4, 3, **kwargs)
+
+
+def test_explicit_backend_on_wrong_device_is_an_error() -> None:
+    model = SRU(4, 4, 1, backend="cuda")
+    with pytest.raises((RuntimeError, ValueError), match="cuda"):
+        model(torch.randn(3, 1, 4))
+
+
+def test_available_backends_reports_reasons() -> None:
+    report = parrnn.available_backends()
+    assert set(report) == {"reference", "cpu", "cuda", "scan"}
+    assert report["reference"][0]
+    assert all(isinstance(ok, bool) and isinstance(why, str) and why for ok, why in report.values())
+
+
+# ---- equivalence with the reference package ------------------------------------------------------------------
+
+SRU26_CONFIGS = [
+    {},
+    {"bidirectional": True},
+    {"num_layers": 3},
+    {"v1": True},
+    {"layer_norm": True},
+    {"layer_norm": True, "normalize_after": True},
+    {"projection_size": 6, "input_size": 24},
+    {"rescale": True, "highway_bias": -2.0},
+    {"rescale": False},
+    {"input_size": 10},
+    {"input_size": 10, "bidirectional": True, "rescale": True},
+    {"use_tanh": True, "v1": True, "bidirectional": True},
+    {"has_skip_term": False},
+]
+
+
+@pytest.fixture(scope="module")
+def sru26():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("sru")
+
+
+@pytest.mark.parametrize("config", SRU26_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_from_sru_matches_sru26(sru26, config: dict, backend: str) -> None:
+    torch.manual_seed(6)
+    config = dict(config)
+    input_size = config.pop("input_size", 16)
+    hidden = 8 if config.get("bidirectional") else 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sru26.SRU(input_size, hidden, num_layers=config.pop("num_layers", 2), **config).eval()
+    model = SRU.from_sru(ref, backend=backend).eval()
+    x = torch.randn(23, 5, input_size)
+    mask = torch.zeros(23, 5, dtype=torch.bool)
+    mask[15:, 1] = True
+    mask[3:, 4] = True
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mask_pad in (None, mask):
+            expected_out, expected_c = ref(x, mask_pad=mask_pad)
+            out, c_n = model(x, mask_pad=mask_pad)
+            torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(c_n, expected_c, rtol=1e-5, atol=1e-5)
+
+
+def test_sru26_state_dict_loads_into_fresh_layer(sru26) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sru26.SRU(12, 6, num_layers=2, bidirectional=True, rescale=True, highway_bias=-2.0).eval()
+    model = SRU(12, 6, 2, bidirectional=True, highway_bias=-2.0).eval()
+    model.load_sru_state_dict(ref.state_dict())
+    x = torch.randn(9, 2, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(KeyError, match="rnn_lst.0.weight"):
+        model.load_sru_state_dict({})
