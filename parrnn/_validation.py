@@ -51,10 +51,14 @@ def lengths_to_tensor(lengths: Tensor | Sequence[int], batch: int, max_length: i
         raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.numel() != batch:
         raise ValueError(f"lengths must have shape ({batch},) (one length per sequence), got {tuple(lengths.shape)}")
+    lengths = lengths.to(device=device, dtype=torch.int64)
+    if torch.compiler.is_compiling():  # a value check would be data-dependent: assert inside the graph instead
+        torch._assert_async(((lengths >= 1) & (lengths <= max_length)).all(), "lengths out of range")
+        return lengths
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > max_length:
         raise ValueError(f"lengths must lie in [1, {max_length}] (the padded sequence length), got min {lo}, max {hi}")
-    return lengths.to(device=device, dtype=torch.int64)
+    return lengths
 
 
 def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:

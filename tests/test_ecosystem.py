@@ -1,0 +1,122 @@
+"""parrnn layers inside the PyTorch ecosystem: torch.compile, torch.export, autocast, serialisation, .to()."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+import parrnn
+from parrnn import SRU
+
+
+def _cpu_backend_or_skip() -> None:
+    ok, why = parrnn.available_backends()["cpu"]
+    if not ok:
+        pytest.skip(f"cpu backend unavailable: {why}")
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_torch_compile_fullgraph_matches_eager(version: str) -> None:
+    _cpu_backend_or_skip()
+    torch.manual_seed(0)
+    model = SRU(8, 8, 2, bidirectional=True, version=version, backend="cpu")
+    x = torch.randn(12, 3, 8, requires_grad=True)
+    lengths = torch.tensor([12, 7, 3])
+    out, c_n = model(x, lengths=lengths)
+    grads = torch.autograd.grad(out.square().sum() + c_n.sum(), [x, *model.parameters()])
+
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out_c, c_n_c = compiled(x, lengths=lengths)
+    grads_c = torch.autograd.grad(out_c.square().sum() + c_n_c.sum(), [x, *model.parameters()])
+    torch.testing.assert_close(out_c, out)
+    torch.testing.assert_close(c_n_c, c_n)
+    for got, expected in zip(grads_c, grads, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_torch_compile_inductor_forward_backward() -> None:
+    _cpu_backend_or_skip()
+    torch.manual_seed(1)
+    model = SRU(6, 6, 1, backend="cpu")
+    x = torch.randn(9, 2, 6, requires_grad=True)
+    expected = model(x)[0]
+    compiled = torch.compile(model, fullgraph=True)
+    got = compiled(x)[0]
+    got.sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_torch_export_sru() -> None:
+    _cpu_backend_or_skip()
+    model = SRU(5, 5, 2, backend="cpu").eval()
+    x = torch.randn(7, 2, 5)
+    exported = torch.export.export(model, (x,))
+    assert "parrnn.sru_forward" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_autocast_bfloat16_keeps_float32_accumulation(backend: str) -> None:
+    if backend == "cpu":
+        _cpu_backend_or_skip()
+    torch.manual_seed(2)
+    model = SRU(16, 16, 2, layer_norm=True, backend=backend)
+    x = torch.randn(40, 4, 16)
+    expected, expected_c = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, c_n = model(x)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    # documented tolerance (docs/usage.md): bf16 storage of U and h, float32 recurrence -> about 3e-2 absolute
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=6e-2)
+    torch.testing.assert_close(c_n.float(), expected_c, rtol=0, atol=6e-2)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_state_dict_round_trip_deepcopy_and_pickle() -> None:
+    torch.manual_seed(3)
+    model = SRU(4, 6, 2, projection_size=3, layer_norm=True, highway_bias=-1.0).eval()
+    x = torch.randn(5, 2, 4)
+    expected = model(x)[0]
+
+    fresh = SRU(4, 6, 2, projection_size=3, layer_norm=True, highway_bias=-1.0).eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(x)[0], expected)
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    torch.testing.assert_close(fresh(x)[0], expected)
+
+    torch.testing.assert_close(copy.deepcopy(model)(x)[0], expected)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(model))(x)[0], expected)
+
+
+def test_to_dtype_and_back_keeps_working() -> None:
+    torch.manual_seed(4)
+    model = SRU(4, 4, 2)
+    x = torch.randn(6, 3, 4)
+    expected = model(x)[0]
+    model.to(torch.float64)
+    torch.testing.assert_close(model(x.double())[0].float(), expected, rtol=1e-5, atol=1e-5)
+    model.to(torch.bfloat16)
+    assert model(x.bfloat16())[0].dtype == torch.bfloat16
+    model.to(torch.float32)
+    assert model(x)[0].dtype == torch.float32
+
+
+@pytest.mark.gpu
+def test_to_cuda_and_back() -> None:
+    model = SRU(4, 4, 2)
+    x = torch.randn(6, 3, 4)
+    expected = model(x)[0]
+    model.cuda()
+    torch.testing.assert_close(model(x.cuda())[0].cpu(), expected, rtol=1e-5, atol=1e-5)
+    model.cpu()
+    torch.testing.assert_close(model(x)[0], expected)
