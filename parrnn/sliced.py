@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
 
@@ -81,7 +81,8 @@ class SlicedRNN(nn.Module):
             for LSTM, ``layer_norm`` or ``backend`` for SRU).
 
     Inputs: input, lengths
-        * **input**: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``), any ``T >= 1``.
+        * **input**: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``), any ``T >= 1``, or a
+          :class:`~torch.nn.utils.rnn.PackedSequence` (its lengths are used; ``output`` is returned padded).
         * **lengths**: ``(N,)`` integer tensor or sequence of ints in ``[1, T]``; ``None`` means every
           sequence has length ``T``.
         * **return_all_levels** (keyword): also return every level's outputs.
@@ -191,11 +192,15 @@ class SlicedRNN(nn.Module):
 
     def forward(
         self,
-        input: Tensor,
+        input: Tensor | PackedSequence,
         lengths: Tensor | Sequence[int] | None = None,
         *,
         return_all_levels: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
+        if isinstance(input, PackedSequence):  # lengths come from the packed sequence
+            if lengths is not None:
+                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
+            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input  # (T, N, H_in)
         length, batch = x.shape[0], x.shape[1]

@@ -120,3 +120,40 @@ def test_to_cuda_and_back() -> None:
     torch.testing.assert_close(model(x.cuda())[0].cpu(), expected, rtol=1e-5, atol=1e-5)
     model.cpu()
     torch.testing.assert_close(model(x)[0], expected)
+
+
+# ---- SlicedRNN -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["sru", "gru"])
+def test_sliced_rnn_torch_compile_fullgraph(cell: str) -> None:
+    if cell == "sru":
+        _cpu_backend_or_skip()
+    torch.manual_seed(5)
+    model = parrnn.SlicedRNN(6, 6, slices=4, levels=2, cell=cell)
+    x = torch.randn(64, 3, 6, requires_grad=True)
+    out, h = model(x)
+    (g_eager,) = torch.autograd.grad(h.square().sum(), [x])
+    # nn.GRU/nn.LSTM need Dynamo's allow_rnn (a PyTorch limitation); parrnn.SRU compiles as it is
+    with torch._dynamo.config.patch(allow_rnn=cell != "sru"):
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        out_c, h_c = compiled(x)
+        (g_c,) = torch.autograd.grad(h_c.square().sum(), [x])
+    torch.testing.assert_close(out_c, out)
+    torch.testing.assert_close(h_c, h)
+    torch.testing.assert_close(g_c, g_eager)
+
+
+def test_sliced_rnn_accepts_packed_sequence() -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(6)
+    model = parrnn.SlicedRNN(3, 5, slices=2, levels=2, cell="gru")
+    x = torch.randn(11, 3, 3)
+    lengths = torch.tensor([11, 4, 7])
+    out, h = model(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    out_ref, h_ref = model(x, lengths=lengths)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(out, out_ref)
+    with pytest.raises(ValueError, match="PackedSequence"):
+        model(pack_padded_sequence(x, lengths, enforce_sorted=False), lengths=lengths)
