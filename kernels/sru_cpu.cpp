@@ -335,10 +335,10 @@ int dispatch(const Args<S>& a, int skip, int use_tanh, int threads) {
     return 0;
 }
 
+// Args with the inputs both passes read (the per-pass outputs are left null).
 template <typename S>
-int forward(const void* u, const void* x, const void* weight_c, const void* bias, const void* c0,
-            const void* mask, const void* drop, void* h, void* c_n, void* c_all, i64 L, i64 N, i64 C, i64 K,
-            int bidirectional, int use_tanh, int skip, double scale_x, int threads) {
+Args<S> input_args(const void* u, const void* x, const void* weight_c, const void* bias, const void* c0,
+                   const void* mask, const void* drop, i64 L, i64 N, i64 C, i64 K, int bidirectional, double scale_x) {
     using T = typename S::T;
     using A = typename S::A;
     Args<S> a{};
@@ -349,11 +349,21 @@ int forward(const void* u, const void* x, const void* weight_c, const void* bias
     a.c0 = static_cast<const A*>(c0);
     a.mask = static_cast<const uint8_t*>(mask);
     a.drop = static_cast<const A*>(drop);
+    a.L = L, a.N = N, a.C = C, a.K = K, a.D = bidirectional ? 2 : 1, a.H = C / a.D;
+    a.scale_x = A(scale_x);
+    return a;
+}
+
+template <typename S>
+int forward(const void* u, const void* x, const void* weight_c, const void* bias, const void* c0,
+            const void* mask, const void* drop, void* h, void* c_n, void* c_all, i64 L, i64 N, i64 C, i64 K,
+            int bidirectional, int use_tanh, int skip, double scale_x, int threads) {
+    using T = typename S::T;
+    using A = typename S::A;
+    Args<S> a = input_args<S>(u, x, weight_c, bias, c0, mask, drop, L, N, C, K, bidirectional, scale_x);
     a.h = static_cast<T*>(h);
     a.c_n = static_cast<A*>(c_n);
     a.c_all = static_cast<A*>(c_all);
-    a.L = L, a.N = N, a.C = C, a.K = K, a.D = bidirectional ? 2 : 1, a.H = C / a.D;
-    a.scale_x = A(scale_x);
     return dispatch<S, false>(a, skip, use_tanh, threads);
 }
 
@@ -364,23 +374,14 @@ int backward(const void* grad_h, const void* grad_c_n, const void* u, const void
              int use_tanh, int skip, double scale_x, int threads) {
     using T = typename S::T;
     using A = typename S::A;
-    Args<S> a{};
+    Args<S> a = input_args<S>(u, x, weight_c, bias, c0, mask, drop, L, N, C, K, bidirectional, scale_x);
     a.grad_h = static_cast<const T*>(grad_h);
     a.grad_c_n = static_cast<const A*>(grad_c_n);
-    a.u = static_cast<const T*>(u);
-    a.x = static_cast<const T*>(x);
-    a.weight_c = static_cast<const A*>(weight_c);
-    a.bias = static_cast<const A*>(bias);
-    a.c0 = static_cast<const A*>(c0);
-    a.mask = static_cast<const uint8_t*>(mask);
-    a.drop = static_cast<const A*>(drop);
     a.c_all = static_cast<A*>(const_cast<void*>(c_all));
     a.grad_u = static_cast<T*>(grad_u);
     a.grad_x = static_cast<T*>(grad_x);
     a.partial = static_cast<A*>(partial);
     a.grad_c0 = static_cast<A*>(grad_c0);
-    a.L = L, a.N = N, a.C = C, a.K = K, a.D = bidirectional ? 2 : 1, a.H = C / a.D;
-    a.scale_x = A(scale_x);
     return dispatch<S, true>(a, skip, use_tanh, threads);
 }
 

@@ -21,61 +21,16 @@
 // The same file compiles as plain C++ behind host_shim.h (CPU tests run these kernels through ctypes; see
 // parrnn/ops/cuda.py). Keep it free of shared memory, barriers and warp intrinsics, or extend the shim faithfully.
 
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#define PARRNN_LDG(p) __ldg(p)
-#else
-#include "host_shim.h"
-#define PARRNN_LDG(p) (*(p))
-#endif
-
+#include "sru_storage.cuh"
 #include "sru_step.cuh"
-
-#ifndef PARRNN_HOST_ENTRY
-#define PARRNN_HOST_ENTRY(name, params, args)
-#endif
 
 namespace parrnn {
 namespace kernels {
 
 typedef long long i64;
 
-// ---- storage <-> arithmetic conversions --------------------------------------------------------------------
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-struct Store;
-template <>
-struct Store<float> {
-    __device__ __forceinline__ static float from(float v) { return v; }
-};
-template <>
-struct Store<double> {
-    __device__ __forceinline__ static double from(double v) { return v; }
-};
-template <>
-struct Store<__half> {
-    __device__ __forceinline__ static __half from(float v) { return __float2half(v); }
-};
-template <>
-struct Store<__nv_bfloat16> {
-    __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16(v); }
-};
-
-template <typename T, typename A>
-__device__ __forceinline__ A load(const T* p, i64 i) {
-    return A(to_acc(PARRNN_LDG(p + i)));
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ void store(T* p, i64 i, A v) {
-    p[i] = Store<T>::from(v);
-}
+using storage::load;   // storage <-> arithmetic conversions (sru_storage.cuh)
+using storage::store;
 
 // Per-column constants of one launch.
 template <typename A>
@@ -300,21 +255,5 @@ __device__ __forceinline__ void sru_backward(
     PARRNN_HOST_ENTRY(sru_forward_##SUFFIX, (PARRNN_FWD_PARAMS(T, A)), (PARRNN_FWD_ARGS))                    \
     PARRNN_HOST_ENTRY(sru_backward_##SUFFIX, (PARRNN_BWD_PARAMS(T, A)), (PARRNN_BWD_ARGS))
 
-// Define PARRNN_ONLY_<SUFFIX> (e.g. PARRNN_ONLY_F16) to compile one storage type alone (parrnn.kernels check).
-#if !defined(PARRNN_ONLY_F32) && !defined(PARRNN_ONLY_F64) && !defined(PARRNN_ONLY_F16) && \
-    !defined(PARRNN_ONLY_BF16)
-#define PARRNN_ALL_TYPES 1
-#endif
-
-#if defined(PARRNN_ALL_TYPES) || defined(PARRNN_ONLY_F32)
-PARRNN_INSTANTIATE(f32, float, float)
-#endif
-#if defined(PARRNN_ALL_TYPES) || defined(PARRNN_ONLY_F64)
-PARRNN_INSTANTIATE(f64, double, double)
-#endif
-#if defined(PARRNN_ALL_TYPES) || defined(PARRNN_ONLY_F16)
-PARRNN_INSTANTIATE(f16, __half, float)
-#endif
-#if defined(PARRNN_ALL_TYPES) || defined(PARRNN_ONLY_BF16)
-PARRNN_INSTANTIATE(bf16, __nv_bfloat16, float)
-#endif
+// All storage types, or the one named by -DPARRNN_ONLY_<SUFFIX> (sru_storage.cuh).
+PARRNN_FOR_EACH_STORAGE_TYPE(PARRNN_INSTANTIATE)

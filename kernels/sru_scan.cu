@@ -27,20 +27,8 @@
 // Storage T in {float, double, __half, __nv_bfloat16}; arithmetic A = float (double for double). 64-bit indices.
 // Kernels are extern "C" named sru_scan_{fwd,bwd}_{reduce,carry,apply}_{f32,f64,f16,bf16}.
 
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#define PARRNN_SCAN_LDG(p) __ldg(p)
-#else
-#include "host_shim.h"
-#define PARRNN_SCAN_LDG(p) (*(p))
-#endif
-
+#include "sru_storage.cuh"
 #include "sru_scan.cuh"
-
-#ifndef PARRNN_HOST_ENTRY
-#define PARRNN_HOST_ENTRY(name, params, args)
-#endif
 
 namespace parrnn {
 namespace scan_kernels {
@@ -48,20 +36,8 @@ namespace scan_kernels {
 typedef long long i64;
 using scan::Affine;
 
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-__device__ __forceinline__ void store_as(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_as(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store_as(__half* p, float v) { *p = __float2half(v); }
-__device__ __forceinline__ void store_as(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
-
-template <typename T, typename A>
-__device__ __forceinline__ A ld(const T* p, i64 i) {
-    return A(to_acc(PARRNN_SCAN_LDG(p + i)));
-}
+using storage::load;  // storage <-> arithmetic conversions (sru_storage.cuh)
+using storage::store_as;
 
 // Launch-wide constants.
 struct Shape {
@@ -85,10 +61,10 @@ __device__ __forceinline__ Step<A> load_step(const T* u, const T* x, const unsig
     const i64 row = t * sh.batch + b;
     s.o = row * sh.cols + col;
     s.ub = row * sh.k * sh.cols + col;
-    s.u0 = ld<T, A>(u, s.ub);
-    s.u1 = ld<T, A>(u, s.ub + sh.cols);
-    s.u2 = ld<T, A>(u, s.ub + 2 * sh.cols);
-    s.xp = sh.k == 4 ? ld<T, A>(u, s.ub + 3 * sh.cols) : x ? scale_x * ld<T, A>(x, s.o) : A(0);
+    s.u0 = load<T, A>(u, s.ub);
+    s.u1 = load<T, A>(u, s.ub + sh.cols);
+    s.u2 = load<T, A>(u, s.ub + 2 * sh.cols);
+    s.xp = sh.k == 4 ? load<T, A>(u, s.ub + 3 * sh.cols) : x ? scale_x * load<T, A>(x, s.o) : A(0);
     s.pad = mask_pad ? mask_pad[row] != 0 : false;
     return s;
 }
@@ -116,7 +92,7 @@ __device__ __forceinline__ void fwd_reduce(const T* __restrict__ u, const unsign
             const i64 row = time_of(s, reverse, sh.length) * sh.batch + b;
             if (mask_pad && mask_pad[row]) continue;  // identity map
             const i64 ub = row * sh.k * sh.cols + col;
-            acc = scan::compose(scan::forward_coeffs<A>(ld<T, A>(u, ub), ld<T, A>(u, ub + sh.cols), bf), acc);
+            acc = scan::compose(scan::forward_coeffs<A>(load<T, A>(u, ub), load<T, A>(u, ub + sh.cols), bf), acc);
         }
         agg_a[i] = acc.a;
         agg_b[i] = acc.b;
@@ -206,7 +182,7 @@ __device__ __forceinline__ void bwd_reduce(const T* __restrict__ grad_h, const T
             if (st.pad) continue;  // identity map
             const A c_prev = c_before<A>(c0, c_all, s, reverse, b, col, idx, sh);
             acc = scan::compose(scan::backward_coeffs<A>(st.u0, st.u1, st.u2, st.xp, bf, br, m, has_skip,
-                                                         use_tanh != 0, c_prev, ld<T, A>(grad_h, st.o)),
+                                                         use_tanh != 0, c_prev, load<T, A>(grad_h, st.o)),
                                 acc);
         }
         agg_a[chunk * nc + idx] = acc.a;
@@ -261,7 +237,7 @@ __device__ __forceinline__ void bwd_apply(const T* __restrict__ grad_h, const T*
             const A c_prev = c_before<A>(c0, c_all, s, reverse, b, col, idx, sh);
             const SruStepGrads<A> g =
                 sru_backward_step<A>(st.u0, st.u1, st.u2, st.xp, A(0), A(0), bf, br, m, has_skip, use_tanh != 0,
-                                     c_prev, ld<T, A>(grad_h, st.o), gc, gvf, gvr, gbf, gbr);
+                                     c_prev, load<T, A>(grad_h, st.o), gc, gvf, gvr, gbf, gbr);
             store_as(grad_u + st.ub, g.u0);
             store_as(grad_u + st.ub + sh.cols, g.u1);
             store_as(grad_u + st.ub + 2 * sh.cols, g.u2);
@@ -349,21 +325,5 @@ __device__ __forceinline__ void bwd_apply(const T* __restrict__ grad_h, const T*
     PARRNN_HOST_ENTRY(sru_scan_bwd_apply_##SUFFIX, (PARRNN_SCAN_BWD_APPLY_PARAMS(T, A)),                        \
                       (PARRNN_SCAN_BWD_APPLY_ARGS))
 
-// Define PARRNN_ONLY_<SUFFIX> (e.g. PARRNN_ONLY_F16) to compile one storage type alone (parrnn.kernels check).
-#if !defined(PARRNN_ONLY_F32) && !defined(PARRNN_ONLY_F64) && !defined(PARRNN_ONLY_F16) && \
-    !defined(PARRNN_ONLY_BF16)
-#define PARRNN_SCAN_ALL_TYPES 1
-#endif
-
-#if defined(PARRNN_SCAN_ALL_TYPES) || defined(PARRNN_ONLY_F32)
-PARRNN_SCAN_INSTANTIATE(f32, float, float)
-#endif
-#if defined(PARRNN_SCAN_ALL_TYPES) || defined(PARRNN_ONLY_F64)
-PARRNN_SCAN_INSTANTIATE(f64, double, double)
-#endif
-#if defined(PARRNN_SCAN_ALL_TYPES) || defined(PARRNN_ONLY_F16)
-PARRNN_SCAN_INSTANTIATE(f16, __half, float)
-#endif
-#if defined(PARRNN_SCAN_ALL_TYPES) || defined(PARRNN_ONLY_BF16)
-PARRNN_SCAN_INSTANTIATE(bf16, __nv_bfloat16, float)
-#endif
+// All storage types, or the one named by -DPARRNN_ONLY_<SUFFIX> (sru_storage.cuh).
+PARRNN_FOR_EACH_STORAGE_TYPE(PARRNN_SCAN_INSTANTIATE)

@@ -385,19 +385,16 @@ struct Bwd {
     }
 };
 
-template <typename T>
-int forward(const T* u, const T* x, const T* bias, const T* c0, const uint8_t* mask_pad, const T* drop_mask, T* h,
-            T* c_n, T* c_all, i64 length, i64 batch, i64 cols, int k, int bidirectional, int use_tanh, T scale_x,
-            const i64* bounds, i64 n_chunks, int nthreads) {
+// Builds the problem's inputs (drop_mask defaulting to ones) and calls fn(problem, skip): 0, or 1 on failure.
+template <typename T, typename Fn>
+int with_problem(const T* u, const T* x, const T* bias, const T* c0, const uint8_t* mask_pad, const T* drop_mask,
+                 i64 length, i64 batch, i64 cols, int k, int bidirectional, T scale_x, Fn&& fn) {
     try {
         std::vector<T> ones;
         if (!drop_mask) ones.assign(size_t(batch * cols), T(1));
         Problem<T> p = make_problem<T>(u, x, bias, c0, mask_pad, drop_mask ? drop_mask : ones.data(), length, batch,
                                        cols, k, bidirectional, scale_x);
-        p.h = h;
-        p.c_all = c_all;
-        const int skip = k == 4 ? kSkipU3 : x ? kSkipX : kNoSkip;
-        dispatch<Fwd, T>(skip, use_tanh, p, c_n, bounds, n_chunks, nthreads);
+        fn(p, k == 4 ? kSkipU3 : x ? kSkipX : kNoSkip);
         return 0;
     } catch (...) {
         return 1;
@@ -405,25 +402,31 @@ int forward(const T* u, const T* x, const T* bias, const T* c0, const uint8_t* m
 }
 
 template <typename T>
+int forward(const T* u, const T* x, const T* bias, const T* c0, const uint8_t* mask_pad, const T* drop_mask, T* h,
+            T* c_n, T* c_all, i64 length, i64 batch, i64 cols, int k, int bidirectional, int use_tanh, T scale_x,
+            const i64* bounds, i64 n_chunks, int nthreads) {
+    return with_problem<T>(u, x, bias, c0, mask_pad, drop_mask, length, batch, cols, k, bidirectional, scale_x,
+                           [&](Problem<T>& p, int skip) {
+                               p.h = h;
+                               p.c_all = c_all;
+                               dispatch<Fwd, T>(skip, use_tanh, p, c_n, bounds, n_chunks, nthreads);
+                           });
+}
+
+template <typename T>
 int backward(const T* grad_h, const T* grad_c_n, const T* u, const T* x, const T* bias, const T* c0,
              const uint8_t* mask_pad, const T* drop_mask, const T* c_all, T* grad_u, T* grad_x, T* grad_bias_part,
              T* grad_c0, i64 length, i64 batch, i64 cols, int k, int bidirectional, int use_tanh, T scale_x,
              const i64* bounds, i64 n_chunks, int nthreads) {
-    try {
-        std::vector<T> ones;
-        if (!drop_mask) ones.assign(size_t(batch * cols), T(1));
-        Problem<T> p = make_problem<T>(u, x, bias, c0, mask_pad, drop_mask ? drop_mask : ones.data(), length, batch,
-                                       cols, k, bidirectional, scale_x);
-        p.grad_h = grad_h;
-        p.c_all_in = c_all;
-        p.grad_u = grad_u;
-        p.grad_x = grad_x;
-        const int skip = k == 4 ? kSkipU3 : x ? kSkipX : kNoSkip;
-        dispatch<Bwd, T>(skip, use_tanh, p, grad_c_n, grad_bias_part, grad_c0, bounds, n_chunks, nthreads);
-        return 0;
-    } catch (...) {
-        return 1;
-    }
+    return with_problem<T>(u, x, bias, c0, mask_pad, drop_mask, length, batch, cols, k, bidirectional, scale_x,
+                           [&](Problem<T>& p, int skip) {
+                               p.grad_h = grad_h;
+                               p.c_all_in = c_all;
+                               p.grad_u = grad_u;
+                               p.grad_x = grad_x;
+                               dispatch<Bwd, T>(skip, use_tanh, p, grad_c_n, grad_bias_part, grad_c0, bounds,
+                                                n_chunks, nthreads);
+                           });
 }
 
 }  // namespace

@@ -49,7 +49,6 @@ from torch import Tensor
 from parrnn._paths import kernel_dir, kernel_source
 
 KERNEL_FILE = "sru_recurrence.cu"
-VARIANT = "sequential"
 #: Environment variable overriding the kernels' prefetch depth (steps of loads in flight; PARRNN_PREFETCH).
 PREFETCH_ENV = "PARRNN_CUDA_PREFETCH"
 SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -67,15 +66,23 @@ class Arg:
     value: int | float
 
 
-def _ptr(t: Tensor | None) -> Arg:
+def ptr_arg(t: Tensor | None) -> Arg:
+    """A pointer argument (``0`` for ``None``)."""
     return Arg("ptr", 0 if t is None else t.data_ptr())
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+def ptr_args(*tensors: Tensor | None) -> list[Arg]:
+    """:func:`ptr_arg` of each tensor."""
+    return [ptr_arg(t) for t in tensors]
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic dtype of storage ``dtype``: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _acc_arg(value: float, acc: torch.dtype) -> Arg:
+def acc_arg(value: float, acc: torch.dtype) -> Arg:
+    """A scalar argument in the arithmetic dtype ``acc``."""
     return Arg("f64" if acc == torch.float64 else "f32", float(value))
 
 
@@ -85,10 +92,8 @@ Launcher = Callable[[str, int, Sequence[Arg], torch.device], None]
 
 # ---- the glue: shapes, dtypes, outputs ---------------------------------------------------------------------
 
-def _check(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
-    if u.dtype not in SUFFIX:
-        raise TypeError(f"parrnn cuda backend: unsupported dtype {u.dtype} "
-                        "(float32, float64, float16, bfloat16)")
+def check_shapes(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
+    """Validate ``u`` (and ``x``) shapes; returns ``(L, N, K, C)``."""
     if u.dim() != 4 or u.shape[2] not in (3, 4):
         raise ValueError(f"u must have shape (L, N, K, C) with K = 3 or 4, got {tuple(u.shape)}")
     length, batch, k, cols = u.shape
@@ -99,7 +104,15 @@ def _check(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, 
     return length, batch, k, cols
 
 
-def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+def _check(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
+    if u.dtype not in SUFFIX:
+        raise TypeError(f"parrnn cuda backend: unsupported dtype {u.dtype} "
+                        "(float32, float64, float16, bfloat16)")
+    return check_shapes(u, x, bidirectional)
+
+
+def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` converted to ``dtype`` and made contiguous (``None`` stays ``None``)."""
     return None if t is None else t.to(dtype).contiguous()
 
 
@@ -118,21 +131,20 @@ def forward_with(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
     length, batch, k, cols = _check(u, x, bidirectional)
-    dtype, acc, dev = u.dtype, _acc_dtype(u.dtype), u.device
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     u = u.contiguous()
-    x = _as(x, dtype)
-    weight_c, bias, c0, drop_mask = (_as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(drop_mask, acc))
-    mask_pad = _as(mask_pad, torch.bool)  # one byte per element, 1 = padding
+    x = as_dtype(x, dtype)
+    weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
+    mask_pad = as_dtype(mask_pad, torch.bool)  # one byte per element, 1 = padding
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
     total = batch * cols
     if total > 0:
         launch(f"sru_forward_{SUFFIX[dtype]}", total, [
-            _ptr(u), _ptr(x), _ptr(weight_c), _ptr(bias), _ptr(c0), _ptr(mask_pad), _ptr(drop_mask),
-            _ptr(h), _ptr(c_n), _ptr(c_all),
+            *ptr_args(u, x, weight_c, bias, c0, mask_pad, drop_mask, h, c_n, c_all),
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
-            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), _acc_arg(scale_x, acc),
+            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
         ], dev)
     return h, c_n, c_all
 
@@ -156,16 +168,16 @@ def backward_with(
     """Backward through ``launch``: ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``, each in the dtype
     of its input (``None`` where the input was ``None``)."""
     length, batch, k, cols = _check(u, x, bidirectional)
-    dtype, acc, dev = u.dtype, _acc_dtype(u.dtype), u.device
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     x_dtype = None if x is None else x.dtype
     wc_dtype = None if weight_c is None else weight_c.dtype
     bias_dtype, c0_dtype = bias.dtype, c0.dtype
     u = u.contiguous()
-    x = _as(x, dtype)
+    x = as_dtype(x, dtype)
     grad_h = grad_h.to(dtype).contiguous()
-    grad_c_n, c_all = _as(grad_c_n, acc), _as(c_all, acc)
-    weight_c, bias, c0, drop_mask = (_as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(drop_mask, acc))
-    mask_pad = _as(mask_pad, torch.bool)
+    grad_c_n, c_all = as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
+    weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
+    mask_pad = as_dtype(mask_pad, torch.bool)
 
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
@@ -175,11 +187,10 @@ def backward_with(
     total = batch * cols
     if total > 0:
         launch(f"sru_backward_{SUFFIX[dtype]}", total, [
-            _ptr(grad_h), _ptr(grad_c_n), _ptr(u), _ptr(x), _ptr(weight_c), _ptr(bias), _ptr(c0),
-            _ptr(mask_pad), _ptr(drop_mask), _ptr(c_all),
-            _ptr(grad_u), _ptr(grad_x), _ptr(grad_wc_part), _ptr(grad_bias_part), _ptr(grad_c0),
+            *ptr_args(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all),
+            *ptr_args(grad_u, grad_x, grad_wc_part, grad_bias_part, grad_c0),
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
-            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), _acc_arg(scale_x, acc),
+            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
         ], dev)
     else:  # nothing to launch: empty outputs, or zero gradients of the (2, 0) parameters
         grad_u.zero_()
@@ -197,7 +208,7 @@ def backward_with(
 # ---- the CuPy launcher -------------------------------------------------------------------------------------
 
 _lock = threading.Lock()
-# variant = (algorithm, prefetch depth)
+# variant = (kernel file, prefetch depth)
 _functions: dict[tuple[int, str, tuple, str], Any] = {}  # (device, dtype, variant, kernel) -> RawKernel
 _modules: dict[tuple[int, str, tuple], Any] = {}          # (device, dtype, variant) -> RawModule
 _sm_count: dict[int, int] = {}
@@ -215,8 +226,9 @@ def cuda_include_dirs() -> list[str]:
     return found
 
 
-def kernel_code() -> str:
-    """The kernel source with its local ``#include "..."`` headers inlined (except the host shim).
+def kernel_code(kernel_file: str = KERNEL_FILE) -> str:
+    """The source of ``kernels/<kernel_file>`` with its local ``#include "..."`` headers inlined (except the host
+    shim).
 
     Inlining makes the code text cover every header, so CuPy's on-disk cache (keyed by the code and options,
     not by included files) can never serve a binary built from an older ``sru_step.cuh``.
@@ -238,7 +250,7 @@ def kernel_code() -> str:
             out.append(line)
         return "\n".join(out)
 
-    return expand(kernel_source(KERNEL_FILE))
+    return expand(kernel_source(kernel_file))
 
 
 def prefetch_depth() -> int | None:
@@ -269,9 +281,8 @@ def _import_cupy() -> Any:
     return cupy
 
 
-def _function(device_index: int, suffix: str, name: str) -> Any:
-    prefetch = prefetch_depth()
-    variant = (VARIANT, prefetch)
+def _function(device_index: int, suffix: str, name: str, kernel_file: str, prefetch: int | None) -> Any:
+    variant = (kernel_file, prefetch)
     key = (device_index, suffix, variant, name)
     fn = _functions.get(key)
     if fn is not None:
@@ -289,7 +300,7 @@ def _function(device_index: int, suffix: str, name: str) -> Any:
                 own = tuple(o for o in nvrtc_options(suffix, prefetch)
                             if not o.startswith("-I") or o == f"-I{kernel_dir()}")
                 for opts in dict.fromkeys([nvrtc_options(suffix, prefetch), own]):
-                    module = cupy.RawModule(code=kernel_code(), options=opts)
+                    module = cupy.RawModule(code=kernel_code(kernel_file), options=opts)
                     try:
                         fn = module.get_function(name)  # compiles (or loads from cache) on this device
                     except Exception as exc:
@@ -320,12 +331,14 @@ def _cupy_args(args: Sequence[Arg]) -> tuple[Any, ...]:
     return tuple(conv[a.kind](a.value) for a in args)
 
 
-def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
-    """Launch ``name`` with CuPy on ``device`` and torch's current stream of that device."""
+def cupy_launch(kernel_file: str, name: str, total: int, args: Sequence[Arg], device: torch.device,
+                prefetch: int | None = None) -> None:
+    """Launch kernel ``name`` of ``kernels/<kernel_file>`` (compiled on first use, one module per storage dtype
+    and ``prefetch``) with CuPy on ``device`` and torch's current stream of that device."""
     cupy = _import_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
     suffix = name.rsplit("_", 1)[1]
-    fn = _function(index, suffix, name)
+    fn = _function(index, suffix, name, kernel_file, prefetch)
     if index not in _sm_count:
         _sm_count[index] = torch.cuda.get_device_properties(index).multi_processor_count
     grid, block = launch_config(total, _sm_count[index])
@@ -337,27 +350,35 @@ def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.devi
             fn((grid,), (block,), _cupy_args(args))
 
 
+def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
+    """Launch ``name`` of ``kernels/sru_recurrence.cu`` with CuPy (prefetch depth from ``$PARRNN_CUDA_PREFETCH``)."""
+    cupy_launch(KERNEL_FILE, name, total, args, device, prefetch_depth())
+
+
 # ---- the host (CPU) launcher: the same .cu compiled as C++ behind kernels/host_shim.h ----------------------
 
 _CTYPES = {"ptr": ctypes.c_void_p, "i64": ctypes.c_longlong, "i32": ctypes.c_int, "f32": ctypes.c_float,
            "f64": ctypes.c_double}
 
 
-def host_library(prefetch: int | None = None) -> ctypes.CDLL:
-    """``kernels/sru_recurrence.cu`` compiled as C++ behind ``host_shim.h`` (cached on disk)."""
+def host_library(prefetch: int | None = None, kernel_file: str = KERNEL_FILE) -> ctypes.CDLL:
+    """``kernels/<kernel_file>`` compiled as C++ behind ``host_shim.h`` (cached on disk as
+    ``<stem>_host``)."""
     from parrnn.ops._cbuild import build_library  # noqa: PLC0415
 
     flags = () if prefetch is None else (f"-DPARRNN_PREFETCH={prefetch}",)
-    return build_library("sru_recurrence_host", [kernel_source(KERNEL_FILE)], flags)
+    return build_library(f"{Path(kernel_file).stem}_host", [kernel_source(kernel_file)], flags)
 
 
-def make_host_launcher(block: int = 128, max_grid: int = _MAX_GRID, prefetch: int | None = None) -> Launcher:
-    """A launcher that runs the kernels on CPU tensors' memory, every (block, thread) of the launch in turn.
+def make_host_launcher(block: int = 128, max_grid: int = _MAX_GRID, prefetch: int | None = None,
+                       kernel_file: str = KERNEL_FILE) -> Launcher:
+    """A launcher that runs the kernels of ``kernels/<kernel_file>`` on CPU tensors' memory, every
+    (block, thread) of the launch in turn.
 
     ``max_grid`` caps the grid so tests can exercise the kernels' grid-stride loop; ``prefetch`` builds the
     kernels with another PARRNN_PREFETCH depth.
     """
-    lib = host_library(prefetch)
+    lib = host_library(prefetch, kernel_file)
 
     def launch(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
         if device.type != "cpu":

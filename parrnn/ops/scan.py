@@ -40,7 +40,6 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from parrnn._paths import kernel_dir, kernel_source
+from parrnn._paths import kernel_source
 from parrnn.ops import cuda as _cuda
-from parrnn.ops.cuda import SUFFIX, Arg, Launcher
+from parrnn.ops.cuda import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, check_shapes, ptr_args
 
 KERNEL_FILE = "sru_scan.cu"
 CPU_FILE = "sru_scan_cpu.cpp"
@@ -68,10 +67,6 @@ CPU_MIN_STEPS_PER_THREAD = 256
 GPU_TARGET_THREADS = 1 << 17
 #: CUDA: never make chunks shorter than this (the carry pass is sequential over chunks).
 GPU_MIN_CHUNK = 16
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _require_linear(weight_c: Tensor | None) -> None:
@@ -141,21 +136,6 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype).contiguous()
-
-
-def _check(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
-    if u.dim() != 4 or u.shape[2] not in (3, 4):
-        raise ValueError(f"u must have shape (L, N, K, C) with K = 3 or 4, got {tuple(u.shape)}")
-    length, batch, k, cols = u.shape
-    if k == 4 and x is not None:
-        raise ValueError("x must be None when u has K = 4 (the 4th projection is the highway input)")
-    if bidirectional and cols % 2:
-        raise ValueError(f"bidirectional needs an even number of columns, got C = {cols}")
-    return length, batch, k, cols
-
-
 def cpu_forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
                 drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
                 threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -163,12 +143,12 @@ def cpu_forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad:
 
     ``threads`` defaults to ``torch.get_num_threads()``; 1 gives the plain sequential recurrence.
     """
-    length, batch, k, cols = _check(u, x, bidirectional)
-    dtype, acc = u.dtype, _acc_dtype(u.dtype)
+    length, batch, k, cols = check_shapes(u, x, bidirectional)
+    dtype, acc = u.dtype, acc_dtype(u.dtype)
     threads = torch.get_num_threads() if threads is None else threads
-    uu, xx = _as(u, acc), _as(x, acc)
-    bias_, c0_, drop_ = _as(bias, acc), _as(c0, acc), _as(drop_mask, acc)
-    mask = _as(mask_pad, torch.bool)
+    uu, xx = as_dtype(u, acc), as_dtype(x, acc)
+    bias_, c0_, drop_ = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask = as_dtype(mask_pad, torch.bool)
     h = torch.empty((length, batch, cols), dtype=acc)
     c_all = torch.empty((length, batch, cols), dtype=acc)
     if length == 0 or batch * cols == 0:
@@ -189,13 +169,13 @@ def cpu_backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, 
                  use_tanh: bool, scale_x: float,
                  threads: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """CPU scan backward: ``(grad_u, grad_x, None, grad_bias, grad_c0)``, each in its input's dtype."""
-    length, batch, k, cols = _check(u, x, bidirectional)
-    acc = _acc_dtype(u.dtype)
+    length, batch, k, cols = check_shapes(u, x, bidirectional)
+    acc = acc_dtype(u.dtype)
     threads = torch.get_num_threads() if threads is None else threads
-    uu, xx = _as(u, acc), _as(x, acc)
-    gh, gcn, call = _as(grad_h, acc), _as(grad_c_n, acc), _as(c_all, acc)
-    bias_, c0_, drop_ = _as(bias, acc), _as(c0, acc), _as(drop_mask, acc)
-    mask = _as(mask_pad, torch.bool)
+    uu, xx = as_dtype(u, acc), as_dtype(x, acc)
+    gh, gcn, call = as_dtype(grad_h, acc), as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
+    bias_, c0_, drop_ = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask = as_dtype(mask_pad, torch.bool)
     grad_u = torch.empty((length, batch, k, cols), dtype=acc)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=acc)
     grad_bias_part = torch.zeros((2, batch, cols), dtype=acc)
@@ -225,27 +205,19 @@ def _shape_args(length: int, batch: int, cols: int, k: int, bidirectional: bool,
             Arg("i64", chunk_len), Arg("i64", n_chunks)]
 
 
-def _p(t: Tensor | None) -> Arg:
-    return Arg("ptr", 0 if t is None else t.data_ptr())
-
-
-def _real(value: float, acc: torch.dtype) -> Arg:
-    return Arg("f64" if acc == torch.float64 else "f32", float(value))
-
-
 def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
                  drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
                  chunk_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
     ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to :func:`gpu_chunk_len`."""
-    length, batch, k, cols = _check(u, x, bidirectional)
+    length, batch, k, cols = check_shapes(u, x, bidirectional)
     if u.dtype not in SUFFIX:
         raise TypeError(f"parrnn scan: unsupported dtype {u.dtype} (float32, float64, float16, bfloat16)")
-    dtype, acc, dev = u.dtype, _acc_dtype(u.dtype), u.device
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     u = u.contiguous()
-    x = _as(x, dtype)
-    bias, c0, drop_mask = _as(bias, acc), _as(c0, acc), _as(drop_mask, acc)
-    mask_pad = _as(mask_pad, torch.bool)
+    x = as_dtype(x, dtype)
+    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask_pad = as_dtype(mask_pad, torch.bool)
     nc = batch * cols
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
@@ -261,11 +233,11 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     carry = torch.empty((n_chunks, batch, cols), dtype=acc, device=dev)
     if n_chunks > 1:
         launch(f"sru_scan_fwd_reduce_{sfx}", (n_chunks - 1) * nc,
-               [_p(u), _p(mask_pad), _p(bias), _p(agg_a), _p(agg_b), *shape], dev)
-    launch(f"sru_scan_fwd_carry_{sfx}", nc, [_p(c0), _p(agg_a), _p(agg_b), _p(carry), *shape], dev)
+               [*ptr_args(u, mask_pad, bias, agg_a, agg_b), *shape], dev)
+    launch(f"sru_scan_fwd_carry_{sfx}", nc, [*ptr_args(c0, agg_a, agg_b, carry), *shape], dev)
     launch(f"sru_scan_fwd_apply_{sfx}", n_chunks * nc,
-           [_p(u), _p(x), _p(bias), _p(carry), _p(mask_pad), _p(drop_mask), _p(h), _p(c_n), _p(c_all), *shape,
-            Arg("i32", int(use_tanh)), _real(scale_x, acc)], dev)
+           [*ptr_args(u, x, bias, carry, mask_pad, drop_mask, h, c_n, c_all), *shape,
+            Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
     return h, c_n, c_all
 
 
@@ -274,16 +246,16 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
                   bidirectional: bool, use_tanh: bool, scale_x: float,
                   chunk_len: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """The CUDA scan's backward (3 launches) through ``launch``: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
-    length, batch, k, cols = _check(u, x, bidirectional)
-    dtype, acc, dev = u.dtype, _acc_dtype(u.dtype), u.device
+    length, batch, k, cols = check_shapes(u, x, bidirectional)
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     x_dtype = None if x is None else x.dtype
     bias_dtype, c0_dtype = bias.dtype, c0.dtype
     u = u.contiguous()
-    x = _as(x, dtype)
+    x = as_dtype(x, dtype)
     grad_h = grad_h.to(dtype).contiguous()
-    grad_c_n, c_all = _as(grad_c_n, acc), _as(c_all, acc)
-    bias, c0, drop_mask = _as(bias, acc), _as(c0, acc), _as(drop_mask, acc)
-    mask_pad = _as(mask_pad, torch.bool)
+    grad_c_n, c_all = as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
+    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask_pad = as_dtype(mask_pad, torch.bool)
     nc = batch * cols
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
@@ -304,105 +276,32 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
     grad_c0 = torch.empty((batch, cols), dtype=acc, device=dev)
     if n_chunks > 1:
         launch(f"sru_scan_bwd_reduce_{sfx}", (n_chunks - 1) * nc,
-               [_p(grad_h), _p(u), _p(x), _p(bias), _p(c0), _p(mask_pad), _p(drop_mask), _p(c_all), _p(agg_a),
-                _p(agg_b), *shape, Arg("i32", int(use_tanh)), _real(scale_x, acc)], dev)
-    launch(f"sru_scan_bwd_carry_{sfx}", nc, [_p(grad_c_n), _p(agg_a), _p(agg_b), _p(carry), *shape], dev)
+               [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, agg_a, agg_b), *shape,
+                Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
+    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(grad_c_n, agg_a, agg_b, carry), *shape], dev)
     launch(f"sru_scan_bwd_apply_{sfx}", n_chunks * nc,
-           [_p(grad_h), _p(u), _p(x), _p(bias), _p(c0), _p(mask_pad), _p(drop_mask), _p(c_all), _p(carry),
-            _p(grad_u), _p(grad_x), _p(grad_bias_part), _p(grad_c0), *shape, Arg("i32", int(use_tanh)),
-            _real(scale_x, acc)], dev)
+           [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, carry, grad_u, grad_x, grad_bias_part,
+                      grad_c0), *shape, Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
     grad_bias = grad_bias_part.sum((1, 2)).to(bias_dtype)
     return (grad_u, None if grad_x is None else grad_x.to(x_dtype), None, grad_bias, grad_c0.to(c0_dtype))
 
 
-# ---- launchers: CuPy on a GPU, the host build of the same .cu in CPU tests ---------------------------------------
-
-_gpu_lock = threading.Lock()
-_modules: dict[tuple[int, str], Any] = {}
-_functions: dict[tuple[int, str], Any] = {}
-_sm_count: dict[int, int] = {}
-
+# ---- launchers: CuPy on a GPU, the host build of the same .cu in CPU tests (shared with parrnn.ops.cuda) ------
 
 def kernel_code() -> str:
-    """``kernels/sru_scan.cu`` with its local ``#include "..."`` headers inlined (except the host shim), so CuPy's
-    on-disk cache (keyed by code and options) never serves a binary built from older headers."""
-    seen: set[str] = set()
-
-    def expand(path: Path) -> str:
-        out = []
-        for line in path.read_text().splitlines():
-            m = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
-            if m and m.group(1) != "host_shim.h":
-                if m.group(1) not in seen:
-                    seen.add(m.group(1))
-                    out.append(expand(kernel_dir() / m.group(1)))
-                continue
-            out.append(line)
-        return "\n".join(out)
-
-    return expand(kernel_source(KERNEL_FILE))
-
-
-def _gpu_function(device_index: int, name: str) -> Any:
-    key = (device_index, name)
-    fn = _functions.get(key)
-    if fn is not None:
-        return fn
-    cupy = _cuda._import_cupy()
-    suffix = name.rsplit("_", 1)[1]
-    with _gpu_lock, cupy.cuda.Device(device_index):
-        mkey = (device_index, suffix)
-        if mkey not in _modules:
-            _modules[mkey] = cupy.RawModule(code=kernel_code(), options=_cuda.nvrtc_options(suffix))
-        try:
-            fn = _modules[mkey].get_function(name)
-        except Exception as exc:
-            raise RuntimeError(f"parrnn: compiling/loading CUDA kernel {name} on cuda:{device_index} "
-                               f"failed: {exc}") from exc
-        _functions[key] = fn
-        return fn
+    """``kernels/sru_scan.cu`` with its local headers inlined (:func:`parrnn.ops.cuda.kernel_code`)."""
+    return _cuda.kernel_code(KERNEL_FILE)
 
 
 def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
     """Launch the scan kernel ``name`` over ``total`` threads with CuPy, on torch's current stream of ``device``."""
-    cupy = _cuda._import_cupy()
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    fn = _gpu_function(index, name)
-    if index not in _sm_count:
-        _sm_count[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    grid, block = _cuda.launch_config(total, _sm_count[index])
-    stream_ptr = torch.cuda.current_stream(index).cuda_stream
-    with cupy.cuda.Device(index), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # ExternalStream is deprecated in CuPy 14
-        with cupy.cuda.ExternalStream(stream_ptr, index):
-            fn((grid,), (block,), _cuda._cupy_args(args))
-
-
-def host_library() -> ctypes.CDLL:
-    """``kernels/sru_scan.cu`` compiled as C++ behind ``host_shim.h`` (cached on disk)."""
-    from parrnn.ops._cbuild import build_library  # noqa: PLC0415
-
-    return build_library("sru_scan_host", [kernel_source(KERNEL_FILE)])
-
-
-_HOST_CTYPES = {"ptr": ctypes.c_void_p, "i64": ctypes.c_longlong, "i32": ctypes.c_int, "f32": ctypes.c_float,
-                "f64": ctypes.c_double}
+    _cuda.cupy_launch(KERNEL_FILE, name, total, args, device)
 
 
 def make_host_launcher(block: int = 64, max_grid: int = 2**31 - 1) -> Launcher:
     """A launcher running the CUDA scan kernels on CPU tensors, every (block, thread) in turn (tests only).
     ``max_grid`` caps the grid to exercise the kernels' grid-stride loops."""
-    lib = host_library()
-
-    def launch(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
-        if device.type != "cpu":
-            raise ValueError("the host launcher runs kernels on CPU tensors only")
-        fn = getattr(lib, f"host_{name}")
-        fn.restype = None
-        fn.argtypes = [ctypes.c_longlong, ctypes.c_int, *(_HOST_CTYPES[a.kind] for a in args)]
-        fn(min(-(-total // block), max_grid), block, *(a.value for a in args))
-
-    return launch
+    return _cuda.make_host_launcher(block, max_grid, kernel_file=KERNEL_FILE)
 
 
 # ---- the fused backend module contract ---------------------------------------------------------------------------

@@ -7,10 +7,10 @@ Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import pytest
 import torch
+from _helpers import GRAD_NAMES, Case, assert_close, assert_grads, random_grads, reference_values_and_grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
@@ -29,28 +29,6 @@ ALL_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 # (rtol, atol) for values and gradients, by storage dtype
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1e-2),
        torch.float16: (1e-2, 1e-2)}
-
-
-@dataclass
-class Case:
-    """One set of recurrence inputs (see the module docstring for shapes)."""
-
-    u: Tensor
-    x: Tensor | None
-    weight_c: Tensor | None
-    bias: Tensor
-    c0: Tensor
-    mask_pad: Tensor | None
-    drop_mask: Tensor | None
-    bidirectional: bool
-    use_tanh: bool
-    scale_x: float
-
-    def tensors(self) -> list[Tensor | None]:
-        return [self.u, self.x, self.weight_c, self.bias, self.c0, self.mask_pad, self.drop_mask]
-
-    def options(self) -> dict[str, object]:
-        return {"bidirectional": self.bidirectional, "use_tanh": self.use_tanh, "scale_x": self.scale_x}
 
 
 def mixed_mask(length: int, batch: int, gen: torch.Generator) -> Tensor:
@@ -93,44 +71,19 @@ def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", v2: bool
                 use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
 
 
-def reference_values_and_grads(case: Case, grad_h: Tensor, grad_c_n: Tensor,
-                               ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """Reference forward and autograd gradients, computed in float64 (the 16-bit inputs are exact in it)."""
-    inputs = [None if t is None else t.detach().to(torch.float64) for t in case.tensors()]
-    mask_pad = case.mask_pad
-    grad_inputs = [None if t is None or i >= 5 else t.requires_grad_() for i, t in enumerate(inputs)]
-    h, c_n = reference.sru_recurrence(*inputs[:5], mask_pad, inputs[6], **case.options())  # type: ignore[arg-type]
-    loss = (h * grad_h.to(torch.float64)).sum() + (c_n * grad_c_n.to(torch.float64)).sum()
-    wanted = [t for t in grad_inputs if t is not None]
-    grads = iter(torch.autograd.grad(loss, wanted))
-    return h.detach(), c_n.detach(), [None if t is None else next(grads) for t in grad_inputs[:5]]
-
-
-def assert_close(actual: Tensor | None, expected: Tensor | None, dtype: torch.dtype, what: str) -> None:
-    if expected is None:
-        assert actual is None, f"{what}: expected None"
-        return
-    assert actual is not None, f"{what}: got None"
-    rtol, atol = TOL[dtype]
-    torch.testing.assert_close(actual.to(torch.float64), expected.to(torch.float64), rtol=rtol, atol=atol,
-                               msg=lambda m: f"{what}: {m}")
-
-
 def check_case(case: Case, seed: int = 1) -> None:
     """Forward values, ``c_all`` and every gradient of the cpu backend against the reference."""
     dtype = case.u.dtype
-    gen = torch.Generator().manual_seed(seed)
     length, batch, _, cols = case.u.shape
-    grad_h = torch.randn(length, batch, cols, generator=gen, dtype=torch.float64).to(dtype)
-    grad_c_n = torch.randn(batch, cols, generator=gen, dtype=torch.float64).to(dtype)
-    h_ref, c_ref, grads_ref = reference_values_and_grads(case, grad_h, grad_c_n)
+    grad_h, grad_c_n = random_grads(length, batch, cols, dtype, seed)
+    h_ref, c_ref, grads_ref = reference_values_and_grads(*case.tensors(), grad_h, grad_c_n, **case.options())
 
     h, c_n, c_all = cpu.forward(*case.tensors(), case.bidirectional, case.use_tanh, case.scale_x)
     assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
     assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert c_all.shape == (length, batch, cols)
-    assert_close(h, h_ref, dtype, "h")
-    assert_close(c_n, c_ref, dtype, "c_n")
+    assert_close(h, h_ref, TOL[dtype], "h")
+    assert_close(c_n, c_ref, TOL[dtype], "c_n")
     if length:  # c_n is c_all at the last step of each direction
         hidden = cols // (2 if case.bidirectional else 1)
         torch.testing.assert_close(c_all[-1, :, :hidden].to(dtype), c_n[:, :hidden], rtol=0, atol=0)
@@ -139,11 +92,8 @@ def check_case(case: Case, seed: int = 1) -> None:
 
     grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, case.bidirectional, case.use_tanh,
                          case.scale_x)
-    for name, g, g_ref, inp in zip(("u", "x", "weight_c", "bias", "c0"), grads, grads_ref, case.tensors()[:5],
-                                   strict=True):
-        if inp is not None:
-            assert g is not None and g.dtype == inp.dtype and g.shape == inp.shape, name
-        assert_close(g, g_ref, dtype, f"grad_{name}")
+    assert_grads(dict(zip(GRAD_NAMES, grads, strict=True)), grads_ref,
+                 dict(zip(GRAD_NAMES, case.tensors()[:5], strict=True)), TOL[dtype])
 
 
 # ---- every option, every dtype -----------------------------------------------------------------------------

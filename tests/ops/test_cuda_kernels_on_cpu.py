@@ -13,9 +13,11 @@ from functools import partial
 
 import pytest
 import torch
+from _helpers import GRAD_NAMES, assert_close, assert_grads, random_grads
+from _helpers import reference_values_and_grads as _reference
 
 from parrnn.ops import cuda as cuda_backend
-from parrnn.ops import dispatch, reference
+from parrnn.ops import dispatch
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # (rtol, atol) of kernel vs float64 reference, per storage dtype (inputs are the same stored values)
@@ -54,6 +56,10 @@ CASES = [
 ]
 
 
+#: the tensor arguments of forward_with / backward_with, in order
+_ARGS = ("u", "x", "weight_c", "bias", "c0", "mask_pad", "drop_mask")
+
+
 def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0) -> dict:
     """Random inputs in storage dtype ``dtype`` (the small per-column tensors too)."""
     g = torch.Generator().manual_seed(seed)
@@ -87,19 +93,11 @@ def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0) -> dict:
 
 
 def reference_values_and_grads(case: Case, inp: dict, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
-    """Reference outputs and gradients in float64 from the exact stored input values."""
-    names = ("u", "x", "weight_c", "bias", "c0")
-    leaves = {n: None if inp[n] is None else inp[n].to(torch.float64).requires_grad_() for n in names}
-    drop = None if inp["drop_mask"] is None else inp["drop_mask"].to(torch.float64)
-    h, c_n = reference.sru_recurrence(
-        leaves["u"], leaves["x"], leaves["weight_c"], leaves["bias"], leaves["c0"], inp["mask_pad"], drop,
-        bidirectional=case.bidirectional, use_tanh=case.use_tanh, scale_x=case.scale_x)
-    loss = (h * grad_h.to(torch.float64)).sum() + (c_n * grad_c_n.to(torch.float64)).sum()
-    present = [n for n in names if leaves[n] is not None]
-    grads = torch.autograd.grad(loss, [leaves[n] for n in present])
-    out = {"h": h.detach(), "c_n": c_n.detach()}
-    out.update({f"grad_{n}": g for n, g in zip(present, grads, strict=True)})
-    return out
+    """Reference outputs and gradients (``grad_<name>`` of the inputs present) in float64 from the exact stored
+    input values."""
+    h, c_n, grads = _reference(*(inp[n] for n in _ARGS), grad_h, grad_c_n, bidirectional=case.bidirectional,
+                               use_tanh=case.use_tanh, scale_x=case.scale_x)
+    return {"h": h, "c_n": c_n, **{f"grad_{n}": g for n, g in grads.items() if g is not None}}
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +106,12 @@ def launch():
 
 
 def run_kernels(launch, case: Case, inp: dict, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
-    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], inp["mask_pad"], inp["drop_mask"])
+    args = tuple(inp[n] for n in _ARGS)
     opts = (case.bidirectional, case.use_tanh, case.scale_x)
     h, c_n, c_all = cuda_backend.forward_with(launch, *args, *opts)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, grad_h, grad_c_n, *args[:7], c_all, *opts)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, grad_h, grad_c_n, *args, c_all, *opts)
     return {"h": h, "c_n": c_n, "c_all": c_all, "grad_u": gu, "grad_x": gx, "grad_weight_c": gwc,
             "grad_bias": gb, "grad_c0": gc0}
-
-
-def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, scale: float = 1.0):
-    rtol, atol = TOL[dtype]
-    torch.testing.assert_close(got.to(torch.float64), want, rtol=rtol, atol=atol * scale,
-                               msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
@@ -127,26 +119,19 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.
 def test_kernels_match_reference(launch, case: Case, dtype: torch.dtype):
     inp = make_inputs(case, dtype)
     cols = inp["u"].shape[-1]
-    g = torch.Generator().manual_seed(1)
-    grad_h = torch.randn(case.length, case.batch, cols, generator=g, dtype=torch.float64).to(dtype)
-    grad_c_n = torch.randn(case.batch, cols, generator=g, dtype=torch.float64).to(dtype)
+    grad_h, grad_c_n = random_grads(case.length, case.batch, cols, dtype, seed=1)
     want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
     got = run_kernels(launch, case, inp, grad_h, grad_c_n)
 
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     assert got["h"].dtype == dtype and got["c_n"].dtype == dtype and got["c_all"].dtype == acc
     assert got["c_all"].shape == (case.length, case.batch, cols)
-    assert_close("h", got["h"], want["h"], dtype)
-    assert_close("c_n", got["c_n"], want["c_n"], dtype)
+    assert_close(got["h"], want["h"], TOL[dtype], "h")
+    assert_close(got["c_n"], want["c_n"], TOL[dtype], "c_n")
     # gradients accumulate over time (and weight_c / bias over the batch too): scale atol with the sum length
-    for name in ("u", "x", "weight_c", "bias", "c0"):
-        key = f"grad_{name}"
-        if inp[name] is None:
-            assert got[key] is None, key
-            continue
-        assert got[key].dtype == inp[name].dtype and got[key].shape == inp[name].shape, key
-        scale = case.length * case.batch if name in ("weight_c", "bias") else case.length
-        assert_close(key, got[key], want[key], dtype, scale=scale)
+    scale = {n: case.length * case.batch if n in ("weight_c", "bias") else case.length for n in GRAD_NAMES}
+    assert_grads({n: got[f"grad_{n}"] for n in GRAD_NAMES}, {n: want.get(f"grad_{n}") for n in GRAD_NAMES},
+                 {n: inp[n] for n in GRAD_NAMES}, TOL[dtype], scale)
 
     # c_all holds every c_t: its first/last step in each direction's own order gives c_n
     dirs = 2 if case.bidirectional else 1
@@ -210,7 +195,7 @@ def test_prefetch_depths(prefetch: int):
         got = run_kernels(launch, case, inp, grad_h, grad_c_n)
         for key in ("h", "c_n", "grad_u", "grad_x", "grad_weight_c", "grad_bias", "grad_c0"):
             if key in want:
-                assert_close(key, got[key], want[key], torch.float64)
+                assert_close(got[key], want[key], TOL[torch.float64], key)
 
 
 def test_empty_sizes(launch):
@@ -243,8 +228,8 @@ def test_mixed_dtypes_cross_in_arithmetic_type(launch):
     assert got["grad_u"].dtype == torch.bfloat16
     assert got["grad_weight_c"].dtype == torch.float32 and got["grad_c0"].dtype == torch.float32
     want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
-    assert_close("h", got["h"], want["h"], torch.bfloat16)
-    assert_close("grad_bias", got["grad_bias"], want["grad_bias"], torch.bfloat16, scale=18)
+    assert_close(got["h"], want["h"], TOL[torch.bfloat16], "h")
+    assert_close(got["grad_bias"], want["grad_bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=18)
 
 
 @pytest.mark.parametrize("case", [Case(bidirectional=True, mask=True, use_tanh=True, scale_x=1.3),

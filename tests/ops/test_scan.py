@@ -11,14 +11,14 @@ Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from _helpers import Case, assert_close, assert_grads, random_grads, reference_values_and_grads
 from torch import Tensor
 
-from parrnn.ops import _cbuild, dispatch, reference
+from parrnn.ops import _cbuild, dispatch
 
 try:
     _cbuild.find_compiler()
@@ -29,27 +29,6 @@ from parrnn.ops import scan  # noqa: E402
 
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
        torch.float16: (1e-2, 1e-2)}
-
-
-@dataclass
-class Case:
-    """Inputs of one linear-SRU recurrence (``weight_c`` is always ``None``)."""
-
-    u: Tensor
-    x: Tensor | None
-    bias: Tensor
-    c0: Tensor
-    mask_pad: Tensor | None
-    drop_mask: Tensor | None
-    bidirectional: bool
-    use_tanh: bool
-    scale_x: float
-
-    def inputs(self) -> tuple:
-        return (self.u, self.x, self.bias, self.c0, self.mask_pad, self.drop_mask)
-
-    def flags(self) -> tuple:
-        return (self.bidirectional, self.use_tanh, self.scale_x)
 
 
 def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirectional: bool = False,
@@ -87,30 +66,6 @@ def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirect
                 bidirectional=bidirectional, use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
 
 
-def reference_values_and_grads(case: Case, grad_h: Tensor, grad_c_n: Tensor) -> tuple[Tensor, Tensor, list]:
-    """Reference forward and autograd gradients of ``(u, x, bias, c0)``, in float64."""
-    ins = [None if t is None else t.detach().to(torch.float64) for t in (case.u, case.x, case.bias, case.c0)]
-    req = [None if t is None else t.requires_grad_() for t in ins]
-    drop = None if case.drop_mask is None else case.drop_mask.to(torch.float64)
-    h, c_n = reference.sru_recurrence(req[0], req[1], None, req[2], req[3], case.mask_pad, drop,
-                                      bidirectional=case.bidirectional, use_tanh=case.use_tanh,
-                                      scale_x=case.scale_x)
-    loss = (h * grad_h.to(torch.float64)).sum() + (c_n * grad_c_n.to(torch.float64)).sum()
-    wanted = [t for t in req if t is not None]
-    grads = iter(torch.autograd.grad(loss, wanted))
-    return h.detach(), c_n.detach(), [None if t is None else next(grads) for t in req]
-
-
-def assert_close(actual: Tensor | None, expected: Tensor | None, dtype: torch.dtype, what: str) -> None:
-    if expected is None:
-        assert actual is None, f"{what}: expected None"
-        return
-    assert actual is not None, f"{what}: got None"
-    rtol, atol = TOL[dtype]
-    torch.testing.assert_close(actual.to(torch.float64), expected.to(torch.float64), rtol=rtol, atol=atol,
-                               msg=lambda m: f"{what}: {m}")
-
-
 def run_cpu(case, grad_h, grad_c_n, threads):
     fwd = scan.cpu_forward(*case.inputs(), *case.flags(), threads=threads)
     bwd = scan.cpu_backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
@@ -139,34 +94,30 @@ def check(case: Case, runner, *arg_sets, seed: int = 1) -> None:
     against the reference (computed once)."""
     dtype = case.u.dtype
     length, batch, k, cols = case.u.shape
-    gen = torch.Generator().manual_seed(seed)
-    grad_h = torch.randn(length, batch, cols, generator=gen, dtype=torch.float64).to(dtype)
-    grad_c_n = torch.randn(batch, cols, generator=gen, dtype=torch.float64).to(dtype)
-    h_ref, c_ref, g_ref = reference_values_and_grads(case, grad_h, grad_c_n)
+    grad_h, grad_c_n = random_grads(length, batch, cols, dtype, seed)
+    h_ref, c_ref, g_ref = reference_values_and_grads(*case.tensors(), grad_h, grad_c_n, **case.options())
     for arg in arg_sets:
         compare(case, runner(case, grad_h, grad_c_n, arg), h_ref, c_ref, g_ref)
 
 
-def compare(case: Case, result, h_ref: Tensor, c_ref: Tensor, g_ref: list) -> None:
+def compare(case: Case, result, h_ref: Tensor, c_ref: Tensor, g_ref: dict) -> None:
     dtype = case.u.dtype
+    tol = TOL[dtype]
     length, batch, k, cols = case.u.shape
     (h, c_n, c_all), grads = result
     assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
     assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert_close(h, h_ref, dtype, "h")
-    assert_close(c_n, c_ref, dtype, "c_n")
+    assert_close(h, h_ref, tol, "h")
+    assert_close(c_n, c_ref, tol, "c_n")
     if length:  # c_n is c_all at each direction's last step
         hid = cols // (2 if case.bidirectional else 1)
-        assert_close(c_all[-1, :, :hid], c_ref[:, :hid], dtype, "c_all[-1]")
+        assert_close(c_all[-1, :, :hid], c_ref[:, :hid], tol, "c_all[-1]")
         if case.bidirectional:
-            assert_close(c_all[0, :, hid:], c_ref[:, hid:], dtype, "c_all[0] (reverse)")
+            assert_close(c_all[0, :, hid:], c_ref[:, hid:], tol, "c_all[0] (reverse)")
     g_u, g_x, g_wc, g_b, g_c0 = grads
     assert g_wc is None
-    for name, g, ref, inp in zip(("u", "x", "bias", "c0"), (g_u, g_x, g_b, g_c0), g_ref,
-                                 (case.u, case.x, case.bias, case.c0), strict=True):
-        if inp is not None:
-            assert g is not None and g.dtype == inp.dtype and g.shape == inp.shape, name
-        assert_close(g, ref, dtype, f"grad_{name}")
+    assert_grads({"u": g_u, "x": g_x, "bias": g_b, "c0": g_c0}, g_ref,
+                 {"u": case.u, "x": case.x, "bias": case.bias, "c0": case.c0}, tol)
 
 
 @pytest.fixture
