@@ -86,7 +86,8 @@ def compare_gradient_flow(
             )
             + "\n"
         )
-        plot_gradient_flow(flows, out / "gradflow.png", f"||dLoss/dx_t||, {the_task.description}")
+        bias = "" if spec.memory_bias is None else f", memory bias {spec.memory_bias:g}"
+        plot_gradient_flow(flows, out / "gradflow.png", f"||dLoss/dx_t||, {the_task.description}{bias}")
     return flows
 
 

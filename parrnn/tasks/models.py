@@ -48,9 +48,7 @@ class TorchRNNEncoder(nn.Module):
     def __init__(self, cell: str, input_size: int, spec: ModelSpec) -> None:
         super().__init__()
         rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = rnn_class(
-            input_size, spec.hidden, spec.layers, dropout=spec.dropout if spec.layers > 1 else 0.0
-        )
+        self.rnn = rnn_class(input_size, spec.hidden, spec.layers, dropout=spec.dropout if spec.layers > 1 else 0.0)
         self.output_size = spec.hidden
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:

@@ -118,11 +118,11 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(runs, out / "curves.png", title, baseline)
-    parts = [f"# {title}\n" if title else "", markdown_table(runs, baseline)]
+    parts = [f"# {title}" if title else "", markdown_table(runs, baseline).rstrip()]
     if command:
-        parts.append(f"\nCommand:\n\n```\n{command}\n```\n")
-    parts.append("\n![learning curves](curves.png)\n")
-    (out / "results.md").write_text("\n".join(p for p in parts if p))
+        parts.append(f"Command:\n\n```\n{command}\n```")
+    parts.append("![learning curves](curves.png)")
+    (out / "results.md").write_text("\n\n".join(p for p in parts if p) + "\n")
     (out / "results.json").write_text(
         json.dumps([{"name": r.name, "config": r.config, "summary": r.summary} for r in runs], indent=2) + "\n"
     )

@@ -30,6 +30,5 @@ def package_data_file(package: str, relative: str, pip_spec: str) -> Path:
         if path.is_file():
             return path
     raise MissingDataError(
-        f"{relative!r} not found in package {package!r} "
-        f"({list(spec.submodule_search_locations)}); reinstall it: {hint}"
+        f"{relative!r} not found in package {package!r} ({list(spec.submodule_search_locations)}); reinstall it: {hint}"
     )

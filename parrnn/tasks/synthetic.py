@@ -53,9 +53,7 @@ def copy_example(rng: random.Random, seq_len: int) -> Example:
     return inputs, targets
 
 
-def adding_task(
-    seq_len: int = 1000, *, train_size: int = 1_000_000, test_size: int = 2000, seed: int = 0
-) -> Task:
+def adding_task(seq_len: int = 1000, *, train_size: int = 1_000_000, test_size: int = 2000, seed: int = 0) -> Task:
     """The adding problem of length ``seq_len``; examples are generated on demand from ``seed``."""
 
     def make(rng: random.Random) -> Example:
@@ -74,9 +72,7 @@ def adding_task(
     )
 
 
-def copy_task(
-    seq_len: int = 100, *, train_size: int = 1_000_000, test_size: int = 2000, seed: int = 0
-) -> Task:
+def copy_task(seq_len: int = 100, *, train_size: int = 1_000_000, test_size: int = 2000, seed: int = 0) -> Task:
     """Copy memory with delay ``seq_len`` (sequences of ``seq_len + 20`` tokens)."""
 
     def make(rng: random.Random) -> Example:

