@@ -356,18 +356,24 @@ def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weig
 
 # ---- the auto rule -----------------------------------------------------------------------------------------------
 
+CPU_SCAN_MIN_ELEMENTS = 1 << 23  # measured crossover on a 2-core Zen 3 (docs/scan.md)
+
+
 def prefer_scan(device: torch.device, *, batch_columns: int, length: int) -> bool:
     """Whether ``backend="auto"`` should run the linear SRU with the scan instead of the sequential kernel.
 
     * CUDA (provisional, not yet measured on a GPU): the sequential kernel runs one thread per column, so with
       ``N*C <= 8192`` threads it leaves an H100 (~270k resident threads) mostly idle, and at ``L >= 1024`` the
       scan's three launches and ~1.3x memory traffic are amortised. To be confirmed in the GPU validation issue.
-    * CPU: never. On the 2-core development machine (shared with other jobs) two scan threads measured no
-      faster than one, and the sequential backend already threads over column blocks; see ``docs/scan.md``.
-      ``backend="scan"`` still runs it explicitly; ``python -m parrnn.ops.scan bench`` re-measures.
+    * CPU: with at least 2 threads and ``L * N * C >= 2**23`` elements. On the quiet 2-core development machine
+      (``python -m parrnn.ops.scan bench --reps 7``, see ``docs/scan.md``) 2 scan threads beat the sequential
+      backend by 1.3-1.6x (forward and backward) at every size with ``L*N*C >= 2**23`` (e.g. N*C=128, L=65536;
+      N*C=512, L=16384) and lost (0.35-0.8x) at every smaller size, where the sequential loop stays in cache.
     """
     if device.type == "cuda":
         return batch_columns <= 8192 and length >= 1024
+    if device.type == "cpu":
+        return torch.get_num_threads() >= 2 and batch_columns * length >= CPU_SCAN_MIN_ELEMENTS
     return False
 
 

@@ -243,8 +243,20 @@ def test_backend_selection():
     with pytest.raises(ValueError, match="linear"):
         dispatch.resolve_backend("scan", torch.device("cpu"), linear=False, batch_columns=8, length=8)
     assert dispatch.resolve_backend("scan", torch.device("cpu"), linear=True, batch_columns=8, length=8) == "scan"
-    assert isinstance(scan.prefer_scan(torch.device("cpu"), batch_columns=64, length=65536), bool)
     assert scan.prefer_scan(torch.device("cpu"), batch_columns=4096, length=16) is False
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert scan.prefer_scan(torch.device("cpu"), batch_columns=128, length=65536) is True
+        assert scan.prefer_scan(torch.device("cpu"), batch_columns=64, length=65536) is False
+        assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=True, batch_columns=512,
+                                        length=16384) == "scan"
+        assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=False, batch_columns=512,
+                                        length=16384) == "cpu"
+        torch.set_num_threads(1)
+        assert scan.prefer_scan(torch.device("cpu"), batch_columns=128, length=65536) is False
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="linear"):
         case = make_case(3, 1, 2)
         scan.forward(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0, None, None,
