@@ -82,6 +82,18 @@ __device__ __forceinline__ StepIn<A> load_step(const T* u, const T* x, const uns
     return s;
 }
 
+// The step functions with the peephole chosen at run time: v1 (no weight_c) drops the v * c terms instead of
+// multiplying them by 0, so an infinite c stays inf (not NaN), as in the reference.
+template <typename A, typename... Args>
+__device__ __forceinline__ A forward_step(bool peephole, Args&&... args) {
+    return peephole ? sru_forward_step<A, true>(args...) : sru_forward_step<A, false>(args...);
+}
+
+template <typename A, typename... Args>
+__device__ __forceinline__ SruStepGrads<A> backward_step(bool peephole, Args&&... args) {
+    return peephole ? sru_backward_step<A, true>(args...) : sru_backward_step<A, false>(args...);
+}
+
 // Steps whose loads are in flight ahead of the math (a register ring buffer; the time loop is unrolled by this
 // factor so the ring's indices are compile-time constants). Hides global-memory latency when there are too few
 // columns to fill the GPU with warps (small N * C, long L).
@@ -126,8 +138,8 @@ __device__ __forceinline__ void sru_forward(const T* __restrict__ u, const T* __
                 if (cur.pad) {  // padding: c carried unchanged, h = 0
                     store<T, A>(h, o, A(0));
                 } else {
-                    const A hv = sru_forward_step<A>(cur.u0, cur.u1, cur.u2, cur.xp, col.vf, col.vr, col.bf,
-                                                     col.br, col.m, has_skip, use_tanh != 0, c);
+                    const A hv = forward_step<A>(weight_c != nullptr, cur.u0, cur.u1, cur.u2, cur.xp, col.vf, col.vr,
+                                                 col.bf, col.br, col.m, has_skip, use_tanh != 0, c);
                     store<T, A>(h, o, hv);
                 }
                 c_all[o] = c;
@@ -204,8 +216,8 @@ __device__ __forceinline__ void sru_backward(
                     if (grad_x) store<T, A>(grad_x, o, A(0));
                     continue;
                 }
-                const SruStepGrads<A> g = sru_backward_step<A>(
-                    cur.in.u0, cur.in.u1, cur.in.u2, cur.in.xp, col.vf, col.vr, col.bf, col.br, col.m, has_skip,
+                const SruStepGrads<A> g = backward_step<A>(
+                    weight_c != nullptr, cur.in.u0, cur.in.u1, cur.in.u2, cur.in.xp, col.vf, col.vr, col.bf, col.br, col.m, has_skip,
                     use_tanh != 0, cur.c_prev, cur.gh, gc, gvf, gvr, gbf, gbr);
                 store<T, A>(grad_u, ub, g.u0);
                 store<T, A>(grad_u, ub + cols, g.u1);

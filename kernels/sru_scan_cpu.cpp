@@ -76,7 +76,7 @@ inline void fwd_row(i64 n, const T* __restrict__ u0, const T* __restrict__ u1, c
     for (i64 j = 0; j < n; ++j) {
         const T xp = SKIP == kSkipU3 ? xs[j] : SKIP == kSkipX ? scale_x * xs[j] : T(0);
         T cj = c[j];
-        h[j] = parrnn::sru_forward_step<T>(u0[j], u1[j], u2[j], xp, T(0), T(0), bf[j], br[j], m[j], SKIP != kNoSkip,
+        h[j] = parrnn::sru_forward_step<T, false>(u0[j], u1[j], u2[j], xp, T(0), T(0), bf[j], br[j], m[j], SKIP != kNoSkip,
                                            TANH, cj);
         c[j] = cj;
         c_all[j] = cj;
@@ -146,7 +146,7 @@ inline void bwd_row(i64 n, const T* __restrict__ u0, const T* __restrict__ u1, c
         const T xp = SKIP == kSkipU3 ? xs[j] : SKIP == kSkipX ? scale_x * xs[j] : T(0);
         T g = gc[j], gvf = T(0), gvr = T(0), a_bf = gbf[j], a_br = gbr[j];
         const parrnn::SruStepGrads<T> r =
-            parrnn::sru_backward_step<T>(u0[j], u1[j], u2[j], xp, T(0), T(0), bf[j], br[j], m[j], SKIP != kNoSkip,
+            parrnn::sru_backward_step<T, false>(u0[j], u1[j], u2[j], xp, T(0), T(0), bf[j], br[j], m[j], SKIP != kNoSkip,
                                          TANH, c_prev[j], gh[j], g, gvf, gvr, a_bf, a_br);
         gc[j] = g;
         gbf[j] = a_bf;
