@@ -13,7 +13,6 @@ suite and by tests.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parrnn import SlicedRNN  # noqa: E402
+from parrnn.bench.report import cpu_model  # noqa: E402
 
 
 @dataclass
@@ -85,16 +85,6 @@ def measure(
     return Result(seq_len, batch, medians.pop("nn.GRU"), medians, samples)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def markdown_table(results: Sequence[Result]) -> str:
     """One row per (T, N): the baseline's median ms, each sliced model's median ms and speedup."""
     names = list(results[0].sliced_ms) if results else []
@@ -142,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {ms:.1f} ms" for name, ms in [("nn.GRU", result.baseline_ms), *result.sliced_ms.items()]),
                 file=sys.stderr, flush=True)
     print(f"Forward (no_grad), float32, D=H={args.size}, slices={args.slices}, levels={args.levels}, "
-          f"{args.threads} threads, {cpu_name()}, torch {torch.__version__}; median of {args.repeats} "
+          f"{args.threads} threads, {cpu_model()}, torch {torch.__version__}; median of {args.repeats} "
           f"interleaved repeats.\n")
     print(markdown_table(results))
     return 0
