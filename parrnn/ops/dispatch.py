@@ -44,7 +44,6 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(_FUSED_MODULES[name])
 
 
-@torch.compiler.assume_constant_result  # torch.compile calls it once while tracing: no graph break
 def backend_availability(name: str) -> tuple[bool, str]:
     """Whether backend ``name`` works on this machine, and why not (cached after the first check)."""
     if name == "reference":
@@ -58,6 +57,13 @@ def backend_availability(name: str) -> tuple[bool, str]:
             except Exception as exc:  # a backend that cannot even be imported is unavailable, never fatal
                 _availability[name] = (False, f"{type(exc).__name__}: {exc}")
         return _availability[name]
+
+
+# torch.compile must call backend_availability once while tracing and treat its result as a constant (its lock and
+# lazy builds cannot be traced). This is exactly what torch.compiler.assume_constant_result does; setting the marker
+# directly avoids importing torch._dynamo at `import parrnn` (~1.2 s). The fullgraph tests in
+# tests/test_ecosystem.py fail if a torch release changes the marker.
+backend_availability._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def available_backends() -> dict[str, tuple[bool, str]]:
