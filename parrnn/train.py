@@ -327,7 +327,12 @@ def train(config: TrainConfig, task: Task | None = None) -> TrainResult:
         torch.set_num_threads(config.threads)
     ddp, device = setup_distributed(config.device)
     try:
-        return _train(config, task or config.make_task(), ddp, device)
+        result = _train(config, task or config.make_task(), ddp, device)
+        if ddp.owns_group:
+            # leave together: gloo aborts a process ("terminate called without an active exception") when it
+            # tears down its connections while a peer is still writing its results
+            dist.barrier()
+        return result
     finally:
         torch.set_num_threads(threads)
         if ddp.owns_group:
