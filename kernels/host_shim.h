@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "sru_step.cuh"  // host bit-cast helpers (parrnn::detail), shared with the CPU backend
+
 #define PARRNN_HOST_BUILD 1
 
 #define __global__
@@ -39,43 +41,34 @@ inline thread_local dim3 blockIdx, threadIdx, blockDim, gridDim;
 
 namespace parrnn_host {
 
-inline uint32_t float_bits(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-inline float bits_float(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
+using parrnn::detail::bits_to_float;
+using parrnn::detail::float_to_bits;
 
 // IEEE binary16 -> binary32 (exact).
 inline float half_to_float(uint16_t h) {
     const uint32_t sign = uint32_t(h & 0x8000u) << 16;
     const uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t mant = h & 0x3ffu;
-    if (exp == 0x1fu) return bits_float(sign | 0x7f800000u | (mant << 13));  // inf / nan
+    if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf / nan
     if (exp == 0) {
-        if (mant == 0) return bits_float(sign);                             // +-0
+        if (mant == 0) return bits_to_float(sign);                             // +-0
         // subnormal: value = mant * 2^-24
         const float v = std::ldexp(float(mant), -24);
         return sign ? -v : v;
     }
-    return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
+    return bits_to_float(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
 // binary32 -> binary16, round to nearest even (matches __float2half / __float2half_rn).
 inline uint16_t float_to_half(float f) {
-    const uint32_t x = float_bits(f);
+    const uint32_t x = float_to_bits(f);
     const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
     const uint32_t ax = x & 0x7fffffffu;
     if (ax >= 0x7f800000u) return uint16_t(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));  // inf / nan
     if (ax >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520 -> inf
     if (ax < 0x38800000u) {                                  // below the smallest normal half (2^-14)
         // subnormal half: round(|f| * 2^24) to nearest even; exact in float arithmetic
-        const float scaled = bits_float(ax) * 16777216.0f;    // * 2^24, exact (power of two)
+        const float scaled = bits_to_float(ax) * 16777216.0f;    // * 2^24, exact (power of two)
         const float r = std::nearbyint(scaled);               // default rounding mode: nearest even
         return uint16_t(sign | uint16_t(r));
     }
@@ -90,13 +83,13 @@ inline uint16_t float_to_half(float f) {
 
 // binary32 -> bfloat16, round to nearest even (matches __float2bfloat16 / __float2bfloat16_rn).
 inline uint16_t float_to_bf16(float f) {
-    const uint32_t x = float_bits(f);
+    const uint32_t x = float_to_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // quiet nan
     const uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
     return uint16_t((x + rounding) >> 16);
 }
 
-inline float bf16_to_float(uint16_t b) { return bits_float(uint32_t(b) << 16); }
+inline float bf16_to_float(uint16_t b) { return bits_to_float(uint32_t(b) << 16); }
 
 }  // namespace parrnn_host
 
