@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
+from parrnn.ops.gru import fast_gru_applies, gru_rows
 
 CellFactory = Callable[..., nn.Module]
 CELLS = ("gru", "lstm", "sru")
@@ -56,9 +57,14 @@ class SlicedRNN(nn.Module):
     valid steps. Outputs at padded positions are 0. Without ``lengths`` every sequence has length ``T`` (the
     internal padding to ``T_p`` is handled the same way).
 
-    The slice length ``m`` follows from the input's ``T``: a sequence padded to a different ``T`` is cut
-    differently and gets a different result. Pad to one fixed ``T`` (as the paper does, ``T = 512``) when
-    results must agree across batches.
+    The slice length ``m`` follows from the input's ``T`` (or ``total_length``): a sequence padded to a
+    different ``T`` is cut differently and gets a different result. Pass one fixed ``total_length`` (as the
+    paper pads to ``T = 512``) when results must agree across batches.
+
+    **Speed.** Padded steps are never computed on: each level gathers only its non-empty slices into batch
+    rows. A :class:`torch.nn.GRU` cell on CPU (float32/float64, no active inter-layer dropout) runs
+    :func:`parrnn.ops.gru.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
+    backward (the same function as ``nn.GRU``, up to rounding).
 
     Args:
         input_size: features of the input, ``H_in``.
@@ -85,6 +91,9 @@ class SlicedRNN(nn.Module):
           :class:`~torch.nn.utils.rnn.PackedSequence` (its lengths are used; ``output`` is returned padded).
         * **lengths**: ``(N,)`` integer tensor or sequence of ints in ``[1, T]``; ``None`` means every
           sequence has length ``T``.
+        * **total_length** (keyword): cut the input as if it were zero-padded to this many steps (``>= T``;
+          like :func:`~torch.nn.utils.rnn.pad_packed_sequence`'s ``total_length``, without a copy). Batches
+          padded to different lengths then get the same slices, hence the same results per sequence.
         * **return_all_levels** (keyword): also return every level's outputs.
 
     Outputs: output, h (, all_levels)
@@ -92,7 +101,8 @@ class SlicedRNN(nn.Module):
           outputs, with ``L_top = n`` for ``levels >= 1`` and ``L_top = T`` for ``levels = 0``; positions past
           a sequence's valid steps at that level are 0.
         * **h**: ``(N, H_out)`` the top level's summary, the final representation of each sequence.
-        * **all_levels**: list of ``levels + 1`` tensors; ``all_levels[0]`` is ``(T, N, H_out)``, level 0's
+        * **all_levels**: list of ``levels + 1`` tensors; ``all_levels[0]`` is ``(T, N, H_out)`` (``T`` =
+          ``total_length`` when given), level 0's
           output at every input step (the base RNN's state restarts at every minimal slice), ``all_levels[j]``
           is ``(n^(k-j+1), N, H_out)``, level ``j``'s output at every step of its sequence (batch first with
           ``batch_first``); ``all_levels[-1]`` is ``output``.
@@ -195,6 +205,7 @@ class SlicedRNN(nn.Module):
         input: Tensor | PackedSequence,
         lengths: Tensor | Sequence[int] | None = None,
         *,
+        total_length: int | None = None,
         return_all_levels: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
         if isinstance(input, PackedSequence):  # lengths come from the packed sequence
@@ -203,23 +214,23 @@ class SlicedRNN(nn.Module):
             input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input  # (T, N, H_in)
-        length, batch = x.shape[0], x.shape[1]
-        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, length, x.device)
-        if counts is not None:  # padding values (NaN included) must reach neither outputs nor gradients
-            pad = torch.arange(length, device=x.device).unsqueeze(1) >= counts.unsqueeze(0)
-            x = x.masked_fill(pad.unsqueeze(2), 0)
+        steps, batch = x.shape[0], x.shape[1]
+        length = steps
+        if total_length is not None:
+            length = check.check_positive_int(total_length, "total_length")
+            if length < steps:
+                raise ValueError(f"total_length ({length}) must be at least the input's length ({steps})")
+        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, steps, x.device)
         padded = self.padded_length(length)
-        if padded != length:
-            x = torch.cat([x, x.new_zeros(padded - length, batch, x.shape[2])])
-            if counts is None:
-                counts = torch.full((batch,), length, dtype=torch.int64, device=x.device)
+        if counts is None and padded != steps:  # the internal padding is handled like user padding
+            counts = torch.full((batch,), steps, dtype=torch.int64, device=x.device)
 
         seq, outputs = x, []
         for level, rnn in enumerate(self.rnns):
             slice_len = padded // self.slices**self.levels if level == 0 else self.slices
-            num_slices = seq.shape[0] // slice_len
+            num_slices = (padded if level == 0 else seq.shape[0]) // slice_len
             need_output = return_all_levels or level == self.levels
-            out, summary = self._level(rnn, seq, counts, slice_len, need_output)
+            out, summary = self._level(rnn, seq, counts, num_slices, slice_len, need_output)
             if out is not None:
                 outputs.append(out)
             seq = summary.view(num_slices, batch, self.output_size)
@@ -236,42 +247,66 @@ class SlicedRNN(nn.Module):
         return outputs[-1], h
 
     def _level(
-        self, rnn: nn.Module, seq: Tensor, counts: Tensor | None, slice_len: int, need_output: bool
+        self, rnn: nn.Module, seq: Tensor, counts: Tensor | None, num_slices: int, slice_len: int, need_output: bool
     ) -> tuple[Tensor | None, Tensor]:
-        """Run one level over ``seq`` ``(S * slice_len, N, F)`` (time-major) with ``counts`` ``(N,)`` valid
-        steps (``None``: all valid). Returns the outputs ``(S * slice_len, N, H_out)`` in sequence order
-        (``None`` unless ``need_output``) and the slice summaries ``(S * N, H_out)``; row ``s * N + i`` is
-        slice ``s`` of sequence ``i`` (0 for an empty slice)."""
-        total, batch, feat = seq.shape
-        num_slices = total // slice_len
+        """Run one level over ``seq`` ``(T', N, F)`` (time-major, ``T' <= num_slices * slice_len``; steps past
+        ``T'`` are padding) with ``counts`` ``(N,)`` valid steps (``None``: all ``num_slices * slice_len``
+        valid). Returns the outputs ``(num_slices * slice_len, N, H_out)`` in sequence order, 0 at padded steps
+        (``None`` unless ``need_output``), and the slice summaries ``(num_slices * N, H_out)``; row
+        ``s * N + i`` is slice ``s`` of sequence ``i`` (0 for an empty slice).
+
+        Padded steps are never read: each non-empty slice is gathered into a batch row (padding replaced by
+        0) and empty slices get no row at all."""
+        batch, feat = seq.shape[1], seq.shape[2]
         row_len = None
         if counts is not None:
             starts = torch.arange(num_slices, device=seq.device).unsqueeze(1) * slice_len
             row_len = (counts.unsqueeze(0) - starts).clamp_(0, slice_len).reshape(-1)
-            if bool((row_len == slice_len).all()):
+            if seq.shape[0] == num_slices * slice_len and bool((row_len == slice_len).all()):
                 row_len = None
-        if row_len is None and _fast_gru_applies(rnn, seq):
-            return _gru_inference(rnn, seq.view(num_slices, slice_len, batch, feat), need_output)
+        if row_len is None:  # every slice is full: rows are seq's slices, read in place
+            sliced = seq.view(num_slices, slice_len, batch, feat)
+            if self._fast_gru(rnn, seq):
+                out4, summary = gru_rows(rnn, sliced, need_output)
+                out = None if out4 is None else out4.reshape(num_slices * slice_len, batch, -1)
+                return out, summary
+            rows = sliced.transpose(0, 1).reshape(slice_len, num_slices * batch, feat)
+            out = self._run(rnn, rows, None, need_output)
+            summary = self._summary(out, None)
+            if not need_output:
+                return None, summary
+            return out.view(slice_len, num_slices, batch, -1).transpose(0, 1).reshape(-1, batch, out.shape[2]), summary
 
-        # rows r = s * N + i: slice s of sequence i, each a batch row of length slice_len
-        rows = seq.view(num_slices, slice_len, batch, feat).transpose(0, 1)
-        rows = rows.reshape(slice_len, num_slices * batch, feat)
-        if row_len is None:
-            out = self._run(rnn, rows, None)
+        keep = (row_len > 0).nonzero().squeeze(1)  # empty slices get no row: no compute, summary 0
+        sub_len = row_len.index_select(0, keep)
+        step = torch.arange(slice_len, device=seq.device).unsqueeze(1)
+        valid = step < sub_len.unsqueeze(0)  # (slice_len, K)
+        position = (keep // batch * slice_len + step) * batch + keep % batch  # flat index into (T', N)
+        # padded steps read step 0 of sequence 0 (always valid, so finite) instead of being masked: they come
+        # after a row's valid steps, where a causal (unidirectional) cell cannot carry them into a summary or
+        # a gradient, and bidirectional cells run on the valid steps only (see _run)
+        rows = seq.reshape(-1, feat).index_select(0, position.masked_fill(~valid, 0).reshape(-1))
+        rows = rows.view(slice_len, -1, feat)
+        full = bool(valid.all())
+        if self._fast_gru(rnn, rows) and (full or not self.bidirectional):
+            out = gru_rows(rnn, rows.unsqueeze(0), True)[0].squeeze(0)  # type: ignore[union-attr]
         else:
-            keep = (row_len > 0).nonzero().squeeze(1)
-            if keep.numel() == row_len.numel():  # no empty slice
-                out = self._run(rnn, rows, row_len)
-            else:  # drop the empty slices: no compute spent on them, and their outputs stay 0
-                sub_len = row_len.index_select(0, keep)
-                sub_out = self._run(rnn, rows.index_select(1, keep), sub_len)
-                out = sub_out.new_zeros(slice_len, rows.shape[1], sub_out.shape[2])
-                out = out.index_copy(1, keep, sub_out)
-        summary = self._summary(out, row_len)
+            out = self._run(rnn, rows, None if full else sub_len, need_output)
+        summary = out.new_zeros(num_slices * batch, out.shape[2]).index_copy(0, keep, self._summary(out, sub_len))
         if not need_output:
             return None, summary
-        out = out.view(slice_len, num_slices, batch, -1).transpose(0, 1).reshape(total, batch, -1)
-        return out, summary
+        flat = out.new_zeros(num_slices * slice_len * batch, out.shape[2])
+        flat = flat.index_put((position[valid],), out[valid])
+        return flat.view(num_slices * slice_len, batch, -1), summary
+
+    def _fast_gru(self, rnn: nn.Module, x: Tensor) -> bool:
+        """Whether ``rnn`` over ``x`` may run :func:`parrnn.ops.gru.gru_rows` (a GRU of the expected shape)."""
+        return (
+            fast_gru_applies(rnn, x)
+            and rnn.input_size == x.shape[-1]
+            and rnn.bidirectional == self.bidirectional
+            and rnn.hidden_size * self.num_directions == self.output_size
+        )
 
     def _summary(self, out: Tensor, row_len: Tensor | None) -> Tensor:
         """Each row's last state: output at its last valid step (forward) / at step 0 (backward)."""
@@ -285,16 +320,17 @@ class SlicedRNN(nn.Module):
         half = self.output_size // 2
         return torch.cat([last[:, :half], out[0, :, half:]], dim=1)
 
-    def _run(self, rnn: nn.Module, x: Tensor, row_len: Tensor | None) -> Tensor:
+    def _run(self, rnn: nn.Module, x: Tensor, row_len: Tensor | None, need_output: bool = True) -> Tensor:
         """``rnn`` over rows ``x`` ``(L, R, F)`` with ``row_len`` ``(R,)`` in ``[1, L]`` (``None``: all
-        ``L``). Returns ``(L, R, H_out)``, 0 at padded steps; the valid steps equal the rnn over each row's
-        valid part."""
+        ``L``). Returns ``(L, R, H_out)``; the valid steps equal the rnn over each row's valid part, and padded
+        steps are 0 (with ``need_output=False`` a unidirectional rnn's padded steps are left as computed)."""
         if row_len is None:
             return self._call(rnn, x)
         steps = x.shape[0]
         pad = (torch.arange(steps, device=x.device).unsqueeze(1) >= row_len.unsqueeze(0)).unsqueeze(2)
         if not self.bidirectional:  # causal: padding after the valid steps cannot reach them
-            return self._call(rnn, x).masked_fill(pad, 0)
+            out = self._call(rnn, x)
+            return out.masked_fill(pad, 0) if need_output else out
         if self.cell in ("gru", "lstm"):
             packed = pack_padded_sequence(x, row_len.cpu(), enforce_sorted=False)
             out, _ = rnn(packed)
@@ -316,68 +352,3 @@ class SlicedRNN(nn.Module):
             raise ValueError(f"the {self.cell!r} cell must return output of shape (L, N, {self.output_size}) "
                              f"(dirs * hidden_size) for input {tuple(x.shape)}, got {got}")
         return out
-
-
-def _fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
-    """Whether :func:`_gru_inference` may replace ``rnn(x)``: a plain time-major :class:`torch.nn.GRU` in
-    inference (no autograd graph to record, no inter-layer dropout active)."""
-    if type(rnn) is not nn.GRU or rnn.batch_first:
-        return False
-    if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in rnn.parameters())):
-        return False
-    return x.device.type == "cpu"
-
-
-def _gru_inference(rnn: nn.GRU, x: Tensor, need_output: bool) -> tuple[Tensor | None, Tensor]:
-    """:class:`torch.nn.GRU` ``rnn`` over ``S`` independent slices at once, for inference on CPU.
-
-    ``x`` ``(S, L, N, F)``: slice ``s`` of sequence ``i`` is ``x[s, :, i]``. Returns the outputs
-    ``(S * L, N, dirs * H)`` in sequence order (``None`` unless ``need_output``) and the slices' final states
-    ``(S * N, dirs * H)`` ([forward at step ``L - 1`` | backward at step 0], row ``s * N + i``).
-
-    The same equations as ``nn.GRU`` (gates r, z, n; ``h' = n + z * (h - n)``) with fewer passes over memory:
-    one GEMM for every step's input projection, read in place (no transposition of ``x`` into batch rows), the
-    r/z biases folded into it, and per step two GEMMs and five fused elementwise ops, writing ``h`` straight
-    into the output. About 20-25% faster than ``nn.GRU`` on the many-row level-0 batches on CPU.
-    """
-    num_slices, steps, batch, _ = x.shape
-    hidden, dirs = rnn.hidden_size, 2 if rnn.bidirectional else 1
-    rows = num_slices * batch
-    layer_in = x
-    finals: list[Tensor] = []
-    out: Tensor | None = None
-    for layer in range(rnn.num_layers):
-        last = layer == rnn.num_layers - 1
-        keep_all = need_output or not last  # the last layer's outputs are needed only on request
-        out = x.new_empty(num_slices, steps, batch, dirs * hidden) if keep_all else None
-        finals = []
-        for direction in range(dirs):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
-            b_ih = getattr(rnn, "bias_ih" + suffix) if rnn.bias else w_ih.new_zeros(3 * hidden)
-            b_hh = getattr(rnn, "bias_hh" + suffix) if rnn.bias else w_ih.new_zeros(3 * hidden)
-            bias = torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
-            gates_x = torch.addmm(bias, layer_in.reshape(-1, layer_in.shape[-1]), w_ih.t())
-            gates_x = gates_x.view(num_slices, steps, batch, 3 * hidden)
-            w_rz, w_n, b_hn = w_hh[: 2 * hidden].t(), w_hh[2 * hidden :].t(), b_hh[2 * hidden :]
-            h = x.new_zeros(num_slices, batch, hidden)
-            scratch = None if keep_all else x.new_empty(2, num_slices, batch, hidden)
-            cols = slice(direction * hidden, (direction + 1) * hidden)
-            order = range(steps - 1, -1, -1) if direction else range(steps)
-            for i, t in enumerate(order):
-                g = gates_x[:, t]  # (S, N, 3H), strided
-                flat = h.reshape(rows, hidden)
-                rz = torch.mm(flat, w_rz).view(num_slices, batch, 2 * hidden).add_(g[..., : 2 * hidden])
-                rz = rz.sigmoid_()
-                n = torch.addmm(b_hn, flat, w_n).view(num_slices, batch, hidden).mul_(rz[..., :hidden])
-                n = n.add_(g[..., 2 * hidden :]).tanh_()
-                target = out[:, t, :, cols] if out is not None else scratch[i % 2]  # type: ignore[index]
-                h = torch.lerp(n, h, rz[..., hidden:], out=target)
-            finals.append(h.reshape(rows, hidden))
-        layer_in = out  # type: ignore[assignment]
-    summary = torch.cat(finals, dim=1) if dirs == 2 else finals[0].contiguous()
-    if out is None:
-        return None, summary
-    return out.view(num_slices * steps, batch, dirs * hidden), summary

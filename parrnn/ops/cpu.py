@@ -1,7 +1,8 @@
 """The ``cpu`` backend: fused C++ forward and backward of the SRU recurrence (OpenMP over columns, SIMD).
 
 The C++ source is ``kernels/sru_cpu.cpp``; its per-step math is ``kernels/sru_step.cuh``, the same header the
-CUDA kernel includes. It is compiled on first use (never at import) by :mod:`parrnn.ops._cbuild` into a cached
+CUDA kernel includes. The same library carries the fused GRU step kernels of :mod:`parrnn.ops.gru`
+(``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by :mod:`parrnn.ops._cbuild` into a cached
 shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
 allocated with torch. This module implements the *fused backend module* contract of
 :mod:`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
@@ -79,6 +80,11 @@ def _configure(lib: ctypes.CDLL) -> None:
         conv = getattr(lib, f"parrnn_sru_cpu_convert_{suffix}")
         conv.argtypes, conv.restype = [_P, _P, _I64, _INT], None
     lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
+    for suffix in ("f32", "f64"):  # kernels/gru_rows_cpu.cpp (parrnn/ops/gru.py)
+        fwd = getattr(lib, f"parrnn_gru_forward_step_{suffix}")
+        fwd.argtypes, fwd.restype = [_I64] * 3 + [_P, _I64] + [_P] * 5 + [_INT], None
+        bwd = getattr(lib, f"parrnn_gru_backward_step_{suffix}")
+        bwd.argtypes, bwd.restype = [_I64] * 2 + [_P] * 8 + [_INT], None
 
 
 def load_library() -> ctypes.CDLL:
@@ -92,7 +98,7 @@ def load_library() -> ctypes.CDLL:
             return _lib
         if _error is not None:
             raise _cbuild.BuildError(_error)
-        sources = [kernel_source("sru_cpu.cpp")]
+        sources = [kernel_source("sru_cpu.cpp"), kernel_source("gru_rows_cpu.cpp")]
         errors = []
         for flags in _FLAG_SETS:
             name = f"sru_cpu-{_cpu_tag()}" if "-march=native" in flags else "sru_cpu"

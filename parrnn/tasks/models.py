@@ -81,8 +81,9 @@ class SRUEncoder(nn.Module):
 class SlicedEncoder(nn.Module):
     """:class:`parrnn.SlicedRNN` over a GRU, LSTM or SRU base: one state per sequence, no per-step outputs.
 
-    The slice length follows from the padded length ``L``, so padded batches are first extended to ``pad_to``
-    steps (the task's longest sequence): then an example's result does not depend on its batch.
+    The slice length follows from the padded length ``L``, so every batch is cut as if padded to ``pad_to``
+    steps (the task's longest sequence; ``total_length`` of :class:`parrnn.SlicedRNN`, no copy): then an
+    example's result does not depend on its batch.
     """
 
     def __init__(self, cell: str, input_size: int, spec: ModelSpec, pad_to: int | None = None) -> None:
@@ -102,11 +103,8 @@ class SlicedEncoder(nn.Module):
         self.output_size, self.pad_to = spec.hidden, pad_to
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
-        if self.pad_to is not None and x.shape[0] < self.pad_to:
-            if lengths is None:
-                lengths = torch.full((x.shape[1],), x.shape[0], dtype=torch.int64, device=x.device)
-            x = torch.cat([x, x.new_zeros(self.pad_to - x.shape[0], *x.shape[1:])])
-        _, last = self.rnn(x, lengths=lengths)
+        total = max(self.pad_to, x.shape[0]) if self.pad_to is not None else None
+        _, last = self.rnn(x, lengths=lengths, total_length=total)
         return None, last
 
 

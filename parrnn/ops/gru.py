@@ -1,0 +1,238 @@
+"""A GRU over many independent short rows on CPU, with a hand-written backward: SlicedRNN's fast path.
+
+:class:`parrnn.SlicedRNN` runs its GRUs over thousands of short rows (every slice of every sequence is one
+row). ``torch.nn.GRU`` on CPU records ~15 autograd nodes per step for such a batch, allocates every step's
+intermediates anew and stacks the per-step gradients afterwards. :func:`gru_rows` computes exactly the same
+function (same equations, same parameters) with fewer passes over memory:
+
+* forward: one GEMM for every step's input projection (r/z biases folded in), reading the input where it lies;
+  per step one GEMM ``h @ W_hh^T`` (none for the first step's zero state) written into a saved buffer, then
+  one fused C++ pass for the gates and the new state (``kernels/gru_rows_cpu.cpp``, OpenMP over rows);
+* backward: per step one fused C++ pass writing the gate gradients into one buffer and one GEMM for the
+  previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
+  steps.
+
+The C++ step kernels are built with the CPU backend's library (:mod:`parrnn.ops.cpu`); where no compiler is
+available the same steps run as torch ops (about 10 ops per step instead of one pass; same results up to
+rounding).
+
+Layout: a 4-d input ``x4`` ``(S, L, B, F)`` holds ``S * B`` independent rows of ``L`` steps; step ``t`` of row
+``(s, b)`` is ``x4[s, t, b]``. A contiguous time-major sequence ``(S * L, B, F)`` cut into ``S`` slices of
+``L`` steps is such a view without a copy, and so are rows ``(L, R, F)`` with ``S = 1``.
+
+GRU (gate order r, z, n as in ``torch.nn.GRU``)::
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)      z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   h' = (1 - z) * n + z * h
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+
+def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
+    """Whether :func:`gru_rows` may replace ``rnn``: a plain time-major :class:`torch.nn.GRU` on CPU in
+    float32/float64, no inter-layer dropout active, outside autocast and ``torch.compile`` tracing."""
+    if type(rnn) is not nn.GRU or rnn.batch_first:
+        return False
+    if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
+        return False
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dtype != rnn.weight_ih_l0.dtype:
+        return False
+    return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+
+
+def gru_rows(rnn: nn.GRU, x4: Tensor, need_output: bool) -> tuple[Tensor | None, Tensor]:
+    """``rnn`` over the ``S * B`` rows of ``x4`` ``(S, L, B, F)`` (see the module docstring), each from a zero
+    state. Differentiable with respect to ``x4`` and ``rnn``'s parameters.
+
+    Returns the outputs ``(S, L, B, dirs * H)`` (``None`` unless ``need_output``; for training they are kept
+    anyway) and the rows' final states ``(S * B, dirs * H)``, row ``s * B + b``: [forward direction after step
+    ``L - 1`` | backward direction after step 0], like ``h_n`` of ``torch.nn.GRU`` for the last layer.
+    """
+    grad = torch.is_grad_enabled() and (x4.requires_grad or any(p.requires_grad for p in rnn.parameters()))
+    hidden, dirs = rnn.hidden_size, 2 if rnn.bidirectional else 1
+    num_slices, steps, batch, _ = x4.shape
+    layer_in = x4
+    for layer in range(rnn.num_layers):
+        keep = grad or need_output or layer < rnn.num_layers - 1
+        outs, finals = [], []
+        for direction in range(dirs):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            w_ih, w_hh = getattr(rnn, "weight_ih" + suffix), getattr(rnn, "weight_hh" + suffix)
+            if rnn.bias:
+                b_ih, b_hh = getattr(rnn, "bias_ih" + suffix), getattr(rnn, "bias_hh" + suffix)
+            else:
+                b_ih = b_hh = w_ih.new_zeros(3 * hidden)
+            weights = (w_ih, w_hh, b_ih, b_hh)
+            reverse = bool(direction)
+            if grad:
+                out_tm = _GRUDirection.apply(layer_in, *weights, reverse)
+                final = out_tm[0 if reverse else steps - 1]
+            else:
+                out_tm, final = _forward(layer_in, *weights, reverse=reverse, keep_outputs=keep)[:2]
+            outs.append(out_tm)
+            finals.append(final.reshape(num_slices * batch, hidden))
+        if keep:  # next layer's input, logical (S, L, B, dirs * H) over time-major memory
+            layer_in = (outs[0] if dirs == 1 else torch.cat(outs, dim=3)).permute(1, 0, 2, 3)
+    summary = finals[0] if dirs == 1 else torch.cat(finals, dim=1)
+    return (layer_in if need_output else None), summary
+
+
+class _GRUDirection(torch.autograd.Function):
+    """One direction of one layer; returns the time-major outputs ``(L, S, B, H)``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x4: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, reverse: bool
+    ) -> Tensor:
+        out_tm, _, gates_h, new = _forward(x4, w_ih, w_hh, b_ih, b_hh, reverse=reverse, keep_outputs=True)
+        ctx.save_for_backward(x4, w_ih, w_hh, out_tm)
+        ctx.gates_h, ctx.new, ctx.reverse = gates_h, new, reverse
+        return out_tm
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x4, w_ih, w_hh, out_tm = ctx.saved_tensors
+        grads = _backward(grad_out, x4, w_ih, w_hh, out_tm, ctx.gates_h, ctx.new, ctx.reverse)
+        needs = ctx.needs_input_grad
+        return tuple(g if need else None for g, need in zip(grads, needs[:5], strict=True)) + (None,)
+
+
+def _time_major_rows(x4: Tensor) -> Tensor | None:
+    """``x4`` ``(S, L, B, F)`` as a ``(L * S * B, F)`` matrix in time-major row order, if that is a view."""
+    x_tm = x4.permute(1, 0, 2, 3)
+    return x_tm.reshape(-1, x4.shape[3]) if x_tm.is_contiguous() else None
+
+
+def _input_projection(x4: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x4 @ weight^T + bias`` as a logical ``(S, L, B, 3H)`` tensor in ``x4``'s memory order (one GEMM)."""
+    num_slices, steps, batch, feat = x4.shape
+    rows_tm = _time_major_rows(x4)
+    if rows_tm is not None:
+        out = torch.addmm(bias, rows_tm, weight.t()).view(steps, num_slices, batch, -1)
+        return out.permute(1, 0, 2, 3)
+    return torch.addmm(bias, x4.reshape(-1, feat), weight.t()).view(num_slices, steps, batch, -1)
+
+
+def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """The fused C++ forward/backward step functions for ``dtype`` (``kernels/gru_rows_cpu.cpp``, built with the
+    CPU backend's library), or ``None`` when that library cannot be built here (then torch ops do the steps).
+    ``PARRNN_GRU_KERNELS=0`` forces the torch ops."""
+    if dtype not in _SUFFIX or os.environ.get("PARRNN_GRU_KERNELS", "1") == "0":
+        return None
+    from parrnn.ops import cpu
+
+    try:
+        lib = cpu.load_library()
+    except Exception:  # no compiler / build failed: cpu.availability() reports why
+        return None
+    suffix = _SUFFIX[dtype]
+    return getattr(lib, f"parrnn_gru_forward_step_{suffix}"), getattr(lib, f"parrnn_gru_backward_step_{suffix}")
+
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _forward(
+    x4: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, *, reverse: bool, keep_outputs: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One direction over all rows. Returns ``(out_tm, final, gates_h, new)``: the time-major outputs
+    ``(L, S, B, H)`` (only the last two steps' buffer unless ``keep_outputs``), the final state ``(S, B, H)``
+    and, with ``keep_outputs``, the saved activations for :func:`_backward`: ``gates_h`` ``(L, S, B, 3H)``
+    holding ``[r, z, W_hn h + b_hn]`` and ``new`` ``(L, S, B, H)`` holding ``n``."""
+    num_slices, steps, batch, _ = x4.shape
+    hidden = w_hh.shape[1]
+    rows, h2 = num_slices * batch, 2 * hidden
+    gates_x = _input_projection(x4, w_ih, torch.cat([b_ih[:h2] + b_hh[:h2], b_ih[h2:]]))
+    b_hn = b_hh[h2:].contiguous()
+    w_hh_t = w_hh.t()
+    kernels = step_kernels(x4.dtype)
+    threads = torch.get_num_threads()
+    saved = steps if keep_outputs else 1
+    gates_h = x4.new_empty(saved, num_slices, batch, 3 * hidden)
+    new = x4.new_empty(saved, num_slices, batch, hidden)
+    out_tm = x4.new_empty(steps if keep_outputs else 2, num_slices, batch, hidden)
+    h: Tensor | None = None  # the zero state
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for i, t in enumerate(order):
+        k = t if keep_outputs else 0
+        g_x, g_h, target = gates_x[:, t], gates_h[k], out_tm[t if keep_outputs else i % 2]
+        if h is not None:
+            torch.mm(h.view(rows, hidden), w_hh_t, out=g_h.view(rows, 3 * hidden))
+        if kernels is not None:
+            assert g_x.stride(1) == 3 * hidden and g_x.stride(2) == 1
+            kernels[0](num_slices, batch, hidden, g_x.data_ptr(), g_x.stride(0), g_h.data_ptr(), b_hn.data_ptr(),
+                       new[k].data_ptr(), _ptr(h), target.data_ptr(), threads)
+        else:
+            if h is None:
+                g_h.zero_()
+            g_h[..., h2:].add_(b_hn)
+            r_z = g_h[..., :h2].add_(g_x[..., :h2]).sigmoid_()
+            n = torch.addcmul(g_x[..., h2:], r_z[..., :hidden], g_h[..., h2:], out=new[k]).tanh_()
+            torch.lerp(n, n.new_zeros(()) if h is None else h, r_z[..., hidden:], out=target)
+        h = target
+    assert h is not None
+    return out_tm, h, gates_h, new
+
+
+def _backward(
+    grad_out: Tensor, x4: Tensor, w_ih: Tensor, w_hh: Tensor, out_tm: Tensor, gates_h: Tensor, new: Tensor,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`)."""
+    steps, num_slices, batch, hidden = out_tm.shape
+    rows, h2 = num_slices * batch, 2 * hidden
+    grad_out = grad_out.contiguous()
+    kernels = step_kernels(out_tm.dtype)
+    threads = torch.get_num_threads()
+    d_hidden = torch.empty_like(gates_h)  # [dr, dz, dn * r]: gradient of the hidden-side pre-activations
+    d_new = torch.empty_like(new)  # dn: gradient of the input-side n pre-activation
+    d_h = torch.empty_like(out_tm[0])  # gradient of the state after the step being processed
+    order = range(steps) if reverse else range(steps - 1, -1, -1)
+    for i, t in enumerate(order):
+        prev = t + 1 if reverse else t - 1  # the step whose state this step read
+        h_prev = out_tm[prev] if 0 <= prev < steps else None
+        dg = d_hidden[t]
+        if kernels is not None:
+            kernels[1](rows, hidden, _ptr(d_h) if i else None, grad_out[t].data_ptr(), gates_h[t].data_ptr(),
+                       new[t].data_ptr(), _ptr(h_prev), dg.data_ptr(), d_new[t].data_ptr(), d_h.data_ptr(), threads)
+        else:
+            dh = grad_out[t] + d_h if i else grad_out[t]
+            r, z, h_n = gates_h[t, ..., :hidden], gates_h[t, ..., hidden:h2], gates_h[t, ..., h2:]
+            n = new[t]
+            d_n = torch.ops.aten.tanh_backward.grad_input(  # dh * (1 - z) * (1 - n^2)
+                torch.addcmul(dh, dh, z, value=-1), n, grad_input=d_new[t]
+            )
+            torch.ops.aten.sigmoid_backward.grad_input(d_n * h_n, r, grad_input=dg[..., :hidden])
+            h_prev_minus_n = h_prev - n if h_prev is not None else -n
+            torch.ops.aten.sigmoid_backward.grad_input(dh * h_prev_minus_n, z, grad_input=dg[..., hidden:h2])
+            torch.mul(d_n, r, out=dg[..., h2:])
+            torch.mul(dh, z, out=d_h)
+        if h_prev is not None:  # the first step's state is the constant zero
+            d_h.view(rows, hidden).addmm_(dg.view(rows, 3 * hidden), w_hh)
+    flat_hidden = d_hidden.view(-1, 3 * hidden)
+    flat_new = d_new.view(-1, hidden)
+    d_rz = flat_hidden[:, :h2]
+    d_x = torch.addmm(torch.mm(d_rz, w_ih[:h2]), flat_new, w_ih[h2:]).view(steps, num_slices, batch, -1)
+    x_rows = _time_major_rows(x4)
+    if x_rows is None:
+        x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])
+    d_w_ih = torch.cat([d_rz.t().mm(x_rows), flat_new.t().mm(x_rows)])
+    d_b_ih = torch.cat([d_rz.sum(0), flat_new.sum(0)])
+    # W_hh saw the previous state: steps 1.. (forward) or ..L-2 (reverse) against outputs 0..L-2 / 1..
+    later, earlier = (slice(0, steps - 1), slice(1, steps)) if reverse else (slice(1, steps), slice(0, steps - 1))
+    d_w_hh = d_hidden[later].reshape(-1, 3 * hidden).t().mm(out_tm[earlier].reshape(-1, hidden))
+    d_b_hh = flat_hidden.sum(0)
+    return d_x.permute(1, 0, 2, 3), d_w_ih, d_w_hh, d_b_ih, d_b_hh

@@ -1,0 +1,136 @@
+"""parrnn.ops.gru: the many-rows CPU GRU equals torch.nn.GRU (values and gradients, float64 gradcheck) for
+every layout, direction, depth and bias setting, and is used only where it applies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from parrnn.ops.gru import fast_gru_applies, gru_rows, step_kernels
+
+
+@pytest.fixture(params=["kernels", "torch-ops"], autouse=True)
+def steps_impl(request, monkeypatch) -> str:
+    """Every test runs with the fused C++ step kernels and with the torch-ops fallback."""
+    if request.param == "torch-ops":
+        monkeypatch.setenv("PARRNN_GRU_KERNELS", "0")
+        assert step_kernels(torch.float32) is None
+    else:
+        monkeypatch.delenv("PARRNN_GRU_KERNELS", raising=False)
+        if step_kernels(torch.float32) is None:
+            pytest.skip("the C++ CPU library does not build here")
+    return request.param
+
+
+def _rows_reference(rnn: nn.GRU, x4: Tensor) -> tuple[Tensor, Tensor]:
+    """nn.GRU over the rows of ``x4`` ``(S, L, B, F)``: outputs ``(S, L, B, dirs*H)``, finals ``(S*B, dirs*H)``."""
+    num_slices, steps, batch, feat = x4.shape
+    rows = x4.permute(1, 0, 2, 3).reshape(steps, num_slices * batch, feat)
+    out, h_n = rnn(rows)
+    dirs = 2 if rnn.bidirectional else 1
+    finals = torch.cat(list(h_n[-dirs:]), dim=1)
+    return out.view(steps, num_slices, batch, -1).permute(1, 0, 2, 3), finals
+
+
+def _gru(feat: int, hidden: int, dtype: torch.dtype, **kwargs) -> nn.GRU:
+    torch.manual_seed(0)
+    rnn = nn.GRU(feat, hidden, **kwargs).to(dtype)
+    with torch.no_grad():  # non-trivial biases (nn.GRU starts them small and symmetric)
+        for name, p in rnn.named_parameters():
+            if name.startswith("bias"):
+                p.uniform_(-1, 1)
+    return rnn
+
+
+CASES = [  # (S, L, B, layers, bidirectional, bias)
+    (1, 5, 7, 1, False, True),
+    (3, 4, 2, 1, False, True),
+    (3, 4, 2, 2, True, True),
+    (2, 1, 3, 1, True, True),  # one step
+    (4, 6, 1, 2, False, False),
+    (1, 3, 5, 3, True, False),
+]
+
+
+@pytest.mark.parametrize(("slices", "steps", "batch", "layers", "bidirectional", "bias"), CASES)
+def test_values_and_gradients_match_nn_gru(slices, steps, batch, layers, bidirectional, bias) -> None:
+    rnn = _gru(3, 4, torch.float64, num_layers=layers, bidirectional=bidirectional, bias=bias)
+    x4 = torch.randn(slices, steps, batch, 3, dtype=torch.float64, requires_grad=True)
+    out, finals = gru_rows(rnn, x4, need_output=True)
+    want_out, want_finals = _rows_reference(rnn, x4)
+    torch.testing.assert_close(out, want_out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(finals, want_finals, atol=1e-12, rtol=0)
+
+    weights = torch.randn_like(out)
+    params = list(rnn.parameters())
+    loss = (out * weights).sum() + finals.square().sum()
+    got = torch.autograd.grad(loss, [x4, *params])
+    want_loss = (want_out * weights).sum() + want_finals.square().sum()
+    want = torch.autograd.grad(want_loss, [x4, *params])
+    for g, w, name in zip(got, want, ["x", *[n for n, _ in rnn.named_parameters()]], strict=True):
+        torch.testing.assert_close(g, w, atol=1e-11, rtol=0, msg=f"gradient of {name}")
+
+
+def test_sequence_order_view_and_float32() -> None:
+    """A contiguous (S*L, B, F) sequence viewed as (S, L, B, F) (SlicedRNN's full-slice case), float32."""
+    rnn = _gru(5, 8, torch.float32, num_layers=2)
+    seq = torch.randn(6 * 4, 3, 5, requires_grad=True)
+    x4 = seq.view(6, 4, 3, 5)
+    out, finals = gru_rows(rnn, x4, need_output=True)
+    want_out, want_finals = _rows_reference(rnn, x4)
+    torch.testing.assert_close(out, want_out, atol=2e-6, rtol=0)
+    torch.testing.assert_close(finals, want_finals, atol=2e-6, rtol=0)
+    finals.sum().backward()
+    grad_fast = seq.grad.clone()
+    seq.grad = None
+    want_finals.sum().backward()
+    torch.testing.assert_close(grad_fast, seq.grad, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_gradcheck_float64(bidirectional) -> None:
+    rnn = _gru(2, 3, torch.float64, num_layers=2, bidirectional=bidirectional)
+    names = [n for n, _ in rnn.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in rnn.parameters())
+    x4 = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+
+    def fn(x4: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.nn.utils.stateless._reparametrize_module(rnn, dict(zip(names, params, strict=True))):
+            out, finals = gru_rows(rnn, x4, need_output=True)
+        return out, finals
+
+    assert torch.autograd.gradcheck(fn, (x4, *params), eps=1e-6, atol=1e-7)
+
+
+def test_inference_without_outputs_matches() -> None:
+    """Under no_grad with need_output=False only two steps of state are kept: same final states."""
+    rnn = _gru(3, 4, torch.float32, num_layers=2, bidirectional=True)
+    x4 = torch.randn(3, 9, 2, 3)
+    with torch.no_grad():
+        out, finals = gru_rows(rnn, x4, need_output=False)
+        want = _rows_reference(rnn, x4)[1]
+    assert out is None
+    torch.testing.assert_close(finals, want, atol=2e-6, rtol=0)
+
+
+def test_applies_only_where_it_is_exact() -> None:
+    x = torch.randn(4, 2, 3)
+    assert fast_gru_applies(nn.GRU(3, 4), x)
+    assert fast_gru_applies(nn.GRU(3, 4, num_layers=2, dropout=0.5).eval(), x)
+    assert not fast_gru_applies(nn.GRU(3, 4, num_layers=2, dropout=0.5), x)  # dropout active in training
+    assert not fast_gru_applies(nn.GRU(3, 4, batch_first=True), x)
+    assert not fast_gru_applies(nn.LSTM(3, 4), x)
+    assert not fast_gru_applies(nn.GRU(3, 4), x.double())  # dtype differs from the weights
+    assert not fast_gru_applies(nn.GRU(3, 4).bfloat16(), x.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast_gru_applies(nn.GRU(3, 4), x)
+
+
+def test_saved_activations_are_checked_against_in_place_changes() -> None:
+    rnn = _gru(3, 4, torch.float32)
+    out, _ = gru_rows(rnn, torch.randn(1, 3, 2, 3, requires_grad=True), need_output=True)
+    loss = out.sum()
+    out.mul_(2)  # modifies the saved outputs
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
