@@ -281,11 +281,18 @@ class SlicedRNN(nn.Module):
         sub_len = row_len.index_select(0, keep)
         step = torch.arange(slice_len, device=seq.device).unsqueeze(1)
         valid = step < sub_len.unsqueeze(0)  # (slice_len, K)
-        position = (keep // batch * slice_len + step) * batch + keep % batch  # flat index into (T', N)
+        time, seq_index = keep // batch * slice_len + step, keep % batch  # (slice_len, K) and (K,)
+        position = time * batch + seq_index  # row of the time-major (T' * N, F) matrix
+        if seq.is_contiguous() or not seq.transpose(0, 1).is_contiguous():
+            matrix = seq.reshape(-1, feat)
+            gather_at = position
+        else:  # batch-major memory (batch_first input, embedded tokens): read it in place
+            matrix = seq.transpose(0, 1).reshape(-1, feat)
+            gather_at = seq_index * seq.shape[0] + time
         # padded steps read step 0 of sequence 0 (always valid, so finite) instead of being masked: they come
         # after a row's valid steps, where a causal (unidirectional) cell cannot carry them into a summary or
         # a gradient, and bidirectional cells run on the valid steps only (see _run)
-        rows = seq.reshape(-1, feat).index_select(0, position.masked_fill(~valid, 0).reshape(-1))
+        rows = matrix.index_select(0, gather_at.masked_fill(~valid, 0).reshape(-1))
         rows = rows.view(slice_len, -1, feat)
         full = bool(valid.all())
         if self._fast_gru(rnn, rows) and (full or not self.bidirectional):

@@ -82,9 +82,9 @@ def _configure(lib: ctypes.CDLL) -> None:
     lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
     for suffix in ("f32", "f64"):  # kernels/gru_rows_cpu.cpp (parrnn/ops/gru.py)
         fwd = getattr(lib, f"parrnn_gru_forward_step_{suffix}")
-        fwd.argtypes, fwd.restype = [_I64] * 3 + [_P, _I64] + [_P] * 5 + [_INT], None
+        fwd.argtypes, fwd.restype = [_I64] * 3 + [_P, _I64] + [_P] * 6 + [_INT], None
         bwd = getattr(lib, f"parrnn_gru_backward_step_{suffix}")
-        bwd.argtypes, bwd.restype = [_I64] * 2 + [_P] * 8 + [_INT], None
+        bwd.argtypes, bwd.restype = [_I64] * 2 + [_P] * 7 + [_INT], None
 
 
 def load_library() -> ctypes.CDLL:

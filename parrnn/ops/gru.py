@@ -112,14 +112,13 @@ def _time_major_rows(x4: Tensor) -> Tensor | None:
     return x_tm.reshape(-1, x4.shape[3]) if x_tm.is_contiguous() else None
 
 
-def _input_projection(x4: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``x4 @ weight^T + bias`` as a logical ``(S, L, B, 3H)`` tensor in ``x4``'s memory order (one GEMM)."""
+def _input_projection(x4: Tensor, weight: Tensor) -> Tensor:
+    """``x4 @ weight^T`` as a logical ``(S, L, B, 3H)`` tensor in ``x4``'s memory order (one GEMM)."""
     num_slices, steps, batch, feat = x4.shape
     rows_tm = _time_major_rows(x4)
     if rows_tm is not None:
-        out = torch.addmm(bias, rows_tm, weight.t()).view(steps, num_slices, batch, -1)
-        return out.permute(1, 0, 2, 3)
-    return torch.addmm(bias, x4.reshape(-1, feat), weight.t()).view(num_slices, steps, batch, -1)
+        return rows_tm.mm(weight.t()).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3)
+    return x4.reshape(-1, feat).mm(weight.t()).view(num_slices, steps, batch, -1)
 
 
 def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[..., None]] | None:
@@ -155,7 +154,8 @@ def _forward(
     num_slices, steps, batch, _ = x4.shape
     hidden = w_hh.shape[1]
     rows, h2 = num_slices * batch, 2 * hidden
-    gates_x = _input_projection(x4, w_ih, torch.cat([b_ih[:h2] + b_hh[:h2], b_ih[h2:]]))
+    gates_x = _input_projection(x4, w_ih)  # bias b_x added in the steps
+    b_x = torch.cat([b_ih[:h2] + b_hh[:h2], b_ih[h2:]])
     b_hn = b_hh[h2:].contiguous()
     w_hh_t = w_hh.t()
     kernels = step_kernels(x4.dtype)
@@ -173,9 +173,10 @@ def _forward(
             torch.mm(h.view(rows, hidden), w_hh_t, out=g_h.view(rows, 3 * hidden))
         if kernels is not None:
             assert g_x.stride(1) == 3 * hidden and g_x.stride(2) == 1
-            kernels[0](num_slices, batch, hidden, g_x.data_ptr(), g_x.stride(0), g_h.data_ptr(), b_hn.data_ptr(),
-                       new[k].data_ptr(), _ptr(h), target.data_ptr(), threads)
+            kernels[0](num_slices, batch, hidden, g_x.data_ptr(), g_x.stride(0), b_x.data_ptr(), g_h.data_ptr(),
+                       b_hn.data_ptr(), new[k].data_ptr(), _ptr(h), target.data_ptr(), threads)
         else:
+            g_x = g_x + b_x
             if h is None:
                 g_h.zero_()
             g_h[..., h2:].add_(b_hn)
@@ -191,48 +192,55 @@ def _backward(
     grad_out: Tensor, x4: Tensor, w_ih: Tensor, w_hh: Tensor, out_tm: Tensor, gates_h: Tensor, new: Tensor,
     reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`)."""
+    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`).
+
+    Per step the gate gradients go to one buffer ``d_gates`` ``(L, S, B, 4H)`` = ``[dn * r, dr, dz, dn]``:
+    columns ``0:3H`` are the gradient of ``W_hh h + b_hh`` in the gate order (n, r, z), columns ``H:4H`` that
+    of ``W_ih x + b_ih`` in the order (r, z, n), so every product below is one GEMM on a strided view."""
     steps, num_slices, batch, hidden = out_tm.shape
-    rows, h2 = num_slices * batch, 2 * hidden
+    rows, h2, h3 = num_slices * batch, 2 * hidden, 3 * hidden
     grad_out = grad_out.contiguous()
     kernels = step_kernels(out_tm.dtype)
     threads = torch.get_num_threads()
-    d_hidden = torch.empty_like(gates_h)  # [dr, dz, dn * r]: gradient of the hidden-side pre-activations
-    d_new = torch.empty_like(new)  # dn: gradient of the input-side n pre-activation
+    w_hh_nrz = torch.cat([w_hh[h2:], w_hh[:h2]])  # W_hh's rows in the order (n, r, z)
+    d_gates = out_tm.new_empty(steps, num_slices, batch, 4 * hidden)
     d_h = torch.empty_like(out_tm[0])  # gradient of the state after the step being processed
+    d_h_next = torch.empty_like(d_h)
     order = range(steps) if reverse else range(steps - 1, -1, -1)
     for i, t in enumerate(order):
         prev = t + 1 if reverse else t - 1  # the step whose state this step read
         h_prev = out_tm[prev] if 0 <= prev < steps else None
-        dg = d_hidden[t]
+        dg = d_gates[t]
+        d_h, d_h_next = d_h_next, d_h  # d_h_next: the gradient arriving from step t + 1 (or t - 1, reverse)
         if kernels is not None:
-            kernels[1](rows, hidden, _ptr(d_h) if i else None, grad_out[t].data_ptr(), gates_h[t].data_ptr(),
-                       new[t].data_ptr(), _ptr(h_prev), dg.data_ptr(), d_new[t].data_ptr(), d_h.data_ptr(), threads)
+            kernels[1](rows, hidden, _ptr(d_h_next) if i else None, grad_out[t].data_ptr(), gates_h[t].data_ptr(),
+                       new[t].data_ptr(), _ptr(h_prev), dg.data_ptr(), d_h.data_ptr(), threads)
         else:
-            dh = grad_out[t] + d_h if i else grad_out[t]
+            dh = grad_out[t] + d_h_next if i else grad_out[t]
             r, z, h_n = gates_h[t, ..., :hidden], gates_h[t, ..., hidden:h2], gates_h[t, ..., h2:]
             n = new[t]
             d_n = torch.ops.aten.tanh_backward.grad_input(  # dh * (1 - z) * (1 - n^2)
-                torch.addcmul(dh, dh, z, value=-1), n, grad_input=d_new[t]
+                torch.addcmul(dh, dh, z, value=-1), n, grad_input=dg[..., h3:]
             )
-            torch.ops.aten.sigmoid_backward.grad_input(d_n * h_n, r, grad_input=dg[..., :hidden])
+            torch.mul(d_n, r, out=dg[..., :hidden])
+            torch.ops.aten.sigmoid_backward.grad_input(d_n * h_n, r, grad_input=dg[..., hidden:h2])
             h_prev_minus_n = h_prev - n if h_prev is not None else -n
-            torch.ops.aten.sigmoid_backward.grad_input(dh * h_prev_minus_n, z, grad_input=dg[..., hidden:h2])
-            torch.mul(d_n, r, out=dg[..., h2:])
+            torch.ops.aten.sigmoid_backward.grad_input(dh * h_prev_minus_n, z, grad_input=dg[..., h2:h3])
             torch.mul(dh, z, out=d_h)
         if h_prev is not None:  # the first step's state is the constant zero
-            d_h.view(rows, hidden).addmm_(dg.view(rows, 3 * hidden), w_hh)
-    flat_hidden = d_hidden.view(-1, 3 * hidden)
-    flat_new = d_new.view(-1, hidden)
-    d_rz = flat_hidden[:, :h2]
-    d_x = torch.addmm(torch.mm(d_rz, w_ih[:h2]), flat_new, w_ih[h2:]).view(steps, num_slices, batch, -1)
+            d_h.view(rows, hidden).addmm_(dg.view(rows, 4 * hidden)[:, :h3], w_hh_nrz)
+    flat = d_gates.view(-1, 4 * hidden)
+    d_input = flat[:, hidden:]  # gradient of W_ih x + b_ih, gate order (r, z, n)
+    d_x = d_input.mm(w_ih).view(steps, num_slices, batch, -1)
     x_rows = _time_major_rows(x4)
     if x_rows is None:
         x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])
-    d_w_ih = torch.cat([d_rz.t().mm(x_rows), flat_new.t().mm(x_rows)])
-    d_b_ih = torch.cat([d_rz.sum(0), flat_new.sum(0)])
+    d_w_ih = d_input.t().mm(x_rows)
+    sums = flat.sum(0)
+    d_b_ih = sums[hidden:]
     # W_hh saw the previous state: steps 1.. (forward) or ..L-2 (reverse) against outputs 0..L-2 / 1..
     later, earlier = (slice(0, steps - 1), slice(1, steps)) if reverse else (slice(1, steps), slice(0, steps - 1))
-    d_w_hh = d_hidden[later].reshape(-1, 3 * hidden).t().mm(out_tm[earlier].reshape(-1, hidden))
-    d_b_hh = flat_hidden.sum(0)
+    d_w_hh_nrz = d_gates[later].reshape(-1, 4 * hidden)[:, :h3].t().mm(out_tm[earlier].reshape(-1, hidden))
+    d_w_hh = torch.cat([d_w_hh_nrz[hidden:], d_w_hh_nrz[:hidden]])
+    d_b_hh = torch.cat([sums[hidden:h3], sums[:hidden]])
     return d_x.permute(1, 0, 2, 3), d_w_ih, d_w_hh, d_b_ih, d_b_hh
