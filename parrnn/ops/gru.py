@@ -101,7 +101,8 @@ class _GRUDirection(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x4, w_ih, w_hh, out_tm = ctx.saved_tensors
-        grads = _backward(grad_out, x4, w_ih, w_hh, out_tm, ctx.gates_h, ctx.new, ctx.reverse)
+        grads = _backward(grad_out, x4, w_ih, w_hh, out_tm, ctx.gates_h, ctx.new, ctx.reverse,
+                          need_input_grad=ctx.needs_input_grad[0])
         needs = ctx.needs_input_grad
         return tuple(g if need else None for g, need in zip(grads, needs[:5], strict=True)) + (None,)
 
@@ -190,9 +191,10 @@ def _forward(
 
 def _backward(
     grad_out: Tensor, x4: Tensor, w_ih: Tensor, w_hh: Tensor, out_tm: Tensor, gates_h: Tensor, new: Tensor,
-    reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`).
+    reverse: bool, need_input_grad: bool = True,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`);
+    the first is ``None`` unless ``need_input_grad``.
 
     Per step the gate gradients go to one buffer ``d_gates`` ``(L, S, B, 4H)`` = ``[dn * r, dr, dz, dn]``:
     columns ``0:3H`` are the gradient of ``W_hh h + b_hh`` in the gate order (n, r, z), columns ``H:4H`` that
@@ -231,7 +233,7 @@ def _backward(
             d_h.view(rows, hidden).addmm_(dg.view(rows, 4 * hidden)[:, :h3], w_hh_nrz)
     flat = d_gates.view(-1, 4 * hidden)
     d_input = flat[:, hidden:]  # gradient of W_ih x + b_ih, gate order (r, z, n)
-    d_x = d_input.mm(w_ih).view(steps, num_slices, batch, -1)
+    d_x = d_input.mm(w_ih).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3) if need_input_grad else None
     x_rows = _time_major_rows(x4)
     if x_rows is None:
         x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])
@@ -243,4 +245,4 @@ def _backward(
     d_w_hh_nrz = d_gates[later].reshape(-1, 4 * hidden)[:, :h3].t().mm(out_tm[earlier].reshape(-1, hidden))
     d_w_hh = torch.cat([d_w_hh_nrz[hidden:], d_w_hh_nrz[:hidden]])
     d_b_hh = torch.cat([sums[hidden:h3], sums[:hidden]])
-    return d_x.permute(1, 0, 2, 3), d_w_ih, d_w_hh, d_b_ih, d_b_hh
+    return d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh

@@ -134,3 +134,17 @@ def test_saved_activations_are_checked_against_in_place_changes() -> None:
     out.mul_(2)  # modifies the saved outputs
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_input_without_grad_gets_none_and_weights_still_learn() -> None:
+    rnn = _gru(3, 4, torch.float64)
+    x4 = torch.randn(2, 3, 2, 3, dtype=torch.float64)  # e.g. raw pixels: no gradient wanted
+    out, finals = gru_rows(rnn, x4, need_output=True)
+    finals.sum().backward()
+    want_out, want_finals = _rows_reference(rnn, x4)
+    got = [p.grad.clone() for p in rnn.parameters()]
+    rnn.zero_grad()
+    want_finals.sum().backward()
+    for g, p in zip(got, rnn.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, atol=1e-12, rtol=0)
+    assert x4.grad is None
