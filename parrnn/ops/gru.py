@@ -55,6 +55,9 @@ def gru_rows(rnn: nn.GRU, x4: Tensor, need_output: bool) -> tuple[Tensor | None,
     Returns the outputs ``(S, L, B, dirs * H)`` (``None`` unless ``need_output``; for training they are kept
     anyway) and the rows' final states ``(S * B, dirs * H)``, row ``s * B + b``: [forward direction after step
     ``L - 1`` | backward direction after step 0], like ``h_n`` of ``torch.nn.GRU`` for the last layer.
+
+    First-order gradients only (the backward is hand-written): differentiating the gradient again raises an
+    error. Inter-layer dropout is not implemented; :func:`fast_gru_applies` sends such GRUs to ``nn.GRU``.
     """
     grad = torch.is_grad_enabled() and (x4.requires_grad or any(p.requires_grad for p in rnn.parameters()))
     hidden, dirs = rnn.hidden_size, 2 if rnn.bidirectional else 1

@@ -148,3 +148,12 @@ def test_input_without_grad_gets_none_and_weights_still_learn() -> None:
     for g, p in zip(got, rnn.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, atol=1e-12, rtol=0)
     assert x4.grad is None
+
+
+def test_second_order_gradients_raise() -> None:
+    rnn = _gru(3, 4, torch.float64)
+    x4 = torch.randn(1, 3, 2, 3, dtype=torch.float64, requires_grad=True)
+    _, finals = gru_rows(rnn, x4, need_output=False)
+    (grad,) = torch.autograd.grad(finals.sum(), x4, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        grad.sum().backward()
