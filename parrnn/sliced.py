@@ -255,8 +255,9 @@ class SlicedRNN(nn.Module):
         (``None`` unless ``need_output``), and the slice summaries ``(num_slices * N, H_out)``; row
         ``s * N + i`` is slice ``s`` of sequence ``i`` (0 for an empty slice).
 
-        Padded steps are never read: each non-empty slice is gathered into a batch row (padding replaced by
-        0) and empty slices get no row at all."""
+        Padding is never read: each non-empty slice is gathered into a batch row (the padded tail of a partial
+        slice reads a valid position instead, which a causal cell cannot carry back into the row's valid
+        steps), and empty slices get no row at all."""
         batch, feat = seq.shape[1], seq.shape[2]
         row_len = None
         if counts is not None:
