@@ -1,0 +1,68 @@
+"""A built wheel carries the kernel sources (``parrnn/_kernels``), and an installed copy finds and builds them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh", ".cpp", ".h"))
+
+_PROBE = """
+import json, torch, parrnn, parrnn._paths as paths
+from parrnn.ops import cpu, gru
+print(json.dumps({"package": parrnn.__file__, "kernels": str(paths.kernel_dir()),
+                  "cpu": cpu.availability()[0], "gru_steps": gru.step_kernels(torch.float32) is not None}))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    if shutil.which("git") is None:
+        pytest.skip("needs git to copy the checkout")
+    work = tmp_path_factory.mktemp("pkg")
+    src = work / "src"
+    # build from a copy of the tracked files, so the checkout gets no build/ or egg-info
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("docs/", "benchmarks/results/")):
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    out = work / "dist"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"pip wheel failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    (found,) = out.glob("parrnn-*.whl")
+    return found
+
+
+def test_wheel_contains_every_kernel_source(wheel) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        shipped = sorted(n.split("/")[-1] for n in names if n.startswith("parrnn/_kernels/"))
+        assert shipped == KERNELS
+        for name in KERNELS:
+            assert zf.read(f"parrnn/_kernels/{name}") == (ROOT / "kernels" / name).read_bytes()
+
+
+def test_installed_wheel_finds_and_builds_its_kernels(wheel, tmp_path) -> None:
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=True)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["package"].startswith(str(target)), info
+    assert info["kernels"] == str(target / "parrnn" / "_kernels")
+    if shutil.which(os.environ.get("CXX") or "g++") or shutil.which("c++"):
+        assert info["cpu"] and info["gru_steps"], info
