@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,7 +48,7 @@ def measure(config: TrainConfig, models: list[str], threads: list[int], steps: i
         runs = []
         for name in models:
             torch.manual_seed(config.seed)
-            model = build_model(task, TrainConfig.from_dict({**vars(config), "model": name}).model_spec()).train()
+            model = build_model(task, replace(config, model=name).model_spec()).train()
             runs.append((name, model, make_optimizer(model, config)[0]))
         times: dict[str, list[float]] = {name: [] for name in models}
         for batch in batches:
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     retained = False if args.no_retain_memory else retain_freed_memory()
     result = measure(config, models, threads, args.steps, args.warmup)
     command = "python benchmarks/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"cpu": cpu_model(), "cores": torch.get_num_threads(), "torch": torch.__version__,
+    meta = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "retain_memory": retained, "command": command,
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     header = (f"# Training step ({args.task}, batch {args.batch_size}, hidden {args.hidden}, {args.layers} layer(s)): "

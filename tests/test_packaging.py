@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from parrnn.ops._cbuild import BuildError, find_compiler
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh", ".cpp", ".h"))
 
@@ -64,5 +66,8 @@ def test_installed_wheel_finds_and_builds_its_kernels(wheel, tmp_path) -> None:
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["package"].startswith(str(target)), info
     assert info["kernels"] == str(target / "parrnn" / "_kernels")
-    if shutil.which(os.environ.get("CXX") or "g++") or shutil.which("c++"):
-        assert info["cpu"] and info["gru_steps"], info
+    try:
+        find_compiler()
+    except BuildError:
+        return  # no C++ compiler here: nothing to build
+    assert info["cpu"] and info["gru_steps"], info

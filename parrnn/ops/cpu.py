@@ -146,6 +146,11 @@ def build_info() -> dict[str, object]:
 
 # ---- argument preparation ----------------------------------------------------------------------------------
 
+def dtype_suffix(dtype: torch.dtype) -> str:
+    """The suffix of the library's functions for ``dtype`` (``f32``, ``f64``, ``bf16``, ``f16``)."""
+    return _SUFFIX[dtype]
+
+
 def _arith_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 

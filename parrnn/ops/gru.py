@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) compute in
+
 
 def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
     """Whether :func:`gru_rows` may replace ``rnn``: a plain time-major :class:`torch.nn.GRU` on CPU in
@@ -43,7 +45,7 @@ def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
         return False
     if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
         return False
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dtype != rnn.weight_ih_l0.dtype:
+    if x.device.type != "cpu" or x.dtype not in DTYPES or x.dtype != rnn.weight_ih_l0.dtype:
         return False
     return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
 
@@ -129,7 +131,7 @@ def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[...,
     """The fused C++ forward/backward step functions for ``dtype`` (``kernels/gru_rows_cpu.cpp``, built with the
     CPU backend's library), or ``None`` when that library cannot be built here (then torch ops do the steps).
     ``PARRNN_GRU_KERNELS=0`` forces the torch ops."""
-    if dtype not in _SUFFIX or os.environ.get("PARRNN_GRU_KERNELS", "1") == "0":
+    if dtype not in DTYPES or os.environ.get("PARRNN_GRU_KERNELS", "1") == "0":
         return None
     from parrnn.ops import cpu
 
@@ -137,11 +139,8 @@ def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[...,
         lib = cpu.load_library()
     except Exception:  # no compiler / build failed: cpu.availability() reports why
         return None
-    suffix = _SUFFIX[dtype]
+    suffix = cpu.dtype_suffix(dtype)
     return getattr(lib, f"parrnn_gru_forward_step_{suffix}"), getattr(lib, f"parrnn_gru_backward_step_{suffix}")
-
-
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -237,9 +236,7 @@ def _backward(
     flat = d_gates.view(-1, 4 * hidden)
     d_input = flat[:, hidden:]  # gradient of W_ih x + b_ih, gate order (r, z, n)
     d_x = d_input.mm(w_ih).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3) if need_input_grad else None
-    x_rows = _time_major_rows(x4)
-    if x_rows is None:
-        x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])
+    x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])  # time-major like d_input (a view when it can be)
     d_w_ih = d_input.t().mm(x_rows)
     sums = flat.sum(0)
     d_b_ih = sums[hidden:]
