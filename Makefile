@@ -8,7 +8,7 @@ bootstrap:
 
 test: bootstrap
 	$(PY) -m ruff check parrnn tests benchmarks examples
-	$(PY) -m parrnn.kernels check
+	$(PY) -m parrnn.nvrtc_check check
 	$(PY) -m pytest -q
 
 bench: bootstrap
@@ -21,7 +21,7 @@ lint: bootstrap
 	$(PY) -m ruff check parrnn tests benchmarks examples
 
 kernels-check: bootstrap
-	$(PY) -m parrnn.kernels check
+	$(PY) -m parrnn.nvrtc_check check
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

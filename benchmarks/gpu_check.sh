@@ -78,7 +78,7 @@ if [ -n "${SRU_WHEELS:-}" ]; then
 fi
 export ENV_JSON="$OUT/environment.json"
 step environment environment
-step kernels-check "$PY" -m parrnn.kernels check
+step kernels-check "$PY" -m parrnn.nvrtc_check check
 step pytest-gpu "$PY" -m pytest -m gpu -q -ra --maxfail=10 -p no:cacheprovider \
     --junitxml="$OUT/pytest-gpu.xml"
 

@@ -6,9 +6,9 @@
   the slices' last states hierarchically.
 """
 
-from parrnn.ops import available_backends
+from parrnn.ops import available_backends, precompile
 from parrnn.sliced import SlicedRNN
 from parrnn.sru import SRU, SRUCell
 
 __version__ = "0.1.0"
-__all__ = ["SRU", "SRUCell", "SlicedRNN", "available_backends", "__version__"]
+__all__ = ["SRU", "SRUCell", "SlicedRNN", "available_backends", "precompile", "__version__"]

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+_PACKAGE = Path(__file__).resolve().parent
 
-def kernel_dir() -> Path:
-    """The folder holding ``sru_step.cuh`` and the ``.cu``/``.cpp`` kernel sources."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_kernels", here.parent / "kernels"):
+
+def kernel_dir(package: Path = _PACKAGE) -> Path:
+    """The folder holding ``sru_step.cuh`` and the ``.cu``/``.cpp`` kernel sources.
+
+    A source checkout's ``kernels/`` (next to the package folder ``package``) comes first, so a stale
+    ``parrnn/_kernels`` copy left by a wheel build is never compiled or tested instead of the real sources; an
+    installed wheel has only ``parrnn/_kernels``.
+    """
+    for candidate in (package.parent / "kernels", package / "_kernels"):
         if (candidate / "sru_step.cuh").is_file():
             return candidate
-    raise FileNotFoundError(f"parrnn kernel sources not found next to {here} (looked in _kernels/ and ../kernels/)")
+    raise FileNotFoundError(f"parrnn kernel sources not found next to {package} (looked in ../kernels/ and "
+                            "_kernels/)")
 
 
 def kernel_source(name: str) -> Path:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.ops.gru import fast_gru_applies, gru_rows
+from parrnn.gru_rows import fast_gru_applies, gru_rows
 
 CellFactory = Callable[..., nn.Module]
 CELLS = ("gru", "lstm", "sru")
@@ -63,7 +63,7 @@ class SlicedRNN(nn.Module):
 
     **Speed.** Padded steps are never computed on: each level gathers only its non-empty slices into batch
     rows. A :class:`torch.nn.GRU` cell on CPU (float32/float64, no active inter-layer dropout) runs
-    :func:`parrnn.ops.gru.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
+    :func:`parrnn.gru_rows.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
     backward (the same function as ``nn.GRU``, up to rounding).
 
     Args:
@@ -308,7 +308,7 @@ class SlicedRNN(nn.Module):
         return flat.view(num_slices * slice_len, batch, -1), summary
 
     def _fast_gru(self, rnn: nn.Module, x: Tensor) -> bool:
-        """Whether ``rnn`` over ``x`` may run :func:`parrnn.ops.gru.gru_rows` (a GRU of the expected shape)."""
+        """Whether ``rnn`` over ``x`` may run :func:`parrnn.gru_rows.gru_rows` (a GRU of the expected shape)."""
         return (
             fast_gru_applies(rnn, x)
             and rnn.input_size == x.shape[-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parrnn.ops._cbuild import BuildError, find_compiler
+from parrnn.ops.build import BuildError, find_compiler
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh", ".cpp", ".h"))

@@ -1,8 +1,8 @@
 """The ``cpu`` backend: fused C++ forward and backward of the SRU recurrence (OpenMP over columns, SIMD).
 
 The C++ source is ``kernels/sru_cpu.cpp``; its per-step math is ``kernels/sru_step.cuh``, the same header the
-CUDA kernel includes. The same library carries the fused GRU step kernels of :mod:`parrnn.ops.gru`
-(``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by :mod:`parrnn.ops._cbuild` into a cached
+CUDA kernel includes. The same library carries the fused GRU step kernels of :mod:`parrnn.gru_rows`
+(``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by :mod:`parrnn.ops.build` into a cached
 shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
 allocated with torch. This module implements the *fused backend module* contract of
 :mod:`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
@@ -18,8 +18,6 @@ allocated with torch. This module implements the *fused backend module* contract
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import platform
 import threading
 from pathlib import Path
 
@@ -27,11 +25,11 @@ import torch
 from torch import Tensor
 
 from parrnn._paths import kernel_source
-from parrnn.ops import _cbuild
+from parrnn.ops import build
+from parrnn.ops.glue import SUFFIX, acc_dtype, as_dtype, ptr, require_device, validate
 
 __all__ = ["availability", "backward", "build_info", "forward", "load_library"]
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
 _COMMON_FLAGS = ["-fno-math-errno", "-fno-trapping-math"]  # never -ffast-math: NaN/inf must propagate
 # Tried in order; the first that compiles is used (a compiler without -march=native or OpenMP still works).
 _FLAG_SETS: tuple[tuple[str, ...], ...] = (
@@ -55,23 +53,8 @@ _FWD_ARGTYPES = [_P] * 10 + [_I64] * 4 + [_INT] * 3 + [ctypes.c_double, _INT]
 _BWD_ARGTYPES = [_P] * 14 + [_I64] * 4 + [_INT] * 3 + [ctypes.c_double, _INT]
 
 
-def _cpu_tag() -> str:
-    """A short hash of this CPU's model and feature flags: ``-march=native`` builds are cached per CPU."""
-    text = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    text += line
-                if line.strip() == "":
-                    break  # the first processor is enough
-    except OSError:
-        pass
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
 def _configure(lib: ctypes.CDLL) -> None:
-    for suffix in _SUFFIX.values():
+    for suffix in SUFFIX.values():
         fwd = getattr(lib, f"parrnn_sru_cpu_forward_{suffix}")
         fwd.argtypes, fwd.restype = _FWD_ARGTYPES, _INT
         bwd = getattr(lib, f"parrnn_sru_cpu_backward_{suffix}")
@@ -80,7 +63,7 @@ def _configure(lib: ctypes.CDLL) -> None:
         conv = getattr(lib, f"parrnn_sru_cpu_convert_{suffix}")
         conv.argtypes, conv.restype = [_P, _P, _I64, _INT], None
     lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
-    for suffix in ("f32", "f64"):  # kernels/gru_rows_cpu.cpp (parrnn/ops/gru.py)
+    for suffix in ("f32", "f64"):  # kernels/gru_rows_cpu.cpp (parrnn/gru_rows.py)
         fwd = getattr(lib, f"parrnn_gru_forward_step_{suffix}")
         fwd.argtypes, fwd.restype = [_I64] * 3 + [_P, _I64] + [_P] * 6 + [_INT], None
         bwd = getattr(lib, f"parrnn_gru_backward_step_{suffix}")
@@ -90,22 +73,21 @@ def _configure(lib: ctypes.CDLL) -> None:
 def load_library() -> ctypes.CDLL:
     """Compile (first call only; cached on disk) and load ``kernels/sru_cpu.cpp``.
 
-    Raises :class:`parrnn.ops._cbuild.BuildError` with the compiler's output when no flag set compiles.
+    Raises :class:`parrnn.ops.build.BuildError` with the compiler's output when no flag set compiles.
     """
     global _lib, _flags_used, _error
     with _lock:
         if _lib is not None:
             return _lib
         if _error is not None:
-            raise _cbuild.BuildError(_error)
+            raise build.BuildError(_error)
         sources = [kernel_source("sru_cpu.cpp"), kernel_source("gru_rows_cpu.cpp")]
         errors = []
         for flags in _FLAG_SETS:
-            name = f"sru_cpu-{_cpu_tag()}" if "-march=native" in flags else "sru_cpu"
             try:
-                lib = _cbuild.build_library(name, sources, flags)
+                lib = build.build_library("sru_cpu", sources, flags)
                 _configure(lib)
-            except (_cbuild.BuildError, OSError, AttributeError) as exc:
+            except (build.BuildError, OSError, AttributeError) as exc:
                 errors.append(str(exc))
                 if "no C++ compiler" in str(exc):
                     break
@@ -113,7 +95,7 @@ def load_library() -> ctypes.CDLL:
             _lib, _flags_used = lib, flags
             return lib
         _error = "\n".join(errors)
-        raise _cbuild.BuildError(_error)
+        raise build.BuildError(_error)
 
 
 def _summary(message: str) -> str:
@@ -146,63 +128,11 @@ def build_info() -> dict[str, object]:
 
 # ---- argument preparation ----------------------------------------------------------------------------------
 
-def dtype_suffix(dtype: torch.dtype) -> str:
-    """The suffix of the library's functions for ``dtype`` (``f32``, ``f64``, ``bf16``, ``f16``)."""
-    return _SUFFIX[dtype]
-
-
-def _arith_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _check_dtype(u: Tensor) -> None:
-    if u.dtype not in _SUFFIX:
-        supported = ", ".join(str(d) for d in _SUFFIX)
-        raise TypeError(f"parrnn cpu backend: u has dtype {u.dtype}; supported dtypes are {supported}")
-    if u.device.type != "cpu":
-        raise ValueError(f"parrnn cpu backend: tensors must be on the CPU, got u on {u.device}")
-
-
-def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
-    if t is not None and tuple(t.shape) != shape:
-        raise ValueError(f"parrnn cpu backend: {name} must have shape {shape}, got {tuple(t.shape)}")
-
-
-def _check_shapes(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-                  mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool) -> None:
-    if u.dim() != 4 or u.shape[2] not in (3, 4):
-        raise ValueError(f"parrnn cpu backend: u must have shape (L, N, K, C) with K in (3, 4), got "
-                         f"{tuple(u.shape)}")
-    length, batch, k, cols = u.shape
-    if bidirectional and cols % 2:
-        raise ValueError(f"parrnn cpu backend: bidirectional needs an even number of columns, got C={cols}")
-    if k == 4 and x is not None:
-        raise ValueError("parrnn cpu backend: x must be None when u has K=4 (the 4th block is the highway)")
-    _check_shape("x", x, (length, batch, cols))
-    _check_shape("weight_c", weight_c, (2, cols))
-    _check_shape("bias", bias, (2, cols))
-    _check_shape("c0", c0, (batch, cols))
-    _check_shape("mask_pad", mask_pad, (length, batch))
-    _check_shape("drop_mask", drop_mask, (batch, cols))
-    for name, t in (("x", x), ("weight_c", weight_c), ("bias", bias), ("c0", c0), ("mask_pad", mask_pad),
-                    ("drop_mask", drop_mask)):
-        if t is not None and t.device.type != "cpu":
-            raise ValueError(f"parrnn cpu backend: {name} must be on the CPU, got {t.device}")
-
-
-def _prep(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype).contiguous()
-
-
 def _mask(mask_pad: Tensor | None) -> Tensor | None:
     if mask_pad is None:
         return None
     mask = mask_pad if mask_pad.dtype == torch.bool else mask_pad != 0
     return mask.contiguous().view(torch.uint8)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
 
 
 def _threads(work: int) -> int:
@@ -224,21 +154,20 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
     Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)`` in ``u``'s dtype, ``c_all``
     ``(L, N, C)`` every ``c_t`` in the arithmetic dtype (float64 for float64 input, else float32).
     """
-    _check_dtype(u)
-    _check_shapes(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional)
+    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
+    require_device(u.device, ("cpu",), "cpu")
     lib = load_library()
-    dtype, arith = u.dtype, _arith_dtype(u.dtype)
-    length, batch, k, cols = u.shape
+    dtype, arith = u.dtype, acc_dtype(u.dtype)
     u = u.contiguous()
-    x_ = _prep(x, dtype)
-    wc, b, c0_, dm = (_prep(t, arith) for t in (weight_c, bias, c0, drop_mask))
+    x_ = as_dtype(x, dtype)
+    wc, b, c0_, dm = (as_dtype(t, arith) for t in (weight_c, bias, c0, drop_mask))
     mask = _mask(mask_pad)
     h = torch.empty((length, batch, cols), dtype=dtype)
     c_n = torch.empty((batch, cols), dtype=arith)
     c_all = torch.empty((length, batch, cols), dtype=arith)
-    fn = getattr(lib, f"parrnn_sru_cpu_forward_{_SUFFIX[dtype]}")
-    rc = fn(_ptr(u), _ptr(x_), _ptr(wc), _ptr(b), _ptr(c0_), _ptr(mask), _ptr(dm), _ptr(h), _ptr(c_n),
-            _ptr(c_all), length, batch, cols, k, int(bidirectional), int(use_tanh), _skip_mode(k, x_),
+    fn = getattr(lib, f"parrnn_sru_cpu_forward_{SUFFIX[dtype]}")
+    rc = fn(ptr(u), ptr(x_), ptr(wc), ptr(b), ptr(c0_), ptr(mask), ptr(dm), ptr(h), ptr(c_n),
+            ptr(c_all), length, batch, cols, k, int(bidirectional), int(use_tanh), _skip_mode(k, x_),
             float(scale_x), _threads(length * batch * cols))
     if rc != 0:
         raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
@@ -256,26 +185,23 @@ def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weig
     with ``None`` where the input was ``None``. The peephole/bias gradients are per-row partial sums reduced
     over the batch in the arithmetic dtype.
     """
-    _check_dtype(u)
-    _check_shapes(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional)
+    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
+                                      grad_c_n=grad_c_n, c_all=c_all, backend="cpu")
+    require_device(u.device, ("cpu",), "cpu")
     lib = load_library()
-    dtype, arith = u.dtype, _arith_dtype(u.dtype)
-    length, batch, k, cols = u.shape
-    _check_shape("grad_h", grad_h, (length, batch, cols))
-    _check_shape("grad_c_n", grad_c_n, (batch, cols))
-    _check_shape("c_all", c_all, (length, batch, cols))
+    dtype, arith = u.dtype, acc_dtype(u.dtype)
     u = u.contiguous()
-    x_ = _prep(x, dtype)
-    gh = _prep(grad_h, dtype)
-    wc, b, c0_, dm, gcn, call = (_prep(t, arith) for t in (weight_c, bias, c0, drop_mask, grad_c_n, c_all))
+    x_ = as_dtype(x, dtype)
+    gh = as_dtype(grad_h, dtype)
+    wc, b, c0_, dm, gcn, call = (as_dtype(t, arith) for t in (weight_c, bias, c0, drop_mask, grad_c_n, c_all))
     mask = _mask(mask_pad)
     grad_u = torch.empty_like(u)
     grad_x = None if x_ is None else torch.empty((length, batch, cols), dtype=dtype)
     partial = torch.empty((batch, 4, cols), dtype=arith)
     grad_c0 = torch.empty((batch, cols), dtype=arith)
-    fn = getattr(lib, f"parrnn_sru_cpu_backward_{_SUFFIX[dtype]}")
-    rc = fn(_ptr(gh), _ptr(gcn), _ptr(u), _ptr(x_), _ptr(wc), _ptr(b), _ptr(c0_), _ptr(mask), _ptr(dm),
-            _ptr(call), _ptr(grad_u), _ptr(grad_x), _ptr(partial), _ptr(grad_c0), length, batch, cols, k,
+    fn = getattr(lib, f"parrnn_sru_cpu_backward_{SUFFIX[dtype]}")
+    rc = fn(ptr(gh), ptr(gcn), ptr(u), ptr(x_), ptr(wc), ptr(b), ptr(c0_), ptr(mask), ptr(dm),
+            ptr(call), ptr(grad_u), ptr(grad_x), ptr(partial), ptr(grad_c0), length, batch, cols, k,
             int(bidirectional), int(use_tanh), _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
     if rc != 0:
         raise RuntimeError(f"parrnn cpu backend: backward kernel rejected its arguments (code {rc})")
@@ -290,7 +216,7 @@ def _convert(values: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Round float32 ``values`` to ``dtype`` (bfloat16/float16) with the kernel's conversion and convert the
     result back to float32 with the kernel's conversion: ``(stored, reloaded)``."""
     lib = load_library()
-    suffix = _SUFFIX[dtype]
+    suffix = SUFFIX[dtype]
     src = values.to(torch.float32).contiguous()
     stored = torch.empty(src.shape, dtype=dtype)
     back = torch.empty(src.shape, dtype=torch.float32)

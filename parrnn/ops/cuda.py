@@ -2,8 +2,9 @@
 
 Implements the *fused backend module* contract of :mod:`parrnn.ops.dispatch` (``availability``,
 ``forward``, ``backward``). Nothing here touches CUDA at import time: CuPy is imported and the kernels are
-compiled (NVRTC, through :class:`cupy.RawModule`) on first use, once per (device, storage dtype, variant), and
-CuPy's on-disk cache keeps the binaries between processes. Kernels run on torch's current stream of the
+compiled (NVRTC, through ``cupy.RawModule``) by ``availability(device, dtype)`` (available = compiled and loaded
+for that device and dtype), once per (device, storage dtype, variant), and CuPy's on-disk cache keeps the
+binaries between processes. Kernels run on torch's current stream of the
 tensors' own device (a model on ``cuda:1`` works), outputs are allocated by torch, inputs are made contiguous
 and passed by data pointer.
 
@@ -38,8 +39,7 @@ import site
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,74 +47,22 @@ import torch
 from torch import Tensor
 
 from parrnn._paths import kernel_dir, kernel_source
+from parrnn.ops.glue import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, ptr_args, require_device, validate
 
 KERNEL_FILE = "sru_recurrence.cu"
+#: The kernels of ``kernels/sru_recurrence.cu``, without the dtype suffix.
+KERNELS = ("sru_forward", "sru_backward")
 #: Environment variable overriding the kernels' prefetch depth (steps of loads in flight; PARRNN_PREFETCH).
 PREFETCH_ENV = "PARRNN_CUDA_PREFETCH"
-SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
 MAX_BLOCK = 256  # the kernels' __launch_bounds__
 _MAX_GRID = 2**31 - 1  # the kernels use a grid-stride loop beyond this
 
 
-# ---- kernel arguments --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Arg:
-    """One kernel argument: ``kind`` is ``"ptr"``, ``"i64"``, ``"i32"``, ``"f32"`` or ``"f64"``."""
-
-    kind: str
-    value: int | float
+class KernelCompileError(RuntimeError):
+    """NVRTC could not compile (or CuPy could not load) a kernel module; the message carries the NVRTC log."""
 
 
-def ptr_arg(t: Tensor | None) -> Arg:
-    """A pointer argument (``0`` for ``None``)."""
-    return Arg("ptr", 0 if t is None else t.data_ptr())
-
-
-def ptr_args(*tensors: Tensor | None) -> list[Arg]:
-    """:func:`ptr_arg` of each tensor."""
-    return [ptr_arg(t) for t in tensors]
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The arithmetic dtype of storage ``dtype``: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def acc_arg(value: float, acc: torch.dtype) -> Arg:
-    """A scalar argument in the arithmetic dtype ``acc``."""
-    return Arg("f64" if acc == torch.float64 else "f32", float(value))
-
-
-#: A launcher runs ``kernel_name`` over ``total`` threads (one per column) with ``args`` on ``device``.
-Launcher = Callable[[str, int, Sequence[Arg], torch.device], None]
-
-
-# ---- the glue: shapes, dtypes, outputs ---------------------------------------------------------------------
-
-def check_shapes(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
-    """Validate ``u`` (and ``x``) shapes; returns ``(L, N, K, C)``."""
-    if u.dim() != 4 or u.shape[2] not in (3, 4):
-        raise ValueError(f"u must have shape (L, N, K, C) with K = 3 or 4, got {tuple(u.shape)}")
-    length, batch, k, cols = u.shape
-    if k == 4 and x is not None:
-        raise ValueError("x must be None when u has K = 4 (the 4th projection is the highway input)")
-    if bidirectional and cols % 2:
-        raise ValueError(f"bidirectional needs an even number of columns, got C = {cols}")
-    return length, batch, k, cols
-
-
-def _check(u: Tensor, x: Tensor | None, bidirectional: bool) -> tuple[int, int, int, int]:
-    if u.dtype not in SUFFIX:
-        raise TypeError(f"parrnn cuda backend: unsupported dtype {u.dtype} "
-                        "(float32, float64, float16, bfloat16)")
-    return check_shapes(u, x, bidirectional)
-
-
-def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """``t`` converted to ``dtype`` and made contiguous (``None`` stays ``None``)."""
-    return None if t is None else t.to(dtype).contiguous()
-
+# ---- the glue: argument list, dtypes, outputs (any launcher) -----------------------------------------------
 
 def forward_with(
     launch: Launcher,
@@ -130,7 +78,8 @@ def forward_with(
     scale_x: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
-    length, batch, k, cols = _check(u, x, bidirectional)
+    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
+                                      backend="cuda")
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     u = u.contiguous()
     x = as_dtype(x, dtype)
@@ -167,7 +116,8 @@ def backward_with(
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
     """Backward through ``launch``: ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``, each in the dtype
     of its input (``None`` where the input was ``None``)."""
-    length, batch, k, cols = _check(u, x, bidirectional)
+    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
+                                      grad_c_n=grad_c_n, c_all=c_all, backend="cuda")
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     x_dtype = None if x is None else x.dtype
     wc_dtype = None if weight_c is None else weight_c.dtype
@@ -209,18 +159,24 @@ def backward_with(
 
 _lock = threading.Lock()
 # variant = (kernel file, prefetch depth)
-_functions: dict[tuple[int, str, tuple, str], Any] = {}  # (device, dtype, variant, kernel) -> RawKernel
-_modules: dict[tuple[int, str, tuple], Any] = {}          # (device, dtype, variant) -> RawModule
+_modules: dict[tuple[int, str, tuple], Any] = {}          # (device, dtype suffix, variant) -> RawModule
+_functions: dict[tuple[int, str, tuple, str], Any] = {}  # (device, dtype suffix, variant, kernel) -> RawKernel
+_streams: dict[tuple[int, int], Any] = {}                     # (device, torch stream handle) -> cupy ExternalStream
 _sm_count: dict[int, int] = {}
+#: ``nvidia/<dir>/include`` folders of the pip CUDA headers, per NVRTC major version (other versions: all).
+_HEADER_DIRS = {13: ("cu13",), 12: ("cuda_runtime", "cu12")}
 
 
-def cuda_include_dirs() -> list[str]:
-    """CUDA header folders from pip wheels (``nvidia/cu13/include``, ``nvidia/cuda_runtime/include``...)."""
+def cuda_include_dirs(nvrtc_major: int | None = None) -> list[str]:
+    """CUDA header folders from pip wheels that match NVRTC ``nvrtc_major`` (``nvidia/cu13/include`` for 13,
+    ``nvidia/cuda_runtime/include`` or ``nvidia/cu12/include`` for 12; every one found for ``None``)."""
+    subs = _HEADER_DIRS.get(nvrtc_major, ("cu13", "cuda_runtime", "cu12")) if nvrtc_major else \
+        ("cu13", "cuda_runtime", "cu12")
     roots = [*site.getsitepackages(), site.getusersitepackages(), *sys.path]
     found: list[str] = []
     for root in roots:
-        for sub in ("nvidia/cu13/include", "nvidia/cuda_runtime/include", "nvidia/cu12/include"):
-            p = Path(root) / sub
+        for sub in subs:
+            p = Path(root) / "nvidia" / sub / "include"
             if (p / "cuda_fp16.h").is_file() and str(p) not in found:
                 found.append(str(p))
     return found
@@ -228,7 +184,7 @@ def cuda_include_dirs() -> list[str]:
 
 def kernel_code(kernel_file: str = KERNEL_FILE) -> str:
     """The source of ``kernels/<kernel_file>`` with its local ``#include "..."`` headers inlined (except the host
-    shim).
+    shim), with ``#line`` markers so that NVRTC's messages name the real file and line.
 
     Inlining makes the code text cover every header, so CuPy's on-disk cache (keyed by the code and options,
     not by included files) can never serve a binary built from an older ``sru_step.cuh``.
@@ -236,16 +192,15 @@ def kernel_code(kernel_file: str = KERNEL_FILE) -> str:
     seen: set[str] = set()
 
     def expand(path: Path) -> str:
-        out = []
-        for line in path.read_text().splitlines():
+        out = [f'#line 1 "{path.name}"']
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
             m = re.match(r'\s*#\s*include\s+"([^"]+)"', line)
             if m and m.group(1) != "host_shim.h":
                 name = m.group(1)
                 if name not in seen:
                     seen.add(name)
-                    out.append(f"// ---- begin {name}")
                     out.append(expand(kernel_dir() / name))
-                    out.append(f"// ---- end {name}")
+                out.append(f'#line {number + 1} "{path.name}"')
                 continue
             out.append(line)
         return "\n".join(out)
@@ -264,10 +219,12 @@ def prefetch_depth() -> int | None:
     return depth
 
 
-def nvrtc_options(suffix: str | None = None, prefetch: int | None = None) -> tuple[str, ...]:
-    """NVRTC options for :class:`cupy.RawModule`; ``suffix`` restricts the module to one storage dtype,
-    ``prefetch`` sets the kernels' PARRNN_PREFETCH."""
-    opts = ["-std=c++17", f"-I{kernel_dir()}", *(f"-I{d}" for d in cuda_include_dirs())]
+def nvrtc_options(suffix: str | None = None, prefetch: int | None = None,
+                  nvrtc_major: int | None = None) -> tuple[str, ...]:
+    """NVRTC options: the pip CUDA headers for NVRTC ``nvrtc_major``; ``suffix`` restricts the module to one storage
+    dtype, ``prefetch`` sets the kernels' PARRNN_PREFETCH. No ``-I`` of the kernel folder: the local headers are
+    inlined by [kernel_code][parrnn.ops.cuda.kernel_code], so the options do not depend on the install path."""
+    opts = ["-std=c++17", *(f"-I{d}" for d in cuda_include_dirs(nvrtc_major))]
     if suffix is not None:
         opts.append(f"-DPARRNN_ONLY_{suffix.upper()}")
     if prefetch is not None:
@@ -281,38 +238,54 @@ def _import_cupy() -> Any:
     return cupy
 
 
-def _function(device_index: int, suffix: str, name: str, kernel_file: str, prefetch: int | None) -> Any:
+def _nvrtc_major(cupy: Any) -> int | None:
+    try:
+        return int(cupy.cuda.nvrtc.getVersion()[0])
+    except Exception:
+        return None
+
+
+def load_kernels(device_index: int, suffix: str, kernel_file: str = KERNEL_FILE, prefetch: int | None = None,
+                 names: Sequence[str] = KERNELS) -> dict[str, Any]:
+    """Compile (NVRTC, through ``cupy.RawModule``) and load the kernels ``<name>_<suffix>`` of
+    ``kernels/<kernel_file>`` on ``cuda:<device_index>``: ``{name: RawKernel}``. Cached per (device, dtype, file,
+    prefetch); CuPy's disk cache keeps the binaries between processes.
+
+    Raises `KernelCompileError` with the NVRTC log when no option set compiles.
+    """
     variant = (kernel_file, prefetch)
-    key = (device_index, suffix, variant, name)
-    fn = _functions.get(key)
-    if fn is not None:
-        return fn
+    mkey = (device_index, suffix, variant)
     cupy = _import_cupy()
-    with _lock:
-        mkey = (device_index, suffix, variant)
-        with cupy.cuda.Device(device_index):
-            if mkey in _modules:
-                fn = _modules[mkey].get_function(name)
+    with _lock, cupy.cuda.Device(device_index):
+        module = _modules.get(mkey)
+        errors = []
+        if module is None:
+            # First with the pip CUDA headers that match CuPy's NVRTC on the include path; if that fails, once
+            # more with only the include paths CuPy adds itself.
+            full = nvrtc_options(suffix, prefetch, _nvrtc_major(cupy))
+            own = tuple(o for o in full if not o.startswith("-I"))
+            code = kernel_code(kernel_file)
+            for opts in dict.fromkeys([full, own]):
+                candidate = cupy.RawModule(code=code, options=opts)
+                try:  # get_function compiles (or loads from CuPy's disk cache) and loads on this device
+                    for name in names:
+                        _functions[(*mkey, name)] = candidate.get_function(f"{name}_{suffix}")
+                except Exception as exc:
+                    errors.append(f"options {' '.join(opts)}:\n{type(exc).__name__}: {exc}")
+                    continue
+                module = _modules[mkey] = candidate
+                break
             else:
-                # First with the pip CUDA headers on the include path; if that fails (e.g. headers newer than
-                # the NVRTC CuPy uses), once more with only the include paths CuPy adds itself.
-                errors = []
-                own = tuple(o for o in nvrtc_options(suffix, prefetch)
-                            if not o.startswith("-I") or o == f"-I{kernel_dir()}")
-                for opts in dict.fromkeys([nvrtc_options(suffix, prefetch), own]):
-                    module = cupy.RawModule(code=kernel_code(kernel_file), options=opts)
-                    try:
-                        fn = module.get_function(name)  # compiles (or loads from cache) on this device
-                    except Exception as exc:
-                        errors.append(f"options {opts}: {type(exc).__name__}: {exc}")
-                        continue
-                    _modules[mkey] = module
-                    break
-                else:
-                    raise RuntimeError(f"parrnn: compiling CUDA kernel {name} on cuda:{device_index} "
-                                       "failed:\n" + "\n".join(errors))
-        _functions[key] = fn
-        return fn
+                raise KernelCompileError(f"parrnn: compiling kernels/{kernel_file} ({suffix}) on "
+                                         f"cuda:{device_index} failed:\n" + "\n".join(errors))
+        try:
+            for name in names:
+                if (*mkey, name) not in _functions:
+                    _functions[(*mkey, name)] = module.get_function(f"{name}_{suffix}")
+        except Exception as exc:
+            raise KernelCompileError(f"parrnn: loading {name}_{suffix} of kernels/{kernel_file} on "
+                                     f"cuda:{device_index} failed: {type(exc).__name__}: {exc}") from exc
+        return {name: _functions[(*mkey, name)] for name in names}
 
 
 def launch_config(total: int, sm_count: int) -> tuple[int, int]:
@@ -331,23 +304,46 @@ def _cupy_args(args: Sequence[Arg]) -> tuple[Any, ...]:
     return tuple(conv[a.kind](a.value) for a in args)
 
 
+def _torch_stream(index: int) -> int:
+    """The handle of torch's current stream on ``cuda:<index>``."""
+    return torch.cuda.current_stream(index).cuda_stream
+
+
+def _multiprocessor_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _stream(cupy: Any, index: int, handle: int) -> Any:
+    """One ``cupy.cuda.ExternalStream`` per (device, torch stream), created once (ExternalStream is deprecated in
+    CuPy 14; its warning is silenced here, not at every launch)."""
+    key = (index, handle)
+    stream = _streams.get(key)
+    if stream is None:
+        with _lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            stream = _streams.setdefault(key, cupy.cuda.ExternalStream(handle, index))
+    return stream
+
+
 def cupy_launch(kernel_file: str, name: str, total: int, args: Sequence[Arg], device: torch.device,
                 prefetch: int | None = None) -> None:
     """Launch kernel ``name`` of ``kernels/<kernel_file>`` (compiled on first use, one module per storage dtype
-    and ``prefetch``) with CuPy on ``device`` and torch's current stream of that device."""
+    and ``prefetch``) with CuPy on ``device`` and torch's current stream of that device.
+
+    The caller makes ``device`` the current CUDA device (``forward``/``backward`` run under
+    ``torch.cuda.device``), so CuPy picks the kernel loaded on it.
+    """
     cupy = _import_cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    suffix = name.rsplit("_", 1)[1]
-    fn = _function(index, suffix, name, kernel_file, prefetch)
+    base, suffix = name.rsplit("_", 1)
+    fn = _functions.get((index, suffix, (kernel_file, prefetch), base))
+    if fn is None:
+        fn = load_kernels(index, suffix, kernel_file, prefetch, (base,))[base]
     if index not in _sm_count:
-        _sm_count[index] = torch.cuda.get_device_properties(index).multi_processor_count
+        _sm_count[index] = _multiprocessor_count(index)
     grid, block = launch_config(total, _sm_count[index])
-    stream_ptr = torch.cuda.current_stream(index).cuda_stream
-    with cupy.cuda.Device(index), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # ExternalStream is deprecated in CuPy 14
-        stream = cupy.cuda.ExternalStream(stream_ptr, index)
-        with stream:
-            fn((grid,), (block,), _cupy_args(args))
+    with _stream(cupy, index, _torch_stream(index)):
+        fn((grid,), (block,), _cupy_args(args))
 
 
 def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
@@ -364,7 +360,7 @@ _CTYPES = {"ptr": ctypes.c_void_p, "i64": ctypes.c_longlong, "i32": ctypes.c_int
 def host_library(prefetch: int | None = None, kernel_file: str = KERNEL_FILE) -> ctypes.CDLL:
     """``kernels/<kernel_file>`` compiled as C++ behind ``host_shim.h`` (cached on disk as
     ``<stem>_host``)."""
-    from parrnn.ops._cbuild import build_library  # noqa: PLC0415
+    from parrnn.ops.build import build_library  # noqa: PLC0415
 
     flags = () if prefetch is None else (f"-DPARRNN_PREFETCH={prefetch}",)
     return build_library(f"{Path(kernel_file).stem}_host", [kernel_source(kernel_file)], flags)
@@ -394,10 +390,8 @@ def make_host_launcher(block: int = 128, max_grid: int = _MAX_GRID, prefetch: in
 
 # ---- the fused backend module contract ---------------------------------------------------------------------
 
-def availability() -> tuple[bool, str]:
-    """``(True, description)`` when CuPy and a CUDA GPU are usable, else ``(False, why not)``.
-
-    Compiles nothing (the kernels compile on first use)."""
+def _base_availability() -> tuple[bool, str]:
+    """Whether CuPy, a CUDA device and NVRTC are usable (compiles nothing)."""
     try:
         cupy = _import_cupy()
     except Exception as exc:  # ImportError, or a broken CuPy/CUDA install
@@ -418,20 +412,35 @@ def availability() -> tuple[bool, str]:
     return True, f"CuPy {cupy.__version__}, NVRTC {major}.{minor}, {n} CUDA device(s)"
 
 
-def _require_cuda(*tensors: Tensor | None) -> None:
-    dev = tensors[0].device  # type: ignore[union-attr]
+def availability(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 kernel_file: str = KERNEL_FILE, names: Sequence[str] = KERNELS) -> tuple[bool, str]:
+    """``(True, description)`` when the kernels of ``kernels/<kernel_file>`` are compiled and loaded for
+    ``device`` (default: the current CUDA device) and storage ``dtype``, else ``(False, why not)``; a failed
+    compilation's reason carries the NVRTC log.
+
+    The first call per (device, dtype) compiles (seconds; CuPy caches the binary on disk)."""
+    ok, why = _base_availability()
+    if not ok:
+        return ok, why
+    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device())
     if dev.type != "cuda":
-        raise ValueError(f"parrnn cuda backend needs CUDA tensors, got {dev}")
-    for t in tensors[1:]:
-        if t is not None and t.device != dev:
-            raise ValueError(f"all tensors must be on {dev}, got one on {t.device}")
+        return False, f"the CUDA kernels run on CUDA devices, not {dev}"
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    if dtype not in SUFFIX:
+        return False, f"no CUDA kernel for dtype {dtype}"
+    try:
+        load_kernels(index, SUFFIX[dtype], kernel_file, prefetch_depth() if kernel_file == KERNEL_FILE else None,
+                     names)
+    except Exception as exc:
+        return False, str(exc)
+    return True, f"{why}; kernels/{kernel_file} compiled for cuda:{index} ({SUFFIX[dtype]})"
 
 
 def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
             mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
             scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
     """Fused CUDA forward: ``(h (L, N, C), c_n (N, C), c_all (L, N, C))`` (see the module docstring)."""
-    _require_cuda(u, x, weight_c, bias, c0, mask_pad, drop_mask)
+    require_device(u.device, ("cuda",), "cuda")
     with torch.cuda.device(u.device):
         return forward_with(cupy_launcher, u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
                             use_tanh, scale_x)
@@ -442,7 +451,7 @@ def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weig
              bidirectional: bool, use_tanh: bool,
              scale_x: float) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
     """Fused CUDA backward: ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)`` (module docstring)."""
-    _require_cuda(u, grad_h, grad_c_n, x, weight_c, bias, c0, mask_pad, drop_mask, c_all)
+    require_device(u.device, ("cuda",), "cuda")
     with torch.cuda.device(u.device):
         return backward_with(cupy_launcher, grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask,
                              c_all, bidirectional, use_tanh, scale_x)

@@ -1,24 +1,26 @@
 """Backend selection and the ``torch.library`` custom op for the SRU recurrence.
 
-The layers call :func:`sru_recurrence`; it validates nothing (the layers do) and routes to
+The layers call [sru_recurrence][parrnn.ops.dispatch.sru_recurrence]; it validates every argument
+([parrnn.ops.glue.validate][]) and routes to
 
 * ``"reference"`` -- :mod:`parrnn.ops.reference`, autograd through a Python loop (any device, any dtype);
 * ``"cpu"``       -- :mod:`parrnn.ops.cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
 * ``"cuda"``      -- :mod:`parrnn.ops.cuda`, fused CUDA kernels launched through CuPy;
-* ``"scan"``      -- :mod:`parrnn.ops.scan`, time-parallel chunked scan for the linear (v1) SRU;
-* ``"auto"``      -- the fastest backend that works for the input's device and options.
+* ``"scan"``      -- :mod:`parrnn.ops.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
+* ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.dispatch.AUTO_RULES] that applies and works.
 
 The fused backends share one contract (a *fused backend module*)::
 
-    availability() -> (ok: bool, reason: str)
+    availability(...) -> (ok: bool, reason: str)     # per device (and dtype, where kernels compile per dtype)
     forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
         -> (h, c_n, c_all)                      # c_all (L, N, C): every c_t, saved for backward
     backward(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
              bidirectional, use_tanh, scale_x)
         -> (grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)   # None where the input was None
 
-and are reached through the custom op ``parrnn::sru_forward`` (with autograd and a fake implementation), so
-``torch.compile`` and ``torch.export`` trace SRU models without graph breaks.
+and are reached through the custom op ``parrnn::sru_forward`` (with autograd and a fake implementation; its
+``backend`` argument is the same word the user passes), so ``torch.compile`` and ``torch.export`` trace SRU
+models without graph breaks.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from __future__ import annotations
 import importlib
 import threading
 import warnings
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
 from parrnn.ops import reference
+from parrnn.ops.glue import validate
 
 BACKENDS = ("reference", "cpu", "cuda", "scan")
 _FUSED_MODULES = {"cpu": "parrnn.ops.cpu", "cuda": "parrnn.ops.cuda", "scan": "parrnn.ops.scan"}
-_availability: dict[str, tuple[bool, str]] = {}
+_availability: dict[tuple[str, str, torch.dtype], tuple[bool, str]] = {}
 _lock = threading.Lock()
 _warned: set[str] = set()
 
@@ -44,19 +48,40 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(_FUSED_MODULES[name])
 
 
-def backend_availability(name: str) -> tuple[bool, str]:
-    """Whether backend ``name`` works on this machine, and why not (cached after the first check)."""
+def _default_device(name: str) -> torch.device:
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda" if name == "cuda" else "cpu")
+
+
+def backend_availability(name: str, device: torch.device | str | None = None,
+                         dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
+    """Whether backend ``name`` works for tensors of ``dtype`` on ``device``, and why not (cached).
+
+    ``device`` defaults to the backend's own kind (the current CUDA device for ``cuda``, the CPU otherwise).
+    For ``cuda`` (and ``scan`` on a CUDA device) working means *compiled and loaded* for that device and dtype:
+    the first check compiles the kernels; a failure's reason carries the NVRTC log.
+    """
     if name == "reference":
         return True, "pure PyTorch"
     if name not in _FUSED_MODULES:
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
+    dev = _default_device(name) if device is None else torch.device(device)
+    key = (name, str(dev), dtype)
     with _lock:
-        if name not in _availability:
-            try:
-                _availability[name] = _module(name).availability()
-            except Exception as exc:  # a backend that cannot even be imported is unavailable, never fatal
-                _availability[name] = (False, f"{type(exc).__name__}: {exc}")
-        return _availability[name]
+        if key not in _availability:
+            _availability[key] = _check(name, dev, dtype)
+        return _availability[key]
+
+
+def _check(name: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+    if name in ("cpu", "cuda") and device.type != name:
+        return False, f"the {name} backend runs on {name} tensors, not {device.type}"
+    try:
+        mod = _module(name)
+        return mod.availability() if name == "cpu" else mod.availability(device, dtype)
+    except Exception as exc:  # a backend that cannot even be imported is unavailable, never fatal
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 # torch.compile must call backend_availability once while tracing and treat its result as a constant (its lock and
@@ -67,57 +92,130 @@ backend_availability._dynamo_marked_constant = True  # type: ignore[attr-defined
 
 
 def available_backends() -> dict[str, tuple[bool, str]]:
-    """Report every backend: ``{name: (works_here, reason)}``.
+    """Report every backend on its own kind of device (float32): ``{name: (works_here, reason)}``.
 
-    Checking the ``cpu`` backend compiles its C++ library on first use (a few seconds, cached on disk).
+    Checking ``cpu`` compiles its C++ library on first use (a few seconds, cached on disk); checking ``cuda``
+    compiles its kernels for the current GPU. ``scan`` is reported for the CPU.
     """
     return {name: backend_availability(name) for name in BACKENDS}
+
+
+def precompile(device: torch.device | str = "cpu",
+               dtypes: tuple[torch.dtype, ...] | list[torch.dtype] = (torch.float32,)) -> dict[str, tuple[bool, str]]:
+    """Compile and load every kernel a model may run on ``device`` for each storage dtype in ``dtypes``, now:
+    before CUDA-graph capture, a timed loop, or forking workers.
+
+    On the CPU that is the ``cpu`` backend's library and the CPU scan; on a CUDA device the ``cuda`` kernels and
+    the CUDA scan's kernels, per dtype. Returns ``{"<backend> <dtype>": (ok, reason)}``; a failure is reported,
+    not raised (``backend="auto"`` falls back; an explicit backend raises with the same reason when used).
+
+    Example: ``parrnn.precompile("cuda:0", dtypes=[torch.bfloat16])``.
+    """
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"precompile: device must be a cpu or cuda device, got {dev}")
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    report = {}
+    for dtype in dtypes:
+        for name in (dev.type, "scan"):
+            report[f"{name} {str(dtype).removeprefix('torch.')}"] = backend_availability(name, dev, dtype)
+    return report
+
+
+# ---- backend="auto" -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AutoRule:
+    """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the problem qualifies.
+
+    ``measurement`` names the run that justifies the row. A row without a measurement on its kind of device may
+    only name that device's default kernel (the one every input can run), never an alternative to it.
+    """
+
+    device: str
+    backend: str
+    measurement: str
+    linear_only: bool = False
+    min_threads: int = 1
+    min_elements: int = 0  # L * N * C
+
+    def applies(self, device: torch.device, *, linear: bool, batch_columns: int, length: int) -> bool:
+        return (device.type == self.device and (linear or not self.linear_only)
+                and torch.get_num_threads() >= self.min_threads and batch_columns * length >= self.min_elements)
+
+
+#: ``backend="auto"``: the first row that applies to the call and whose backend works there (the last row of a
+#: device is its default kernel; if that one does not work, one warning and the reference loop).
+AUTO_RULES: tuple[AutoRule, ...] = (
+    AutoRule("cpu", "scan", linear_only=True, min_threads=2, min_elements=1 << 23,
+             measurement="docs/scan.md (CPU measurements): quiet 2-core Zen 3, "
+                         "`python benchmarks/scan_speed.py --reps 7`: with 2 threads the scan is 1.3-1.6x faster "
+                         "than the cpu backend at every L*N*C >= 2**23 and 0.35-0.8x below"),
+    AutoRule("cpu", "cpu", measurement="docs/cpu-speed.md: the fused C++ kernel against the reference loop"),
+    # The CUDA scan has never run on a GPU: it gets a row (with its thresholds) only once benchmarks/gpu_check.sh
+    # has measured it against the cuda backend.
+    AutoRule("cuda", "cuda", measurement="not yet measured on a GPU: the device's default kernel (checked "
+                                         "against the reference on the CPU through the host shim)"),
+)
+
+
+def auto_backend(device: torch.device, *, linear: bool, batch_columns: int, length: int,
+                 dtype: torch.dtype = torch.float32) -> str:
+    """The backend ``backend="auto"`` runs for this call (see [AUTO_RULES][parrnn.ops.dispatch.AUTO_RULES])."""
+    default = None
+    for rule in AUTO_RULES:
+        if not rule.applies(device, linear=linear, batch_columns=batch_columns, length=length):
+            continue
+        ok, why = backend_availability(rule.backend, device, dtype)
+        if ok:
+            return rule.backend
+        default = (rule.backend, why)
+    if default is not None:
+        name, why = default
+        _warn_once(f"{name} {device} {dtype}",
+                   f"parrnn: the {name!r} backend is unavailable on {device} for {dtype} ({_summary(why)}); "
+                   "falling back to the slow pure-PyTorch reference recurrence.")
+    return "reference"
+
+
+def _summary(reason: str) -> str:
+    """The first three error lines of ``reason`` (a compiler log), else its first line."""
+    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return " | ".join((errors or lines or ["unknown reason"])[:3])[:600]
 
 
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def resolve_backend(backend: str, device: torch.device, *, linear: bool, batch_columns: int, length: int) -> str:
+def resolve_backend(backend: str, device: torch.device, *, linear: bool, batch_columns: int, length: int,
+                    dtype: torch.dtype = torch.float32) -> str:
     """Pick the backend for one call.
 
-    ``backend="auto"`` uses the fused kernel for the device (cuda on GPU, cpu on CPU) and falls back to the
-    reference loop with one warning when that backend is unavailable. The time-parallel scan is chosen for the
-    linear SRU only where it was measured faster (see :func:`parrnn.ops.scan.prefer_scan`).
-    An explicit backend that cannot run raises ``RuntimeError`` with the reason.
+    ``backend="auto"``: [auto_backend][parrnn.ops.dispatch.auto_backend]. An explicit backend that cannot run
+    raises ``RuntimeError`` with the reason (for ``cuda``, the NVRTC log).
     """
     if backend == "reference":
         return backend
     if backend == "auto":
-        native = "cuda" if device.type == "cuda" else "cpu" if device.type == "cpu" else None
-        if native is None:
-            return "reference"
-        ok, why = backend_availability(native)
-        if not ok:
-            _warn_once(native, f"parrnn: the {native!r} backend is unavailable ({why}); "
-                               "falling back to the slow pure-PyTorch reference recurrence.")
-            return "reference"
-        if linear and backend_availability("scan")[0] and _module("scan").prefer_scan(
-                device, batch_columns=batch_columns, length=length):
-            return "scan"
-        return native
-    ok, why = backend_availability(backend)
-    if not ok:
-        raise RuntimeError(f"parrnn: backend {backend!r} is unavailable here: {why}")
+        return auto_backend(device, linear=linear, batch_columns=batch_columns, length=length, dtype=dtype)
     if backend in ("cpu", "cuda") and device.type != backend:
         raise ValueError(f"backend={backend!r} needs tensors on a {backend} device, got device {device}")
     if backend == "scan" and not linear:
         raise ValueError("backend='scan' needs the linear recurrence (version='v1'); "
                          "the v2 peephole makes f_t depend on c_{t-1}")
+    ok, why = backend_availability(backend, device, dtype)
+    if not ok:
+        raise RuntimeError(f"parrnn: backend {backend!r} is unavailable on {device} for {dtype}: {why}")
     return backend
 
 
-def _fused_module(device: torch.device, algorithm: str) -> ModuleType:
-    if algorithm == "scan":
-        return _module("scan")
-    return _module("cuda" if device.type == "cuda" else "cpu")
+def _fused_module(backend: str) -> ModuleType:
+    return _module(backend)
 
 
 @torch.library.custom_op("parrnn::sru_forward", mutates_args=())
@@ -132,15 +230,15 @@ def sru_forward_op(
     bidirectional: bool,
     use_tanh: bool,
     scale_x: float,
-    algorithm: str,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused forward: ``(h, c_n, c_all)``. ``algorithm`` is ``"sequential"`` or ``"scan"``."""
-    mod = _fused_module(u.device, algorithm)
+    """Fused forward: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"`` or ``"scan"``)."""
+    mod = _fused_module(backend)
     return mod.forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
 
 
 @sru_forward_op.register_fake
-def _(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, algorithm):
+def _(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend):
     length, batch, _, cols = u.shape
     state_dtype = torch.promote_types(u.dtype, torch.float32)
     return (u.new_empty(length, batch, cols), u.new_empty(batch, cols),
@@ -162,11 +260,11 @@ def sru_backward_op(
     bidirectional: bool,
     use_tanh: bool,
     scale_x: float,
-    algorithm: str,
+    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Fused backward. Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input
     was ``None`` comes back as an empty tensor (custom ops cannot return ``None``)."""
-    mod = _fused_module(u.device, algorithm)
+    mod = _fused_module(backend)
     grads = mod.backward(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
                          bidirectional, use_tanh, scale_x)
     return tuple(u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
@@ -174,26 +272,26 @@ def sru_backward_op(
 
 @sru_backward_op.register_fake
 def _(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all, bidirectional, use_tanh,
-      scale_x, algorithm):
+      scale_x, backend):
     def like(t: Tensor | None) -> Tensor:
         return u.new_empty(0) if t is None else torch.empty_like(t)
     return torch.empty_like(u), like(x), like(weight_c), torch.empty_like(bias), torch.empty_like(c0)
 
 
 def _setup_context(ctx, inputs, output):
-    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, algorithm = inputs
+    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend = inputs
     ctx.save_for_backward(u, x, weight_c, bias, c0, mask_pad, drop_mask, output[2])
-    ctx.options = (bidirectional, use_tanh, scale_x, algorithm)
+    ctx.options = (bidirectional, use_tanh, scale_x, backend)
 
 
 def _backward(ctx, grad_h, grad_c_n, _grad_c_all):
     u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all = ctx.saved_tensors
-    bidirectional, use_tanh, scale_x, algorithm = ctx.options
+    bidirectional, use_tanh, scale_x, backend = ctx.options
     grad_h = torch.zeros_like(c_all, dtype=u.dtype) if grad_h is None else grad_h
     grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
     gu, gx, gwc, gb, gc0 = sru_backward_op(
         grad_h.contiguous(), grad_c_n.contiguous(), u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
-        bidirectional, use_tanh, scale_x, algorithm)
+        bidirectional, use_tanh, scale_x, backend)
     return (gu, None if x is None else gx, None if weight_c is None else gwc, gb, gc0,
             None, None, None, None, None, None)
 
@@ -215,10 +313,15 @@ def sru_recurrence(
     scale_x: float = 1.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`."""
-    length, batch, _, cols = u.shape
+    """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`.
+
+    Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend."""
+    if backend not in BACKENDS + ("auto",):
+        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
+    length, batch, _, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
+                                      check_dtype=backend not in ("reference", "auto"))
     name = resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
-                           length=length)
+                           length=length, dtype=u.dtype)
     if name == "reference":
         return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
                                         bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
@@ -228,6 +331,5 @@ def sru_recurrence(
 
     h, c_n, _ = sru_forward_op(
         u.contiguous(), contiguous(x), contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x),
-        "scan" if name == "scan" else "sequential")
+        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
     return h, c_n

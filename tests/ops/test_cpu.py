@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from parrnn.ops import _cbuild, dispatch, reference
+from parrnn.ops import build, dispatch, reference
 
 try:
-    _cbuild.find_compiler()
-except _cbuild.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
+    build.find_compiler()
+except build.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
     pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
 
 from parrnn.ops import cpu  # noqa: E402

@@ -18,14 +18,14 @@ import torch
 from _helpers import Case, assert_close, assert_grads, random_grads, reference_values_and_grads
 from torch import Tensor
 
-from parrnn.ops import _cbuild, dispatch
+from parrnn.ops import build, dispatch
 
 try:
-    _cbuild.find_compiler()
-except _cbuild.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
+    build.find_compiler()
+except build.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
     pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
 
-from parrnn.ops import scan  # noqa: E402
+from parrnn.ops import scan, scan_cpu, scan_cuda  # noqa: E402
 
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
        torch.float16: (1e-2, 1e-2)}
@@ -67,15 +67,15 @@ def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirect
 
 
 def run_cpu(case, grad_h, grad_c_n, threads):
-    fwd = scan.cpu_forward(*case.inputs(), *case.flags(), threads=threads)
-    bwd = scan.cpu_backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
+    fwd = scan_cpu.forward(*case.inputs(), *case.flags(), threads=threads)
+    bwd = scan_cpu.backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
     return fwd, bwd
 
 
 def run_kernels(case, grad_h, grad_c_n, chunk_len, launcher=None):
     launch = launcher or host_launcher()
-    fwd = scan.forward_with(launch, *case.inputs(), *case.flags(), chunk_len=chunk_len)
-    bwd = scan.backward_with(launch, grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(),
+    fwd = scan_cuda.forward_with(launch, *case.inputs(), *case.flags(), chunk_len=chunk_len)
+    bwd = scan_cuda.backward_with(launch, grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(),
                              chunk_len=chunk_len)
     return fwd, bwd
 
@@ -85,7 +85,7 @@ _HOST: list = []
 
 def host_launcher():
     if not _HOST:
-        _HOST.append(scan.make_host_launcher())
+        _HOST.append(scan_cuda.make_host_launcher())
     return _HOST[0]
 
 
@@ -123,7 +123,7 @@ def compare(case: Case, result, h_ref: Tensor, c_ref: Tensor, g_ref: dict) -> No
 @pytest.fixture
 def split_short(monkeypatch):
     """Let the CPU scan split even very short sequences into chunks."""
-    monkeypatch.setattr(scan, "CPU_MIN_STEPS_PER_THREAD", 1)
+    monkeypatch.setattr(scan_cpu, "CPU_MIN_STEPS_PER_THREAD", 1)
 
 
 # ---- every option, both implementations ---------------------------------------------------------------------------
@@ -162,25 +162,25 @@ def test_cpu_chunk_boundaries(split_short, length):
 
 
 def test_cpu_chunk_bounds():
-    assert scan.cpu_chunk_bounds(100, 1, 0.5) == [0, 100]
-    assert scan.cpu_chunk_bounds(100, 2, 0.5) == [0, 100]  # too short to split
-    b = scan.cpu_chunk_bounds(10_000, 2, 0.5)
+    assert scan_cpu.cpu_chunk_bounds(100, 1, 0.5) == [0, 100]
+    assert scan_cpu.cpu_chunk_bounds(100, 2, 0.5) == [0, 100]  # too short to split
+    b = scan_cpu.cpu_chunk_bounds(10_000, 2, 0.5)
     assert b[0] == 0 and b[-1] == 10_000 and len(b) == 4 and all(x < y for x, y in zip(b, b[1:], strict=False))
     assert b[2] - b[1] == b[3] - b[2]  # the fix-up chunks are equal; chunk 0 ~ r/(P+r) of the steps
     assert abs(b[1] - 10_000 * 0.5 / 2.5) <= 1
 
 
 def test_gpu_chunk_len():
-    assert scan.gpu_chunk_len(1, 64) == 1
-    assert scan.gpu_chunk_len(65536, 64) * 64 * (65536 // scan.gpu_chunk_len(65536, 64)) >= 65536 * 64 // 2
-    assert scan.gpu_chunk_len(65536, 1 << 20) == 65536  # enough columns: one chunk (the sequential kernel)
-    assert scan.gpu_chunk_len(100, 1) >= scan.GPU_MIN_CHUNK
+    assert scan_cuda.gpu_chunk_len(1, 64) == 1
+    assert scan_cuda.gpu_chunk_len(65536, 64) * 64 * (65536 // scan_cuda.gpu_chunk_len(65536, 64)) >= 65536 * 64 // 2
+    assert scan_cuda.gpu_chunk_len(65536, 1 << 20) == 65536  # enough columns: one chunk (the sequential kernel)
+    assert scan_cuda.gpu_chunk_len(100, 1) >= scan_cuda.GPU_MIN_CHUNK
 
 
 def test_kernel_grid_stride_loops():
     """A grid capped at 2 blocks of 64 threads makes every kernel walk its (chunk, column) grid-stride loop."""
     case = make_case(20, 3, 20, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, seed=9)
-    launch = scan.make_host_launcher(block=64, max_grid=2)
+    launch = scan_cuda.make_host_launcher(block=64, max_grid=2)
     check(case, lambda c, gh, gcn, chunk: run_kernels(c, gh, gcn, chunk, launch), 3)
 
 
@@ -243,18 +243,19 @@ def test_backend_selection():
     with pytest.raises(ValueError, match="linear"):
         dispatch.resolve_backend("scan", torch.device("cpu"), linear=False, batch_columns=8, length=8)
     assert dispatch.resolve_backend("scan", torch.device("cpu"), linear=True, batch_columns=8, length=8) == "scan"
-    assert scan.prefer_scan(torch.device("cpu"), batch_columns=4096, length=16) is False
+    cpu = torch.device("cpu")
+    assert dispatch.auto_backend(cpu, linear=True, batch_columns=4096, length=16) == "cpu"
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert scan.prefer_scan(torch.device("cpu"), batch_columns=128, length=65536) is True
-        assert scan.prefer_scan(torch.device("cpu"), batch_columns=64, length=65536) is False
+        assert dispatch.auto_backend(cpu, linear=True, batch_columns=128, length=65536) == "scan"
+        assert dispatch.auto_backend(cpu, linear=True, batch_columns=64, length=65536) == "cpu"
         assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=True, batch_columns=512,
                                         length=16384) == "scan"
         assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=False, batch_columns=512,
                                         length=16384) == "cpu"
         torch.set_num_threads(1)
-        assert scan.prefer_scan(torch.device("cpu"), batch_columns=128, length=65536) is False
+        assert dispatch.auto_backend(cpu, linear=True, batch_columns=128, length=65536) == "cpu"
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="linear"):
@@ -329,7 +330,7 @@ def test_long_sequence_float32_precision(split_short):
 # ---- the CUDA scan on a GPU ----------------------------------------------------------------------------------------
 
 def _cuda_ok() -> bool:
-    return torch.cuda.is_available() and scan._cuda.availability()[0]
+    return torch.cuda.is_available() and scan.availability("cuda")[0]
 
 
 @pytest.mark.gpu
@@ -343,8 +344,8 @@ def test_gpu_scan_matches_cpu(dtype, chunk_len):
     gcn = torch.randn(3, 80, dtype=torch.float64).to(dtype)
     (h, c_n, c_all), g = run_cpu(case, gh, gcn, 1)
     cuda = Case(*(None if t is None else t.cuda() for t in case.inputs()), *case.flags())
-    fwd = scan.forward_with(scan.cupy_launcher, *cuda.inputs(), *cuda.flags(), chunk_len=chunk_len)
-    bwd = scan.backward_with(scan.cupy_launcher, gh.cuda(), gcn.cuda(), *cuda.inputs(), fwd[2], *cuda.flags(),
+    fwd = scan_cuda.forward_with(scan_cuda.cupy_launcher, *cuda.inputs(), *cuda.flags(), chunk_len=chunk_len)
+    bwd = scan_cuda.backward_with(scan_cuda.cupy_launcher, gh.cuda(), gcn.cuda(), *cuda.inputs(), fwd[2], *cuda.flags(),
                              chunk_len=chunk_len)
     rtol, atol = TOL[dtype]
     for a, b in ((fwd[0], h), (fwd[1], c_n), (fwd[2], c_all), *zip(bwd, g, strict=True)):

@@ -1,4 +1,4 @@
-"""parrnn.ops.gru: the many-rows CPU GRU equals torch.nn.GRU (values and gradients, float64 gradcheck) for
+"""parrnn.gru_rows: the many-rows CPU GRU equals torch.nn.GRU (values and gradients, float64 gradcheck) for
 every layout, direction, depth and bias setting, and is used only where it applies."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from parrnn.ops.gru import fast_gru_applies, gru_rows, step_kernels
+from parrnn.gru_rows import fast_gru_applies, gru_rows, step_kernels
 
 
 @pytest.fixture(params=["kernels", "torch-ops"], autouse=True)

@@ -134,12 +134,13 @@ def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[...,
     if dtype not in DTYPES or os.environ.get("PARRNN_GRU_KERNELS", "1") == "0":
         return None
     from parrnn.ops import cpu
+    from parrnn.ops.glue import dtype_suffix
 
     try:
         lib = cpu.load_library()
     except Exception:  # no compiler / build failed: cpu.availability() reports why
         return None
-    suffix = cpu.dtype_suffix(dtype)
+    suffix = dtype_suffix(dtype)
     return getattr(lib, f"parrnn_gru_forward_step_{suffix}"), getattr(lib, f"parrnn_gru_backward_step_{suffix}")
 
 

@@ -1,10 +1,10 @@
-"""``python -m parrnn.kernels check``: every CUDA kernel variant compiles with NVRTC from pip (no GPU)."""
+"""``python -m parrnn.nvrtc_check check``: every CUDA kernel variant compiles with NVRTC from pip (no GPU)."""
 
 from __future__ import annotations
 
 import pytest
 
-from parrnn import kernels
+from parrnn import nvrtc_check
 
 SAMPLE_LOG = """ptxas info    : 0 bytes gmem
 ptxas info    : Compiling entry function 'sru_backward_f32' for 'sm_90'
@@ -19,38 +19,39 @@ ptxas info    : Used 74 registers, used 0 barriers
 
 
 def test_parse_ptxas_log():
-    reports = kernels.parse_ptxas_log(SAMPLE_LOG)
+    reports = nvrtc_check.parse_ptxas_log(SAMPLE_LOG)
     bwd, fwd = reports["sru_backward_f32"], reports["sru_forward_f32"]
     assert (bwd.registers, bwd.stack, bwd.spill_stores, bwd.spill_loads) == (96, 8, 4, 12)
     assert (fwd.registers, fwd.spill_stores, fwd.spill_loads) == (74, 0, 0)
 
 
 def test_check_skips_cleanly_without_nvrtc(monkeypatch, capsys):
-    monkeypatch.setattr(kernels, "load_nvrtc", lambda: (None, "not installed (test)"))
-    assert kernels.main(["check"]) == 0
+    monkeypatch.setattr(nvrtc_check, "load_nvrtc", lambda: (None, "not installed (test)"))
+    assert nvrtc_check.main(["check"]) == 0
     assert "SKIPPED" in capsys.readouterr().out
-    assert kernels.main(["check", "--require"]) == 1
+    assert nvrtc_check.main(["check", "--require"]) == 1
 
 
 def test_every_variant_compiles(capsys):
-    nvrtc, why = kernels.load_nvrtc()
+    nvrtc, why = nvrtc_check.load_nvrtc()
     if nvrtc is None:
         pytest.skip(f"NVRTC not installed: {why}")
     # one architecture keeps the suite fast; `make test` runs the full check (sm_80 and sm_90)
-    assert kernels.main(["check", "--arch", "sm_90"]) == 0
+    assert nvrtc_check.main(["check", "--arch", "sm_90"]) == 0
     out = capsys.readouterr().out
-    for suffix in kernels.DTYPE_SUFFIXES:
-        for kernel in kernels.KERNELS:
-            assert f"{kernel}_{suffix}" in out
-    assert "OK: 4 variants" in out
+    for suffix in nvrtc_check.DTYPE_SUFFIXES:
+        for kernel_file in nvrtc_check.KERNEL_FILES:
+            for kernel in kernel_file.kernels:
+                assert f"{kernel}_{suffix}" in out
+    assert "OK: 8 variants" in out
 
 
 def test_compile_failure_is_reported(monkeypatch, capsys):
-    nvrtc, why = kernels.load_nvrtc()
+    nvrtc, why = nvrtc_check.load_nvrtc()
     if nvrtc is None:
         pytest.skip(f"NVRTC not installed: {why}")
     import parrnn.ops.cuda as cuda_backend
 
-    monkeypatch.setattr(cuda_backend, "kernel_code", lambda: "this is not CUDA;")
-    assert kernels.main(["check", "--arch", "sm_80"]) == 1
+    monkeypatch.setattr(cuda_backend, "kernel_code", lambda name: "this is not CUDA;")
+    assert nvrtc_check.main(["check", "--arch", "sm_80"]) == 1
     assert "FAILED" in capsys.readouterr().out

@@ -4,6 +4,8 @@ Used by the CPU backend (``kernels/sru_cpu.cpp``) and by the tests that run the 
 CPU behind ``kernels/host_shim.h``. No torch headers are involved, so a build takes a second or two; the
 library is cached under ``$PARRNN_CACHE_DIR`` (default ``~/.cache/parrnn``) keyed by a hash of the sources,
 the included headers, the flags and the compiler, so a changed kernel is rebuilt and an unchanged one is not.
+A ``-march=native`` build is also keyed by this CPU's identity ([cpu_tag][parrnn.ops.build.cpu_tag]), so a cache
+directory shared by machines with different CPUs never loads a library built for another CPU (SIGILL).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +44,28 @@ def find_compiler() -> str:
     raise BuildError("no C++ compiler found (set CXX, or install g++)")
 
 
+def cpu_tag() -> str:
+    """A short hash of this CPU's model and feature flags (the cache key of ``-march=native`` builds)."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    text += line
+                if line.strip() == "":
+                    break  # the first processor is enough
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def cache_key(name: str, sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str:
+    """``<name>[-<cpu_tag>]-<digest>``: the library's file stem in the cache. The CPU tag is there exactly when
+    ``flags`` contain ``-march=native``."""
+    cpu = f"-{cpu_tag()}" if "-march=native" in flags else ""
+    return f"{name}{cpu}-{_digest(sources, flags, compiler)}"
+
+
 def _digest(sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str:
     h = hashlib.sha256()
     for header in sorted(kernel_dir().glob("*.h*")):
@@ -56,12 +81,12 @@ def _digest(sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str
 def build_library(name: str, sources: Sequence[Path], flags: Sequence[str] = ()) -> ctypes.CDLL:
     """Compile ``sources`` (C++; ``.cu`` files are compiled as C++) into ``lib<name>.so`` and load it.
 
-    Flags always include ``-O3 -shared -fPIC -std=c++17`` and ``-I kernels/``. Raises :class:`BuildError` with
-    the compiler output when compilation fails.
+    Flags always include ``-O3 -shared -fPIC -std=c++17`` and ``-I kernels/``. Raises `BuildError` with
+    the compiler output when compilation fails. Cached under [cache_key][parrnn.ops.build.cache_key].
     """
     compiler = find_compiler()
     all_flags = ["-O3", "-std=c++17", "-shared", "-fPIC", f"-I{kernel_dir()}", *flags]
-    key = f"{name}-{_digest(sources, all_flags, compiler)}"
+    key = cache_key(name, sources, all_flags, compiler)
     with _lock:
         if key in _loaded:
             return _loaded[key]

@@ -1,0 +1,143 @@
+"""The CPU implementation of the time-parallel scan (``kernels/sru_scan_cpu.cpp``): ctypes glue.
+
+The three phases of :mod:`parrnn.ops.scan` with columns innermost (SIMD) and std::threads over chunks of time.
+Shapes as in :mod:`parrnn.ops.reference`; float16/bfloat16 run in float32 copies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+from torch import Tensor
+
+from parrnn._paths import kernel_source
+from parrnn.ops.build import build_library
+from parrnn.ops.glue import SUFFIX, acc_dtype, as_dtype, ptr, require_device, validate
+
+CPU_FILE = "sru_scan_cpu.cpp"
+#: As the sequential CPU backend (kernels/sru_cpu.cpp), but threads are std::thread (-pthread), not OpenMP:
+#: -fno-trapping-math lets g++ if-convert the selects in sru_step.cuh so the column loops vectorize;
+#: no -ffast-math (NaN/inf propagate).
+CPU_FLAGS: tuple[str, ...] = ("-march=native", "-pthread", "-fno-math-errno", "-fno-trapping-math")
+#: Cost of a *reduce* step relative to a fused step (forward, backward), measured on a Zen3 core
+#: (``docs/scan.md``); it sizes the first chunk, which runs the fused recurrence while the others reduce.
+CPU_REDUCE_COST = {"forward": 0.45, "backward": 0.7}
+#: Below this many steps per thread the scan is not split (thread start-up dominates).
+CPU_MIN_STEPS_PER_THREAD = 256
+
+
+def cpu_chunk_bounds(length: int, threads: int, reduce_cost: float) -> list[int]:
+    """Chunk boundaries ``[0, ..., length]`` of the CPU scan (in processing order).
+
+    One chunk (the plain sequential recurrence) for one thread or short sequences; else ``threads + 1`` chunks:
+    chunk 0 of ``r/(P+r)`` of the steps (it runs the fused pass while the other threads reduce chunks
+    1..P-1), then ``P`` equal chunks, one per thread in the fix-up phase (``P`` threads, ``r`` the reduce cost).
+    """
+    if threads <= 1 or length < threads * CPU_MIN_STEPS_PER_THREAD:
+        return [0, length]
+    first = int(round(length * reduce_cost / (threads + reduce_cost)))
+    first = min(max(first, 1), length - threads)
+    bounds = [0, first]
+    rest = length - first
+    for i in range(1, threads + 1):
+        bounds.append(first + (rest * i) // threads)
+    return bounds
+
+
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
+
+
+def library() -> ctypes.CDLL:
+    """``kernels/sru_scan_cpu.cpp`` compiled (cached on disk, per CPU: ``-march=native``) and loaded, with its
+    ctypes signatures set."""
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = build_library("sru_scan_cpu", [kernel_source(CPU_FILE)], CPU_FLAGS)
+            for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+                fwd = getattr(lib, f"sru_scan_cpu_forward_{suffix}")
+                fwd.restype = ctypes.c_int
+                fwd.argtypes = [_P] * 9 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
+                bwd = getattr(lib, f"sru_scan_cpu_backward_{suffix}")
+                bwd.restype = ctypes.c_int
+                bwd.argtypes = [_P] * 13 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
+            _lib = lib
+        return _lib
+
+
+def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
+                drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
+                threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """CPU scan forward: ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. float16/bfloat16 run in float32 copies.
+
+    ``threads`` defaults to ``torch.get_num_threads()``; 1 gives the plain sequential recurrence.
+    """
+    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
+    require_device(u.device, ("cpu",), "scan (cpu)")
+    dtype, acc = u.dtype, acc_dtype(u.dtype)
+    threads = torch.get_num_threads() if threads is None else threads
+    uu, xx = as_dtype(u, acc), as_dtype(x, acc)
+    bias_, c0_, drop_ = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask = as_dtype(mask_pad, torch.bool)
+    h = torch.empty((length, batch, cols), dtype=acc)
+    c_all = torch.empty((length, batch, cols), dtype=acc)
+    if length == 0 or batch * cols == 0:
+        return h.to(dtype), c0_.to(dtype), c_all  # type: ignore[union-attr]
+    c_n = torch.empty((batch, cols), dtype=acc)
+    bounds = torch.tensor(cpu_chunk_bounds(length, threads, CPU_REDUCE_COST["forward"]), dtype=torch.int64)
+    fn = getattr(library(), f"sru_scan_cpu_forward_{SUFFIX[acc]}")
+    rc = fn(ptr(uu), ptr(xx), ptr(bias_), ptr(c0_), ptr(mask), ptr(drop_), ptr(h), ptr(c_n), ptr(c_all),
+            length, batch, cols, k, int(bidirectional), int(use_tanh), float(scale_x), ptr(bounds),
+            len(bounds) - 1, max(1, threads))
+    if rc != 0:
+        raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
+    return h.to(dtype), c_n.to(dtype), c_all
+
+
+def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,
+                 mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor, bidirectional: bool,
+                 use_tanh: bool, scale_x: float,
+                 threads: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+    """CPU scan backward: ``(grad_u, grad_x, None, grad_bias, grad_c0)``, each in its input's dtype."""
+    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
+                                      grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    require_device(u.device, ("cpu",), "scan (cpu)")
+    acc = acc_dtype(u.dtype)
+    threads = torch.get_num_threads() if threads is None else threads
+    uu, xx = as_dtype(u, acc), as_dtype(x, acc)
+    gh, gcn, call = as_dtype(grad_h, acc), as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
+    bias_, c0_, drop_ = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask = as_dtype(mask_pad, torch.bool)
+    grad_u = torch.empty((length, batch, k, cols), dtype=acc)
+    grad_x = None if x is None else torch.empty((length, batch, cols), dtype=acc)
+    grad_bias_part = torch.zeros((2, batch, cols), dtype=acc)
+    grad_c0 = gcn.clone()  # type: ignore[union-attr]
+    if length > 0 and batch * cols > 0:
+        bounds = torch.tensor(cpu_chunk_bounds(length, threads, CPU_REDUCE_COST["backward"]), dtype=torch.int64)
+        fn = getattr(library(), f"sru_scan_cpu_backward_{SUFFIX[acc]}")
+        rc = fn(ptr(gh), ptr(gcn), ptr(uu), ptr(xx), ptr(bias_), ptr(c0_), ptr(mask), ptr(drop_),
+                ptr(call), ptr(grad_u), ptr(grad_x), ptr(grad_bias_part), ptr(grad_c0), length, batch, cols,
+                k, int(bidirectional), int(use_tanh), float(scale_x), ptr(bounds), len(bounds) - 1,
+                max(1, threads))
+        if rc != 0:
+            raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
+    else:
+        grad_u.zero_()
+        if grad_x is not None:
+            grad_x.zero_()
+    return (grad_u.to(u.dtype), None if grad_x is None else grad_x.to(x.dtype), None,  # type: ignore[union-attr]
+            grad_bias_part.sum(1).to(bias.dtype), grad_c0.to(c0.dtype))
+
+
+def availability() -> tuple[bool, str]:
+    """``(True, description)`` when the CPU scan library compiles and loads here, else ``(False, why)``."""
+    try:
+        library()
+    except Exception as exc:
+        return False, f"CPU scan unavailable ({type(exc).__name__}: {str(exc)[:300]})"
+    return True, "CPU: C++ chunked scan (std::thread)"

@@ -1,0 +1,162 @@
+"""The CUDA implementation of the time-parallel scan (``kernels/sru_scan.cu``): the kernels' glue and CuPy launch.
+
+[forward_with][parrnn.ops.scan_cuda.forward_with] / [backward_with][parrnn.ops.scan_cuda.backward_with] take a
+*launcher* (as in :mod:`parrnn.ops.cuda`): on a GPU the CuPy launcher, in the CPU test suite the very same ``.cu``
+compiled as C++ behind ``kernels/host_shim.h`` ([make_host_launcher][parrnn.ops.scan_cuda.make_host_launcher]).
+Chunks: ``ceil(L / chunk_len)``, see [gpu_chunk_len][parrnn.ops.scan_cuda.gpu_chunk_len].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from parrnn.ops import cuda
+from parrnn.ops.glue import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, ptr_args, require_device, validate
+
+KERNEL_FILE = "sru_scan.cu"
+#: The kernels of ``kernels/sru_scan.cu``, without the dtype suffix.
+KERNELS = tuple(f"sru_scan_{d}_{p}" for d in ("fwd", "bwd") for p in ("reduce", "carry", "apply"))
+#: Aim for about this many (chunk, column) threads (an H100 holds ~270k resident threads).
+GPU_TARGET_THREADS = 1 << 17
+#: Never make chunks shorter than this (the carry pass is sequential over chunks).
+GPU_MIN_CHUNK = 16
+
+
+def gpu_chunk_len(length: int, columns: int) -> int:
+    """Chunk length of the CUDA scan for ``length`` steps and ``columns = N*C``: enough chunks that
+    ``chunks * columns`` is about :data:`GPU_TARGET_THREADS`, but chunks of at least :data:`GPU_MIN_CHUNK` steps.
+    """
+    if length <= 0:
+        return 1
+    want = max(1, -(-GPU_TARGET_THREADS // max(columns, 1)))
+    n_chunks = max(1, min(want, length // GPU_MIN_CHUNK))
+    return -(-length // n_chunks)
+
+
+def _shape_args(length: int, batch: int, cols: int, k: int, bidirectional: bool, chunk_len: int,
+                n_chunks: int) -> list[Arg]:
+    return [Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k), Arg("i32", int(bidirectional)),
+            Arg("i64", chunk_len), Arg("i64", n_chunks)]
+
+
+def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
+                 drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
+                 chunk_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
+    ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to :func:`gpu_chunk_len`."""
+    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    u = u.contiguous()
+    x = as_dtype(x, dtype)
+    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask_pad = as_dtype(mask_pad, torch.bool)
+    nc = batch * cols
+    h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
+    c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
+    if length == 0 or nc == 0:
+        return h, c0.to(dtype), c_all  # type: ignore[union-attr]
+    c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
+    chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
+    n_chunks = -(-length // chunk_len)
+    shape = _shape_args(length, batch, cols, k, bidirectional, chunk_len, n_chunks)
+    sfx = SUFFIX[dtype]
+    agg_a = torch.empty((max(n_chunks - 1, 1), batch, cols), dtype=acc, device=dev)
+    agg_b = torch.empty_like(agg_a)
+    carry = torch.empty((n_chunks, batch, cols), dtype=acc, device=dev)
+    if n_chunks > 1:
+        launch(f"sru_scan_fwd_reduce_{sfx}", (n_chunks - 1) * nc,
+               [*ptr_args(u, mask_pad, bias, agg_a, agg_b), *shape], dev)
+    launch(f"sru_scan_fwd_carry_{sfx}", nc, [*ptr_args(c0, agg_a, agg_b, carry), *shape], dev)
+    launch(f"sru_scan_fwd_apply_{sfx}", n_chunks * nc,
+           [*ptr_args(u, x, bias, carry, mask_pad, drop_mask, h, c_n, c_all), *shape,
+            Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
+    return h, c_n, c_all
+
+
+def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor,
+                  c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
+                  bidirectional: bool, use_tanh: bool, scale_x: float,
+                  chunk_len: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+    """The CUDA scan's backward (3 launches) through ``launch``: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
+    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
+                                      grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    x_dtype = None if x is None else x.dtype
+    bias_dtype, c0_dtype = bias.dtype, c0.dtype
+    u = u.contiguous()
+    x = as_dtype(x, dtype)
+    grad_h = grad_h.to(dtype).contiguous()
+    grad_c_n, c_all = as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
+    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
+    mask_pad = as_dtype(mask_pad, torch.bool)
+    nc = batch * cols
+    grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
+    grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
+    if length == 0 or nc == 0:
+        grad_u.zero_()
+        if grad_x is not None:
+            grad_x.zero_()
+        return (grad_u, None if grad_x is None else grad_x.to(x_dtype), None,
+                torch.zeros_like(bias, dtype=bias_dtype), grad_c_n.to(c0_dtype))  # type: ignore[union-attr]
+    chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
+    n_chunks = -(-length // chunk_len)
+    shape = _shape_args(length, batch, cols, k, bidirectional, chunk_len, n_chunks)
+    sfx = SUFFIX[dtype]
+    agg_a = torch.empty((n_chunks, batch, cols), dtype=acc, device=dev)  # index 0 unused
+    agg_b = torch.empty_like(agg_a)
+    carry = torch.empty_like(agg_a)
+    grad_bias_part = torch.empty((2, n_chunks, batch, cols), dtype=acc, device=dev)
+    grad_c0 = torch.empty((batch, cols), dtype=acc, device=dev)
+    if n_chunks > 1:
+        launch(f"sru_scan_bwd_reduce_{sfx}", (n_chunks - 1) * nc,
+               [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, agg_a, agg_b), *shape,
+                Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
+    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(grad_c_n, agg_a, agg_b, carry), *shape], dev)
+    launch(f"sru_scan_bwd_apply_{sfx}", n_chunks * nc,
+           [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, carry, grad_u, grad_x, grad_bias_part,
+                      grad_c0), *shape, Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
+    grad_bias = grad_bias_part.sum((1, 2)).to(bias_dtype)
+    return (grad_u, None if grad_x is None else grad_x.to(x_dtype), None, grad_bias, grad_c0.to(c0_dtype))
+
+
+def kernel_code() -> str:
+    """``kernels/sru_scan.cu`` with its local headers inlined (`parrnn.ops.cuda.kernel_code`)."""
+    return cuda.kernel_code(KERNEL_FILE)
+
+
+def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
+    """Launch the scan kernel ``name`` over ``total`` threads with CuPy, on torch's current stream of ``device``."""
+    cuda.cupy_launch(KERNEL_FILE, name, total, args, device)
+
+
+def make_host_launcher(block: int = 64, max_grid: int = 2**31 - 1) -> Launcher:
+    """A launcher running the CUDA scan kernels on CPU tensors, every (block, thread) in turn (tests only).
+    ``max_grid`` caps the grid to exercise the kernels' grid-stride loops."""
+    return cuda.make_host_launcher(block, max_grid, kernel_file=KERNEL_FILE)
+
+
+def availability(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
+    """``(True, description)`` when the scan kernels are compiled and loaded for ``device`` and ``dtype``."""
+    return cuda.availability(device, dtype, KERNEL_FILE, KERNELS)
+
+
+def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
+            drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
+            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+    """CUDA scan forward with CuPy on the tensors' device: ``(h, c_n, c_all)``."""
+    require_device(u.device, ("cuda",), "scan (cuda)")
+    with torch.cuda.device(u.device):
+        return forward_with(cupy_launcher, u, x, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+
+
+def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,
+             mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor, bidirectional: bool,
+             use_tanh: bool, scale_x: float) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+    """CUDA scan backward with CuPy: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
+    require_device(u.device, ("cuda",), "scan (cuda)")
+    with torch.cuda.device(u.device):
+        return backward_with(cupy_launcher, grad_h, grad_c_n, u, x, bias, c0, mask_pad, drop_mask, c_all,
+                             bidirectional, use_tanh, scale_x)

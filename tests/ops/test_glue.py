@@ -1,0 +1,117 @@
+"""parrnn.ops.glue.validate: every recurrence argument with a wrong shape (or device) is a ValueError naming it,
+raised before any kernel runs -- for every backend and for the public ``parrnn.ops.sru_recurrence``.
+
+Shapes: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C), ``c0``/``drop_mask`` (N, C),
+``mask_pad`` (L, N); backward adds ``grad_h`` (L, N, C), ``grad_c_n`` (N, C), ``c_all`` (L, N, C).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parrnn.ops import cpu, cuda, dispatch, glue, scan, scan_cuda
+
+L, N, C = 5, 3, 4
+BAD = {  # argument -> a wrong shape for it
+    "x": (L, N, C + 1), "weight_c": (2, C + 1), "bias": (3, C), "c0": (N + 1, C), "mask_pad": (L, N + 1),
+    "drop_mask": (N, C + 1), "grad_h": (L, N + 1, C), "grad_c_n": (N, C + 1), "c_all": (L + 1, N, C),
+}
+FORWARD_ARGS = ("x", "weight_c", "bias", "c0", "mask_pad", "drop_mask")
+
+
+def _inputs(linear: bool) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {"u": torch.randn(L, N, 3, C, generator=g), "x": torch.randn(L, N, C, generator=g),
+            "weight_c": None if linear else torch.randn(2, C, generator=g), "bias": torch.randn(2, C, generator=g),
+            "c0": torch.randn(N, C, generator=g), "mask_pad": torch.zeros(L, N, dtype=torch.bool),
+            "drop_mask": torch.ones(N, C), "grad_h": torch.randn(L, N, C, generator=g),
+            "grad_c_n": torch.randn(N, C, generator=g), "c_all": torch.randn(L, N, C, generator=g)}
+
+
+def _never(*args: object) -> None:
+    raise AssertionError("a kernel was launched with invalid arguments")
+
+
+def _forward(name: str, a: dict) -> None:
+    tensors = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    if name == "cpu":
+        cpu.forward(*tensors, False, False, 1.0)
+    elif name == "scan":
+        scan.forward(*tensors, False, False, 1.0)
+    elif name == "cuda glue":
+        cuda.forward_with(_never, *tensors, False, False, 1.0)
+    elif name == "scan_cuda glue":
+        scan_cuda.forward_with(_never, a["u"], a["x"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"], False,
+                               False, 1.0)
+    else:  # the public op, name = "public <backend>"
+        dispatch.sru_recurrence(*tensors, backend=name.split()[1])
+
+
+def _backward(name: str, a: dict) -> None:
+    tensors = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    if name == "cpu":
+        cpu.backward(a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+    elif name == "scan":
+        scan.backward(a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+    elif name == "cuda glue":
+        cuda.backward_with(_never, a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+    else:
+        scan_cuda.backward_with(_never, a["grad_h"], a["grad_c_n"], a["u"], a["x"], a["bias"], a["c0"],
+                                a["mask_pad"], a["drop_mask"], a["c_all"], False, False, 1.0)
+
+
+LINEAR = {"scan", "scan_cuda glue", "public scan"}
+FORWARD_BACKENDS = ["cpu", "scan", "cuda glue", "scan_cuda glue", "public reference", "public cpu", "public scan",
+                    "public auto"]
+
+
+@pytest.mark.parametrize("backend", FORWARD_BACKENDS)
+@pytest.mark.parametrize("arg", FORWARD_ARGS)
+def test_forward_rejects_every_wrong_shape(backend: str, arg: str) -> None:
+    linear = backend in LINEAR
+    if arg == "weight_c" and linear:
+        pytest.skip("the scan takes no weight_c")
+    a = _inputs(linear)
+    a[arg] = torch.zeros(BAD[arg], dtype=torch.bool if arg == "mask_pad" else torch.float32)
+    with pytest.raises(ValueError, match=f"{arg} must have shape"):
+        _forward(backend, a)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "scan", "cuda glue", "scan_cuda glue"])
+@pytest.mark.parametrize("arg", list(BAD))
+def test_backward_rejects_every_wrong_shape(backend: str, arg: str) -> None:
+    linear = backend in LINEAR
+    if arg == "weight_c" and linear:
+        pytest.skip("the scan takes no weight_c")
+    a = _inputs(linear)
+    a[arg] = torch.zeros(BAD[arg], dtype=torch.bool if arg == "mask_pad" else torch.float32)
+    with pytest.raises(ValueError, match=f"{arg} must have shape"):
+        _backward(backend, a)
+
+
+def test_validate_messages() -> None:
+    a = _inputs(False)
+    args = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    assert glue.validate(*args, False) == (L, N, 3, C)
+    with pytest.raises(ValueError, match=r"parrnn cuda backend: u must have shape \(L, N, K, C\)"):
+        glue.validate(a["u"][0], *args[1:], False, backend="cuda")
+    with pytest.raises(TypeError, match="int32"):
+        glue.validate(a["u"].int(), *args[1:], False)
+    glue.validate(a["u"].to(torch.complex64), *args[1:], False, check_dtype=False)  # the reference's case
+    with pytest.raises(ValueError, match="x must be None when u has K = 4"):
+        glue.validate(torch.zeros(L, N, 4, C), *args[1:], False)
+    with pytest.raises(ValueError, match="even number of columns"):
+        glue.validate(torch.zeros(L, N, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(N, 3), None, None, True)
+    with pytest.raises(ValueError, match="bias must be on u's device"):
+        glue.validate(*args[:3], a["bias"].to("meta"), *args[4:], False)
+    with pytest.raises(TypeError, match="c0 must be a tensor"):
+        glue.validate(*args[:4], None, *args[5:], False)
+
+
+def test_dtype_table() -> None:
+    assert glue.dtype_suffix(torch.bfloat16) == "bf16"
+    assert glue.DTYPE_SUFFIXES == ("f32", "f64", "f16", "bf16")
+    assert glue.acc_dtype(torch.float16) == torch.float32 and glue.acc_dtype(torch.float64) == torch.float64
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        glue.dtype_suffix(torch.int8)
