@@ -22,8 +22,6 @@
 
 #include "sru_step.cuh"  // host bit-cast helpers (parrnn::detail), shared with the CPU backend
 
-#define PARRNN_HOST_BUILD 1
-
 #define __global__
 #define __device__
 #define __host__

@@ -1,6 +1,6 @@
 // Fused SRU recurrence kernels: forward and backward, one thread per column, time loop inside.
 //
-// A *column* is (batch row b, column col) with col in [0, C), C = D * H; col // H is the direction (D = 2 when
+// A *column* is (batch row, column index) with index in [0, C), C = D * H; index // H is the direction (D = 2 when
 // bidirectional; direction 1 runs from t = L-1 down to 0). Every gate, the peephole (v2) or not (v1), the
 // highway/skip term (scale_x * x, or the 4th projection u3, or none), tanh, the padding mask, the dropout mask
 // on the highway branch and c0 are fused; the per-step math is parrnn::sru_forward_step / sru_backward_step from
@@ -35,9 +35,9 @@ using storage::store;
 // Per-column constants of one launch.
 template <typename A>
 struct Column {
-    i64 b, col;       // batch row, column
-    i64 o0, u0;       // offsets of (t = 0, b, col) in (L, N, C) and of (t = 0, b, k = 0, col) in (L, N, K, C)
-    i64 so, su;       // strides of one time step in (L, N, C) and (L, N, K, C)
+    i64 row, index;               // batch row, column index in [0, C)
+    i64 state_offset, u_offset;   // offsets of (t = 0, row, index) in (L, N, C), of (t = 0, row, 0, index) in u
+    i64 state_step, u_step;       // strides of one time step in (L, N, C) and in u (L, N, K, C)
     bool reverse;     // direction 1 of a bidirectional layer
     A vf, vr, bf, br; // peephole weights (0 for v1) and biases
     A m;              // highway dropout mask (1 without dropout)
@@ -47,17 +47,17 @@ template <typename A>
 __device__ __forceinline__ Column<A> column_setup(i64 idx, i64 batch, i64 cols, int k, int bidirectional,
                                                   const A* weight_c, const A* bias, const A* drop_mask) {
     Column<A> c;
-    c.b = idx / cols;
-    c.col = idx - c.b * cols;
-    c.reverse = bidirectional && c.col >= cols / 2;
-    c.o0 = idx;  // = b * cols + col
-    c.u0 = c.b * k * cols + c.col;
-    c.so = batch * cols;
-    c.su = batch * k * cols;
-    c.vf = weight_c ? weight_c[c.col] : A(0);
-    c.vr = weight_c ? weight_c[cols + c.col] : A(0);
-    c.bf = bias[c.col];
-    c.br = bias[cols + c.col];
+    c.row = idx / cols;
+    c.index = idx - c.row * cols;
+    c.reverse = bidirectional && c.index >= cols / 2;
+    c.state_offset = idx;  // = row * cols + index
+    c.u_offset = c.row * k * cols + c.index;
+    c.state_step = batch * cols;
+    c.u_step = batch * k * cols;
+    c.vf = weight_c ? weight_c[c.index] : A(0);
+    c.vr = weight_c ? weight_c[cols + c.index] : A(0);
+    c.bf = bias[c.index];
+    c.br = bias[cols + c.index];
     c.m = drop_mask ? drop_mask[idx] : A(1);
     return c;
 }
@@ -65,7 +65,7 @@ __device__ __forceinline__ Column<A> column_setup(i64 idx, i64 batch, i64 cols, 
 // Inputs of one time step of one column.
 template <typename A>
 struct StepIn {
-    A u0, u1, u2, xp;
+    A u0, u1, u2, xp;  // values: the step's three projections and its highway input
     bool pad;
 };
 
@@ -73,12 +73,14 @@ template <typename T, typename A>
 __device__ __forceinline__ StepIn<A> load_step(const T* u, const T* x, const unsigned char* mask_pad, i64 t,
                                                i64 batch, i64 cols, int k, A scale_x, const Column<A>& c) {
     StepIn<A> s;
-    const i64 ub = t * c.su + c.u0;
+    const i64 ub = t * c.u_step + c.u_offset;
     s.u0 = load<T, A>(u, ub);
     s.u1 = load<T, A>(u, ub + cols);
     s.u2 = load<T, A>(u, ub + 2 * cols);
-    s.xp = k == 4 ? load<T, A>(u, ub + 3 * cols) : x ? scale_x * load<T, A>(x, t * c.so + c.o0) : A(0);
-    s.pad = mask_pad ? mask_pad[t * batch + c.b] != 0 : false;
+    s.xp = k == 4 ? load<T, A>(u, ub + 3 * cols)
+           : x    ? scale_x * load<T, A>(x, t * c.state_step + c.state_offset)
+                  : A(0);
+    s.pad = mask_pad ? mask_pad[t * batch + c.row] != 0 : false;
     return s;
 }
 
@@ -115,14 +117,14 @@ __device__ __forceinline__ void sru_forward(const T* __restrict__ u, const T* __
     const i64 stride = i64(blockDim.x) * i64(gridDim.x);
     const bool has_skip = k == 4 || x != nullptr;
     for (i64 idx = i64(blockIdx.x) * i64(blockDim.x) + i64(threadIdx.x); idx < total; idx += stride) {
-        const Column<A> col = column_setup<A>(idx, batch, cols, k, bidirectional, weight_c, bias, drop_mask);
+        const Column<A> column = column_setup<A>(idx, batch, cols, k, bidirectional, weight_c, bias, drop_mask);
         // step s (0 = first in this column's own time order) is time index t(s)
-        const i64 t0 = col.reverse ? length - 1 : 0, dt = col.reverse ? -1 : 1;
+        const i64 t0 = column.reverse ? length - 1 : 0, dt = column.reverse ? -1 : 1;
         A c = c0[idx];
         StepIn<A> ring[D];
 #pragma unroll
         for (int j = 0; j < D; ++j) {
-            if (j < length) ring[j] = load_step<T, A>(u, x, mask_pad, t0 + j * dt, batch, cols, k, scale_x, col);
+            if (j < length) ring[j] = load_step<T, A>(u, x, mask_pad, t0 + j * dt, batch, cols, k, scale_x, column);
         }
         for (i64 s0 = 0; s0 < length; s0 += D) {
 #pragma unroll
@@ -132,14 +134,14 @@ __device__ __forceinline__ void sru_forward(const T* __restrict__ u, const T* __
                 const i64 t = t0 + s * dt;
                 const StepIn<A> cur = ring[j];
                 if (s + D < length) {
-                    ring[j] = load_step<T, A>(u, x, mask_pad, t + D * dt, batch, cols, k, scale_x, col);
+                    ring[j] = load_step<T, A>(u, x, mask_pad, t + D * dt, batch, cols, k, scale_x, column);
                 }
-                const i64 o = t * col.so + col.o0;  // (t, b, col) in (L, N, C)
+                const i64 o = t * column.state_step + column.state_offset;  // (t, row, index) in (L, N, C)
                 if (cur.pad) {  // padding: c carried unchanged, h = 0
                     store<T, A>(h, o, A(0));
                 } else {
-                    const A hv = forward_step<A>(weight_c != nullptr, cur.u0, cur.u1, cur.u2, cur.xp, col.vf, col.vr,
-                                                 col.bf, col.br, col.m, has_skip, use_tanh != 0, c);
+                    const A hv = forward_step<A>(weight_c != nullptr, cur.u0, cur.u1, cur.u2, cur.xp, column.vf,
+                                                 column.vr, column.bf, column.br, column.m, has_skip, use_tanh != 0, c);
                     store<T, A>(h, o, hv);
                 }
                 c_all[o] = c;
@@ -162,11 +164,11 @@ template <typename T, typename A>
 __device__ __forceinline__ BackIn<A> load_back(const T* grad_h, const T* u, const T* x, const A* c0,
                                                const A* c_all, const unsigned char* mask_pad, i64 s, i64 t, i64 dt,
                                                i64 idx, i64 batch, i64 cols, int k, A scale_x,
-                                               const Column<A>& col) {
+                                               const Column<A>& column) {
     BackIn<A> r;
-    r.in = load_step<T, A>(u, x, mask_pad, t, batch, cols, k, scale_x, col);
-    r.gh = load<T, A>(grad_h, t * col.so + col.o0);
-    r.c_prev = s == 0 ? c0[idx] : c_all[(t - dt) * col.so + col.o0];
+    r.in = load_step<T, A>(u, x, mask_pad, t, batch, cols, k, scale_x, column);
+    r.gh = load<T, A>(grad_h, t * column.state_step + column.state_offset);
+    r.c_prev = s == 0 ? c0[idx] : c_all[(t - dt) * column.state_step + column.state_offset];
     return r;
 }
 
@@ -183,8 +185,8 @@ __device__ __forceinline__ void sru_backward(
     const i64 stride = i64(blockDim.x) * i64(gridDim.x);
     const bool has_skip = k == 4 || x != nullptr;
     for (i64 idx = i64(blockIdx.x) * i64(blockDim.x) + i64(threadIdx.x); idx < total; idx += stride) {
-        const Column<A> col = column_setup<A>(idx, batch, cols, k, bidirectional, weight_c, bias, drop_mask);
-        const i64 t0 = col.reverse ? length - 1 : 0, dt = col.reverse ? -1 : 1;
+        const Column<A> column = column_setup<A>(idx, batch, cols, k, bidirectional, weight_c, bias, drop_mask);
+        const i64 t0 = column.reverse ? length - 1 : 0, dt = column.reverse ? -1 : 1;
         A gc = grad_c_n[idx];
         A gvf = A(0), gvr = A(0), gbf = A(0), gbr = A(0);
         // walk the column's own time order backwards: step s = length-1 ... 0 is time index t0 + s * dt;
@@ -195,7 +197,7 @@ __device__ __forceinline__ void sru_backward(
             const i64 s = length - 1 - j;
             if (s >= 0) {
                 ring[j] = load_back<T, A>(grad_h, u, x, c0, c_all, mask_pad, s, t0 + s * dt, dt, idx, batch, cols,
-                                          k, scale_x, col);
+                                          k, scale_x, column);
             }
         }
         for (i64 r0 = 0; r0 < length; r0 += D) {
@@ -207,18 +209,18 @@ __device__ __forceinline__ void sru_backward(
                 const BackIn<A> cur = ring[j];
                 if (s - D >= 0) {
                     ring[j] = load_back<T, A>(grad_h, u, x, c0, c_all, mask_pad, s - D, t - D * dt, dt, idx, batch,
-                                              cols, k, scale_x, col);
+                                              cols, k, scale_x, column);
                 }
-                const i64 o = t * col.so + col.o0;
-                const i64 ub = t * col.su + col.u0;
+                const i64 o = t * column.state_step + column.state_offset;
+                const i64 ub = t * column.u_step + column.u_offset;
                 if (cur.in.pad) {  // c_t = c_{t-1}, h_t = 0: the state gradient passes through, inputs get none
                     for (int q = 0; q < k; ++q) store<T, A>(grad_u, ub + q * cols, A(0));
                     if (grad_x) store<T, A>(grad_x, o, A(0));
                     continue;
                 }
                 const SruStepGrads<A> g = backward_step<A>(
-                    weight_c != nullptr, cur.in.u0, cur.in.u1, cur.in.u2, cur.in.xp, col.vf, col.vr, col.bf, col.br, col.m, has_skip,
-                    use_tanh != 0, cur.c_prev, cur.gh, gc, gvf, gvr, gbf, gbr);
+                    weight_c != nullptr, cur.in.u0, cur.in.u1, cur.in.u2, cur.in.xp, column.vf, column.vr, column.bf,
+                    column.br, column.m, has_skip, use_tanh != 0, cur.c_prev, cur.gh, gc, gvf, gvr, gbf, gbr);
                 store<T, A>(grad_u, ub, g.u0);
                 store<T, A>(grad_u, ub + cols, g.u1);
                 store<T, A>(grad_u, ub + 2 * cols, g.u2);

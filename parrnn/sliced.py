@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from parrnn import _validation as check
 from parrnn.gru_rows import fast_gru_applies, gru_rows
+from parrnn.sru import SRU
 
 CellFactory = Callable[..., nn.Module]
 CELLS = ("gru", "lstm", "sru")
@@ -176,8 +177,6 @@ class SlicedRNN(nn.Module):
         if cell == "lstm":
             return nn.LSTM(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         if cell == "sru":
-            from parrnn.sru import SRU  # late import: parrnn/__init__ imports both modules
-
             return SRU(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         module = cell(input_size, hidden, **kwargs)  # type: ignore[operator]
         if not isinstance(module, nn.Module):
@@ -253,31 +252,49 @@ class SlicedRNN(nn.Module):
         ``T'`` are padding) with ``counts`` ``(N,)`` valid steps (``None``: all ``num_slices * slice_len``
         valid). Returns the outputs ``(num_slices * slice_len, N, H_out)`` in sequence order, 0 at padded steps
         (``None`` unless ``need_output``), and the slice summaries ``(num_slices * N, H_out)``; row
-        ``s * N + i`` is slice ``s`` of sequence ``i`` (0 for an empty slice).
+        ``s * N + i`` is slice ``s`` of sequence ``i`` (0 for an empty slice)."""
+        row_len = self._slice_lengths(seq, counts, num_slices, slice_len)
+        if row_len is None:
+            return self._full_slices(rnn, seq, num_slices, slice_len, need_output)
+        return self._partial_slices(rnn, seq, row_len, num_slices, slice_len, need_output)
+
+    @staticmethod
+    def _slice_lengths(seq: Tensor, counts: Tensor | None, num_slices: int, slice_len: int) -> Tensor | None:
+        """Valid steps of every slice, ``(num_slices * N,)`` (row ``s * N + i``), or ``None`` when every slice
+        is full."""
+        if counts is None:
+            return None
+        starts = torch.arange(num_slices, device=seq.device).unsqueeze(1) * slice_len
+        row_len = (counts.unsqueeze(0) - starts).clamp_(0, slice_len).reshape(-1)
+        if seq.shape[0] == num_slices * slice_len and bool((row_len == slice_len).all()):
+            return None
+        return row_len
+
+    def _full_slices(self, rnn: nn.Module, seq: Tensor, num_slices: int, slice_len: int,
+                     need_output: bool) -> tuple[Tensor | None, Tensor]:
+        """`_level` when every slice is full: the rows are ``seq``'s slices,
+        read in place."""
+        batch, feat = seq.shape[1], seq.shape[2]
+        sliced = seq.view(num_slices, slice_len, batch, feat)
+        if self._fast_gru(rnn, seq):
+            out4, summary = gru_rows(rnn, sliced, need_output)
+            out = None if out4 is None else out4.reshape(num_slices * slice_len, batch, -1)
+            return out, summary
+        rows = sliced.transpose(0, 1).reshape(slice_len, num_slices * batch, feat)
+        out = self._run(rnn, rows, None, need_output)
+        summary = self._summary(out, None)
+        if not need_output:
+            return None, summary
+        return out.view(slice_len, num_slices, batch, -1).transpose(0, 1).reshape(-1, batch, out.shape[2]), summary
+
+    def _partial_slices(self, rnn: nn.Module, seq: Tensor, row_len: Tensor, num_slices: int, slice_len: int,
+                        need_output: bool) -> tuple[Tensor | None, Tensor]:
+        """`_level` with padding (``row_len`` valid steps per slice).
 
         Padding is never read: each non-empty slice is gathered into a batch row (the padded tail of a partial
         slice reads a valid position instead, which a causal cell cannot carry back into the row's valid
         steps), and empty slices get no row at all."""
         batch, feat = seq.shape[1], seq.shape[2]
-        row_len = None
-        if counts is not None:
-            starts = torch.arange(num_slices, device=seq.device).unsqueeze(1) * slice_len
-            row_len = (counts.unsqueeze(0) - starts).clamp_(0, slice_len).reshape(-1)
-            if seq.shape[0] == num_slices * slice_len and bool((row_len == slice_len).all()):
-                row_len = None
-        if row_len is None:  # every slice is full: rows are seq's slices, read in place
-            sliced = seq.view(num_slices, slice_len, batch, feat)
-            if self._fast_gru(rnn, seq):
-                out4, summary = gru_rows(rnn, sliced, need_output)
-                out = None if out4 is None else out4.reshape(num_slices * slice_len, batch, -1)
-                return out, summary
-            rows = sliced.transpose(0, 1).reshape(slice_len, num_slices * batch, feat)
-            out = self._run(rnn, rows, None, need_output)
-            summary = self._summary(out, None)
-            if not need_output:
-                return None, summary
-            return out.view(slice_len, num_slices, batch, -1).transpose(0, 1).reshape(-1, batch, out.shape[2]), summary
-
         keep = (row_len > 0).nonzero().squeeze(1)  # empty slices get no row: no compute, summary 0
         sub_len = row_len.index_select(0, keep)
         step = torch.arange(slice_len, device=seq.device).unsqueeze(1)

@@ -137,11 +137,6 @@ class SRUCell(nn.Module):
         self.layer_norm = nn.LayerNorm(norm_size) if layer_norm else None
         self.reset_parameters()
 
-    @property
-    def linear(self) -> bool:
-        """True for the linear (v1) recurrence, which has no peephole."""
-        return self.weight_c is None
-
     def reset_parameters(self) -> None:
         """``sru`` 2.6's initialisation: unit-variance projections, gate columns and peephole scaled by sqrt(1/2)."""
         with torch.no_grad():
