@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU validation in one run (see GPU.md): install, pytest -m gpu, compute-sanitizer memcheck + racecheck,
-# kernel bandwidth vs a device-to-device copy, the throughput benchmark, and a summary table at the end.
+# GPU validation in one run (see GPU.md): install, NVRTC check, precompile (every kernel and dtype), pytest -m gpu,
+# compute-sanitizer memcheck + racecheck, kernel bandwidth vs a device-to-device copy, the throughput benchmark,
+# and a summary table at the end.
 #
 #   bash benchmarks/gpu_check.sh RESULTS_DIR
 #
@@ -79,6 +80,8 @@ fi
 export ENV_JSON="$OUT/environment.json"
 step environment environment
 step kernels-check "$PY" -m parrnn.nvrtc_check check
+step precompile "$PY" -c "import json, torch, parrnn; r = parrnn.precompile('cuda', dtypes=[torch.float32, \
+torch.float64, torch.float16, torch.bfloat16]); print(json.dumps(r, indent=1)); raise SystemExit(not all(ok for ok, _ in r.values()))"
 step pytest-gpu "$PY" -m pytest -m gpu -q -ra --maxfail=10 -p no:cacheprovider \
     --junitxml="$OUT/pytest-gpu.xml"
 

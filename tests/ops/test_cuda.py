@@ -178,3 +178,66 @@ def test_64bit_indexing():
     assert torch.equal(gu[:, last], gu1)
     assert torch.equal(gc0[last], gc01)
     assert torch.isfinite(gwc).all() and torch.isfinite(gb).all()
+
+
+# ---- issue 15: availability = compiled; fallback; stream wrappers; precompile ---------------------------------
+
+def test_availability_compiles_every_dtype():
+    """``cuda`` is available for a dtype exactly when its kernels compiled and loaded on the device."""
+    import parrnn
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    report = parrnn.precompile(dev, dtypes=DTYPES)
+    assert all(ok for ok, _ in report.values()), report
+    for dtype in DTYPES:
+        suffix = str(dtype).split(".")[-1]
+        assert report[f"cuda {suffix}"][0] and report[f"scan {suffix}"][0]
+        key = (dev.index, cuda_backend.SUFFIX[dtype], (cuda_backend.KERNEL_FILE, cuda_backend.prefetch_depth()))
+        assert key in cuda_backend._modules
+
+
+def test_nvrtc_failure_falls_back_or_raises(monkeypatch):
+    """A kernel NVRTC rejects: ``auto`` warns once and runs the reference; ``backend="cuda"`` raises with the
+    NVRTC log, which names the real file and line through the inliner's #line markers."""
+    broken = '#line 7 "sru_step.cuh"\nthis_is_not_cuda;\n'
+    monkeypatch.setattr(cuda_backend, "kernel_code", lambda kernel_file=cuda_backend.KERNEL_FILE: broken)
+    for name in ("_modules", "_functions"):
+        monkeypatch.setattr(cuda_backend, name, {})
+    monkeypatch.setattr(dispatch, "_availability", {})
+    monkeypatch.setattr(dispatch, "_warned", set())
+    case = Case(length=4, batch=2, hidden=3)
+    inp = _cuda_inputs(case, torch.float32)
+    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None)
+    with pytest.warns(RuntimeWarning, match="'cuda' backend is unavailable"):
+        h, _ = dispatch.sru_recurrence(*args)
+    h_ref, _ = dispatch.sru_recurrence(*args, backend="reference")
+    assert torch.equal(h, h_ref)
+    with pytest.raises(RuntimeError, match=r"sru_step\.cuh\(7\)"):
+        dispatch.sru_recurrence(*args, backend="cuda")
+
+
+def test_one_stream_wrapper_per_stream():
+    case = Case(length=8, batch=2, hidden=16)
+    inp = _cuda_inputs(case, torch.float32)
+    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None, False, False, 1.0)
+    cuda_backend.forward(*args)
+    before = len(cuda_backend._streams)
+    for _ in range(3):
+        cuda_backend.forward(*args)
+    assert len(cuda_backend._streams) == before
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        cuda_backend.forward(*args)
+    torch.cuda.synchronize()
+    assert len(cuda_backend._streams) == before + 1
+    assert (inp["u"].device.index, side.cuda_stream) in cuda_backend._streams
+
+
+def test_bad_shapes_never_reach_the_gpu():
+    """A wrong shape is a ValueError before any launch (an out-of-bounds read would poison the context)."""
+    case = Case(length=4, batch=2, hidden=3)
+    inp = _cuda_inputs(case, torch.float32)
+    with pytest.raises(ValueError, match="c0 must have shape"):
+        cuda_backend.forward(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"][:1], None, None,
+                             False, False, 1.0)
+    torch.cuda.synchronize()  # the context is healthy
