@@ -159,9 +159,9 @@ def backward_with(
 
 _lock = threading.Lock()
 # variant = (kernel file, prefetch depth)
-_modules: dict[tuple[int, str, tuple], Any] = {}          # (device, dtype suffix, variant) -> RawModule
+_modules: dict[tuple[int, str, tuple], Any] = {}         # (device, dtype suffix, variant) -> RawModule
 _functions: dict[tuple[int, str, tuple, str], Any] = {}  # (device, dtype suffix, variant, kernel) -> RawKernel
-_streams: dict[tuple[int, int], Any] = {}                     # (device, torch stream handle) -> cupy ExternalStream
+_streams: dict[tuple[int, int], Any] = {}                # (device, torch stream handle) -> cupy ExternalStream
 _sm_count: dict[int, int] = {}
 #: ``nvidia/<dir>/include`` folders of the pip CUDA headers, per NVRTC major version (other versions: all).
 _HEADER_DIRS = {13: ("cu13",), 12: ("cuda_runtime", "cu12")}
@@ -170,8 +170,7 @@ _HEADER_DIRS = {13: ("cu13",), 12: ("cuda_runtime", "cu12")}
 def cuda_include_dirs(nvrtc_major: int | None = None) -> list[str]:
     """CUDA header folders from pip wheels that match NVRTC ``nvrtc_major`` (``nvidia/cu13/include`` for 13,
     ``nvidia/cuda_runtime/include`` or ``nvidia/cu12/include`` for 12; every one found for ``None``)."""
-    subs = _HEADER_DIRS.get(nvrtc_major, ("cu13", "cuda_runtime", "cu12")) if nvrtc_major else \
-        ("cu13", "cuda_runtime", "cu12")
+    subs = _HEADER_DIRS.get(nvrtc_major, ("cu13", "cuda_runtime", "cu12"))
     roots = [*site.getsitepackages(), site.getusersitepackages(), *sys.path]
     found: list[str] = []
     for root in roots:

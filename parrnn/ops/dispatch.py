@@ -141,8 +141,12 @@ class AutoRule:
     min_elements: int = 0  # L * N * C
 
     def applies(self, device: torch.device, *, linear: bool, batch_columns: int, length: int) -> bool:
-        return (device.type == self.device and (linear or not self.linear_only)
-                and torch.get_num_threads() >= self.min_threads and batch_columns * length >= self.min_elements)
+        if device.type != self.device or (self.linear_only and not linear):
+            return False
+        if batch_columns * length < self.min_elements:
+            return False
+        # torch.get_num_threads() is asked only when a row needs it (torch.compile cannot trace it)
+        return self.min_threads <= 1 or torch.get_num_threads() >= self.min_threads
 
 
 #: ``backend="auto"``: the first row that applies to the call and whose backend works there (the last row of a
