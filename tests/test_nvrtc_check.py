@@ -55,3 +55,32 @@ def test_compile_failure_is_reported(monkeypatch, capsys):
     monkeypatch.setattr(cuda_backend, "kernel_code", lambda name: "this is not CUDA;")
     assert nvrtc_check.main(["check", "--arch", "sm_80"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_default_archs_cover_old_paths_and_the_newest() -> None:
+    class FakeNvrtc:
+        @staticmethod
+        def nvrtcGetSupportedArchs():
+            return 0, [75, 80, 86, 90, 100, 120]
+
+    supported = nvrtc_check.supported_archs(FakeNvrtc())
+    assert supported == ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+    assert nvrtc_check.default_archs(supported) == ["sm_70", "sm_75", "sm_80", "sm_90", "sm_120"]
+    assert nvrtc_check.default_archs([]) == list(nvrtc_check.BASE_ARCHS)
+
+
+def test_unsupported_arch_is_skipped_not_failed(capsys) -> None:
+    nvrtc, why = nvrtc_check.load_nvrtc()
+    if nvrtc is None:
+        pytest.skip(f"NVRTC not installed: {why}")
+    supported = nvrtc_check.supported_archs(nvrtc)
+    if not supported or "sm_70" in supported:
+        pytest.skip("this NVRTC still targets sm_70")
+    assert nvrtc_check.main(["check", "--arch", "sm_70"]) == 0
+    assert "SKIPPED sm_70" in capsys.readouterr().out
+
+
+def test_every_kernel_file_is_in_the_table() -> None:
+    from parrnn._paths import kernel_dir
+
+    assert {f.name for f in nvrtc_check.KERNEL_FILES} == {p.name for p in kernel_dir().glob("*.cu")}
