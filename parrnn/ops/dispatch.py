@@ -209,25 +209,31 @@ def sru_recurrence(
     c0: Tensor,
     mask_pad: Tensor | None,
     drop_mask: Tensor | None,
-    *,
     bidirectional: bool = False,
     use_tanh: bool = False,
     scale_x: float = 1.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`."""
-    length, batch, _, cols = u.shape
-    name = resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
-                           length=length)
-    if name == "reference":
-        return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                                        bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+    """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`.
 
-    def contiguous(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.contiguous()
-
-    h, c_n, _ = sru_forward_op(
-        u.contiguous(), contiguous(x), contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x),
-        "scan" if name == "scan" else "sequential")
+    Under TorchScript there is no backend choice (that is Python): ``backend="scan"`` runs the scan, every other
+    backend the fused sequential kernel of the tensors' device, through ``torch.ops.parrnn.sru_forward``.
+    """
+    if torch.jit.is_scripting():
+        algorithm = "scan" if backend == "scan" else "sequential"
+    else:
+        length, batch, _, cols = u.shape
+        name = resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
+                               length=length)
+        if name == "reference":
+            return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
+                                            bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+        algorithm = "scan" if name == "scan" else "sequential"
+    h, c_n, _ = torch.ops.parrnn.sru_forward(
+        u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), algorithm)
     return h, c_n
+
+
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
