@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -264,7 +265,8 @@ class SRU(nn.Module):
         highway_bias: as in :class:`SRUCell`.
         rescale: as in :class:`SRUCell`.
         use_tanh: as in :class:`SRUCell`.
-        projection_size: as in :class:`SRUCell`.
+        projection_size: as in :class:`SRUCell`, for every layer; or a sequence with one size per layer
+            (0 = no projection on that layer), e.g. ``[0, 8]``.
         version: ``"v2"`` (peephole) or ``"v1"`` (linear), as in :class:`SRUCell`.
         has_skip_term: as in :class:`SRUCell`.
         batch_first: as in :class:`SRUCell`.
@@ -304,7 +306,7 @@ class SRU(nn.Module):
         highway_bias: float = -2.0,
         rescale: bool = True,
         use_tanh: bool = False,
-        projection_size: int = 0,
+        projection_size: int | Sequence[int] = 0,
         version: str = "v2",
         has_skip_term: bool = True,
         batch_first: bool = False,
@@ -314,6 +316,7 @@ class SRU(nn.Module):
         self.input_size = check.check_positive_int(input_size, "input_size")
         self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
         self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        projections = _per_layer(projection_size, num_layers, "projection_size")
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.num_directions * hidden_size
@@ -325,7 +328,7 @@ class SRU(nn.Module):
                 input_size if i == 0 else self.output_size, hidden_size, bidirectional=bidirectional,
                 dropout=dropout if i + 1 < num_layers else 0.0, rnn_dropout=rnn_dropout, layer_norm=layer_norm,
                 normalize_after=normalize_after, highway_bias=highway_bias, rescale=rescale, use_tanh=use_tanh,
-                projection_size=projection_size, version=version, has_skip_term=has_skip_term, backend=backend)
+                projection_size=projections[i], version=version, has_skip_term=has_skip_term, backend=backend)
             for i in range(num_layers))
 
     @property
@@ -376,11 +379,18 @@ class SRU(nn.Module):
 
     @classmethod
     def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRU:
-        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module."""
+        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module.
+
+        Every module ``sru`` 2.6 builds converts exactly, including its per-layer projection rule (``sru`` drops
+        the projection on layers where ``projection_size`` is not smaller than the layer's sizes). Raises
+        ``ValueError`` for what parrnn cannot reproduce exactly: ``custom_m``, ``proj_input_to_hidden_first``,
+        and a ``v1`` module whose ``weight_c`` is not zero (``sru`` would use it; parrnn's v1 has none).
+        """
         cells = list(module.rnn_lst)
         first = cells[0]
         if getattr(module, "input_to_hidden", None) is not None:
-            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn")
+            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn.SRU "
+                             "(parrnn.compat.sru.SRU supports it)")
         if any(getattr(c, "custom_m", None) is not None for c in cells):
             raise ValueError("sru.SRU(custom_m=...) is not supported by parrnn")
         with warnings.catch_warnings():
@@ -389,19 +399,20 @@ class SRU(nn.Module):
                 module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
                 dropout=first.dropout, rnn_dropout=first.rnn_dropout, layer_norm=first.layer_norm is not None,
                 normalize_after=first.normalize_after, highway_bias=first.highway_bias, rescale=first.rescale,
-                use_tanh=first.activation_type == 1, projection_size=first.projection_size,
+                use_tanh=first.activation_type == 1, projection_size=[c.projection_size for c in cells],
                 version="v1" if first.v1 else "v2", has_skip_term=first.has_skip_term, batch_first=batch_first,
                 backend=backend)
         new.to(device=first.weight.device, dtype=first.weight.dtype)
-        new.load_sru_state_dict(module.state_dict(), scale_x=[float(c.scale_x) for c in cells])
+        new.load_sru_state_dict(module.state_dict())
         return new
 
     def load_sru_state_dict(self, state_dict: dict[str, Tensor], scale_x: list[float] | None = None) -> None:
         """Load an ``sru.SRU`` 2.6 ``state_dict`` (keys ``rnn_lst.{i}.weight``, ``weight_c``, ``bias``, ...).
 
         ``sru`` stores the projection columns interleaved as (direction, unit, matrix); parrnn stores them as
-        (matrix, direction, unit), so they are permuted here. ``scale_x`` overrides each layer's highway scale
-        (``sru`` keeps it in a buffer); by default it is recomputed from the configuration, as ``sru`` does.
+        (matrix, direction, unit), so they are permuted here. Each layer's highway scale comes from ``scale_x``
+        if given, else from the state_dict's ``rnn_lst.{i}.scale_x`` buffer (what ``sru`` uses), else it is
+        recomputed from the configuration. A v1 layer's ``weight_c`` must be zero (``ValueError`` otherwise).
         """
         for i, layer in enumerate(self.layers):
             prefix = f"rnn_lst.{i}."
@@ -409,6 +420,9 @@ class SRU(nn.Module):
             fan_in, k, c = layer.weight.size(0), layer.num_matrices, layer.output_size
             if tuple(weight.shape) != (fan_in, k * c):
                 raise ValueError(f"{prefix}weight has shape {tuple(weight.shape)}, expected {(fan_in, k * c)}")
+            if layer.weight_c is None and prefix + "weight_c" in state_dict and state_dict[prefix + "weight_c"].any():
+                raise ValueError(f"{prefix}weight_c is not zero, but this layer is v1 (no peephole): sru would use "
+                                 "those weights, parrnn's v1 cannot; load it into a version='v2' layer")
             dirs, hidden = layer.num_directions, layer.hidden_size
             permuted = weight.view(fan_in, dirs, hidden, k).permute(0, 3, 1, 2).reshape(fan_in, k * c)
             with torch.no_grad():
@@ -421,8 +435,21 @@ class SRU(nn.Module):
                 if layer.layer_norm is not None:
                     layer.layer_norm.weight.copy_(_require(state_dict, prefix + "layer_norm.weight"))
                     layer.layer_norm.bias.copy_(_require(state_dict, prefix + "layer_norm.bias"))
-            if scale_x is not None and layer.rescale and layer.has_skip_term:
-                layer.scale_x = scale_x[i]
+            if layer.rescale and layer.has_skip_term:
+                if scale_x is not None:
+                    layer.scale_x = float(scale_x[i])
+                elif prefix + "scale_x" in state_dict:
+                    layer.scale_x = float(state_dict[prefix + "scale_x"])
+
+
+def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> list[int]:
+    """An int for every layer, or one int per layer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] * num_layers
+    values = list(value)
+    if len(values) != num_layers:
+        raise ValueError(f"{name} must be an int or have one entry per layer ({num_layers}), got {value!r}")
+    return values
 
 
 def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:
