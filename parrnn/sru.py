@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -138,6 +137,8 @@ class SRUCell(nn.Module):
         self.layer_norm = nn.LayerNorm(norm_size) if layer_norm else None
         self.reset_parameters()
 
+    __jit_unused_properties__ = ["linear"]  # noqa: RUF012 (TorchScript reads this class attribute)
+
     @property
     def linear(self) -> bool:
         """True for the linear (v1) recurrence, which has no peephole."""
@@ -177,10 +178,11 @@ class SRUCell(nn.Module):
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        check.check_sequence_input(input, self.input_size, self.batch_first)
+        if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
+            check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None:
+        if c0 is not None and not torch.jit.is_scripting():
             check.check_state(c0, (x.size(1), self.output_size), x, "c0")
         out, c_n = self.run(x, c0, mask)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
@@ -188,18 +190,15 @@ class SRUCell(nn.Module):
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
         """The layer on validated, time-major input: ``x`` ``(L, N, H_in)``, ``mask_pad`` ``(L, N)`` bool."""
         length, batch, _ = x.shape
-        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"input dtype must match the layer's parameters. Expected {self.weight.dtype}, "
-                            f"got {x.dtype} (convert the layer with .to(dtype))")
-        if x.device != self.weight.device:
-            raise ValueError(f"input must be on the layer's device. Expected {self.weight.device}, got {x.device}")
+        if not torch.jit.is_scripting():
+            _check_like_parameters(x, self.weight)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
         if self.training and self.rnn_dropout > 0:
             x = x * self._dropout_mask(batch, self.input_size, self.rnn_dropout, x).unsqueeze(0)
         u = self.project(x)
-        drop_mask = None
+        drop_mask: Tensor | None = None
         if self.training and self.dropout > 0:
             drop_mask = self._dropout_mask(batch, self.output_size, self.dropout, u)
         if c0 is None:
@@ -207,7 +206,7 @@ class SRUCell(nn.Module):
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
         skip = _cast(skip, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
+            u, skip, _cast(self.weight_c, u), self.bias.to(u.dtype), c0.to(u.dtype), mask_pad, drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -233,18 +232,32 @@ class SRUCell(nn.Module):
         return s
 
 
+def _check_like_parameters(x: Tensor, weight: Tensor) -> None:
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"input dtype must match the layer's parameters. Expected {weight.dtype}, "
+                        f"got {x.dtype} (convert the layer with .to(dtype))")
+    if x.device != weight.device:
+        raise ValueError(f"input must be on the layer's device. Expected {weight.device}, got {x.device}")
+
+
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
     return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
 
 
-def _padding_mask(x: Tensor, lengths: Any, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
-    """``(L, N)`` bool padding mask from ``lengths`` or ``mask_pad`` (``x`` is time-major), or None."""
+def _padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
+    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask_pad``
+    (``x`` is time-major), or None."""
     length, batch = x.size(0), x.size(1)
     if lengths is not None and mask_pad is not None:
         raise ValueError("give either lengths or mask_pad, not both")
     if lengths is not None:
+        if torch.jit.is_scripting():
+            return check.lengths_to_mask(lengths.to(device=x.device, dtype=torch.int64), length)
         return check.lengths_to_mask(check.lengths_to_tensor(lengths, batch, length, x.device), length)
     if mask_pad is not None:
+        if torch.jit.is_scripting():
+            mask = mask_pad.to(device=x.device) != 0
+            return mask.t() if batch_first else mask
         return check.check_mask_pad(mask_pad, length, batch, x.device, batch_first)
     return None
 
@@ -331,6 +344,8 @@ class SRU(nn.Module):
                 projection_size=projections[i], version=version, has_skip_term=has_skip_term, backend=backend)
             for i in range(num_layers))
 
+    __jit_unused_properties__ = ["backend"]  # noqa: RUF012 (TorchScript reads this class attribute)
+
     @property
     def backend(self) -> str:
         return self.layers[0].backend
@@ -348,31 +363,33 @@ class SRU(nn.Module):
 
     def forward(
         self,
-        input: Tensor | PackedSequence,
+        input: Tensor,  # or a PackedSequence (eager only)
         c0: Tensor | None = None,
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            if lengths is not None or mask_pad is not None:
-                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
-            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
-        check.check_sequence_input(input, self.input_size, self.batch_first)
+    ) -> tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            if isinstance(input, PackedSequence):
+                return self._forward_packed(input, c0, lengths, mask_pad)
+            check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None:
+        if c0 is not None and not torch.jit.is_scripting():
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
-        finals = []
+        finals: list[Tensor] = []
         for i, layer in enumerate(self.layers):
             x, c_n = layer.run(x, None if c0 is None else c0[i], mask)
             finals.append(c_n)
-        c_stack = torch.stack(finals)
-        output = x.transpose(0, 1) if self.batch_first else x
-        if packed:
-            return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first,
-                                        enforce_sorted=False), c_stack
-        return output, c_stack
+        return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
+
+    @torch.jit.unused
+    def _forward_packed(self, input: PackedSequence, c0: Tensor | None, lengths: Tensor | None,
+                        mask_pad: Tensor | None) -> tuple[PackedSequence, Tensor]:
+        if lengths is not None or mask_pad is not None:
+            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
+        padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+        output, c_n = self.forward(padded, c0, lengths)
+        return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False), c_n
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
