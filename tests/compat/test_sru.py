@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
+import parrnn
 import parrnn.compat.sru as compat
 
 with warnings.catch_warnings():
@@ -193,3 +194,11 @@ def test_what_parrnn_cannot_do_raises() -> None:
         compat.SRU(4, 4)(torch.randn(3, 2, 4), mask_pad=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="input_size"):
         compat.SRU(4, 4)(torch.randn(3, 2, 5))
+
+
+def test_parrnn_from_sru_accepts_a_compat_model() -> None:
+    torch.manual_seed(0)
+    ours = compat.SRU(4, 16, 2, projection_size=8, bidirectional=True, rescale=True, highway_bias=-1.0).double()
+    native = parrnn.SRU.from_sru(ours)
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    torch.testing.assert_close(native(x), ours(x), rtol=1e-10, atol=1e-10)
