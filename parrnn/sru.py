@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -171,10 +171,11 @@ class SRUCell(nn.Module):
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        check.check_sequence_input(input, self.input_size, self.batch_first)
+        if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
+            check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None:
+        if c0 is not None and not torch.jit.is_scripting():
             check.check_state(c0, (x.size(1), self.output_size), x, "c0")
         out, c_n = self.run(x, c0, mask)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
@@ -182,18 +183,15 @@ class SRUCell(nn.Module):
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
         """The layer on validated, time-major input: ``x`` ``(L, N, H_in)``, ``mask_pad`` ``(L, N)`` bool."""
         length, batch, _ = x.shape
-        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"input dtype must match the layer's parameters. Expected {self.weight.dtype}, "
-                            f"got {x.dtype} (convert the layer with .to(dtype))")
-        if x.device != self.weight.device:
-            raise ValueError(f"input must be on the layer's device. Expected {self.weight.device}, got {x.device}")
+        if not torch.jit.is_scripting():
+            _check_like_parameters(x, self.weight)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
         if self.training and self.rnn_dropout > 0:
             x = x * self._dropout_mask(batch, self.input_size, self.rnn_dropout, x).unsqueeze(0)
         u = self.project(x)
-        drop_mask = None
+        drop_mask: Tensor | None = None
         if self.training and self.dropout > 0:
             drop_mask = self._dropout_mask(batch, self.output_size, self.dropout, u)
         if c0 is None:
@@ -201,7 +199,7 @@ class SRUCell(nn.Module):
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
         skip = _cast(skip, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
+            u, skip, _cast(self.weight_c, u), self.bias.to(u.dtype), c0.to(u.dtype), mask_pad, drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -227,18 +225,32 @@ class SRUCell(nn.Module):
         return s
 
 
+def _check_like_parameters(x: Tensor, weight: Tensor) -> None:
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"input dtype must match the layer's parameters. Expected {weight.dtype}, "
+                        f"got {x.dtype} (convert the layer with .to(dtype))")
+    if x.device != weight.device:
+        raise ValueError(f"input must be on the layer's device. Expected {weight.device}, got {x.device}")
+
+
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
     return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
 
 
-def _padding_mask(x: Tensor, lengths: Any, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
-    """``(L, N)`` bool padding mask from ``lengths`` or ``mask_pad`` (``x`` is time-major), or None."""
+def _padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
+    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask_pad``
+    (``x`` is time-major), or None."""
     length, batch = x.size(0), x.size(1)
     if lengths is not None and mask_pad is not None:
         raise ValueError("give either lengths or mask_pad, not both")
     if lengths is not None:
+        if torch.jit.is_scripting():
+            return check.lengths_to_mask(lengths.to(device=x.device, dtype=torch.int64), length)
         return check.lengths_to_mask(check.lengths_to_tensor(lengths, batch, length, x.device), length)
     if mask_pad is not None:
+        if torch.jit.is_scripting():
+            mask = mask_pad.to(device=x.device) != 0
+            return mask.t() if batch_first else mask
         return check.check_mask_pad(mask_pad, length, batch, x.device, batch_first)
     return None
 
@@ -259,7 +271,8 @@ class SRU(nn.Module):
         highway_bias: as in :class:`SRUCell`.
         rescale: as in :class:`SRUCell`.
         use_tanh: as in :class:`SRUCell`.
-        projection_size: as in :class:`SRUCell`.
+        projection_size: as in :class:`SRUCell`, for every layer; or a sequence with one size per layer
+            (0 = no projection on that layer), e.g. ``[0, 8]``.
         version: ``"v2"`` (peephole) or ``"v1"`` (linear), as in :class:`SRUCell`.
         has_skip_term: as in :class:`SRUCell`.
         batch_first: as in :class:`SRUCell`.
@@ -299,7 +312,7 @@ class SRU(nn.Module):
         highway_bias: float = -2.0,
         rescale: bool = True,
         use_tanh: bool = False,
-        projection_size: int = 0,
+        projection_size: int | Sequence[int] = 0,
         version: str = "v2",
         has_skip_term: bool = True,
         batch_first: bool = False,
@@ -309,6 +322,7 @@ class SRU(nn.Module):
         self.input_size = check.check_positive_int(input_size, "input_size")
         self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
         self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        projections = _per_layer(projection_size, num_layers, "projection_size")
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.num_directions * hidden_size
@@ -320,8 +334,10 @@ class SRU(nn.Module):
                 input_size if i == 0 else self.output_size, hidden_size, bidirectional=bidirectional,
                 dropout=dropout if i + 1 < num_layers else 0.0, rnn_dropout=rnn_dropout, layer_norm=layer_norm,
                 normalize_after=normalize_after, highway_bias=highway_bias, rescale=rescale, use_tanh=use_tanh,
-                projection_size=projection_size, version=version, has_skip_term=has_skip_term, backend=backend)
+                projection_size=projections[i], version=version, has_skip_term=has_skip_term, backend=backend)
             for i in range(num_layers))
+
+    __jit_unused_properties__ = ["backend"]  # noqa: RUF012 (TorchScript reads this class attribute)
 
     @property
     def backend(self) -> str:
@@ -340,42 +356,51 @@ class SRU(nn.Module):
 
     def forward(
         self,
-        input: Tensor | PackedSequence,
+        input: Tensor,  # or a PackedSequence (eager only)
         c0: Tensor | None = None,
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        packed = isinstance(input, PackedSequence)
-        if packed:
-            if lengths is not None or mask_pad is not None:
-                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
-            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
-        check.check_sequence_input(input, self.input_size, self.batch_first)
+    ) -> tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            if isinstance(input, PackedSequence):
+                return self._forward_packed(input, c0, lengths, mask_pad)
+            check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None:
+        if c0 is not None and not torch.jit.is_scripting():
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
-        finals = []
+        finals: list[Tensor] = []
         for i, layer in enumerate(self.layers):
             x, c_n = layer.run(x, None if c0 is None else c0[i], mask)
             finals.append(c_n)
-        c_stack = torch.stack(finals)
-        output = x.transpose(0, 1) if self.batch_first else x
-        if packed:
-            return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first,
-                                        enforce_sorted=False), c_stack
-        return output, c_stack
+        return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
+
+    @torch.jit.unused
+    def _forward_packed(self, input: PackedSequence, c0: Tensor | None, lengths: Tensor | None,
+                        mask_pad: Tensor | None) -> tuple[PackedSequence, Tensor]:
+        if lengths is not None or mask_pad is not None:
+            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
+        padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+        output, c_n = self.forward(padded, c0, lengths)
+        return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False), c_n
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
 
     @classmethod
     def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRU:
-        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module."""
+        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module.
+
+        Every module ``sru`` 2.6 builds converts exactly, including its per-layer projection rule (``sru`` drops
+        the projection on layers where ``projection_size`` is not smaller than the layer's sizes). Raises
+        ``ValueError`` for what parrnn cannot reproduce exactly: ``custom_m``, ``proj_input_to_hidden_first``,
+        and a ``v1`` module whose ``weight_c`` is not zero (``sru`` would use it; parrnn's v1 has none).
+        """
         cells = list(module.rnn_lst)
         first = cells[0]
         if getattr(module, "input_to_hidden", None) is not None:
-            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn")
+            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn.SRU "
+                             "(parrnn.compat.sru.SRU supports it)")
         if any(getattr(c, "custom_m", None) is not None for c in cells):
             raise ValueError("sru.SRU(custom_m=...) is not supported by parrnn")
         with warnings.catch_warnings():
@@ -384,19 +409,20 @@ class SRU(nn.Module):
                 module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
                 dropout=first.dropout, rnn_dropout=first.rnn_dropout, layer_norm=first.layer_norm is not None,
                 normalize_after=first.normalize_after, highway_bias=first.highway_bias, rescale=first.rescale,
-                use_tanh=first.activation_type == 1, projection_size=first.projection_size,
+                use_tanh=first.activation_type == 1, projection_size=[c.projection_size for c in cells],
                 version="v1" if first.v1 else "v2", has_skip_term=first.has_skip_term, batch_first=batch_first,
                 backend=backend)
         new.to(device=first.weight.device, dtype=first.weight.dtype)
-        new.load_sru_state_dict(module.state_dict(), scale_x=[float(c.scale_x) for c in cells])
+        new.load_sru_state_dict(module.state_dict())
         return new
 
     def load_sru_state_dict(self, state_dict: dict[str, Tensor], scale_x: list[float] | None = None) -> None:
         """Load an ``sru.SRU`` 2.6 ``state_dict`` (keys ``rnn_lst.{i}.weight``, ``weight_c``, ``bias``, ...).
 
         ``sru`` stores the projection columns interleaved as (direction, unit, matrix); parrnn stores them as
-        (matrix, direction, unit), so they are permuted here. ``scale_x`` overrides each layer's highway scale
-        (``sru`` keeps it in a buffer); by default it is recomputed from the configuration, as ``sru`` does.
+        (matrix, direction, unit), so they are permuted here. Each layer's highway scale comes from ``scale_x``
+        if given, else from the state_dict's ``rnn_lst.{i}.scale_x`` buffer (what ``sru`` uses), else it is
+        recomputed from the configuration. A v1 layer's ``weight_c`` must be zero (``ValueError`` otherwise).
         """
         for i, layer in enumerate(self.layers):
             prefix = f"rnn_lst.{i}."
@@ -404,6 +430,9 @@ class SRU(nn.Module):
             fan_in, k, c = layer.weight.size(0), layer.num_matrices, layer.output_size
             if tuple(weight.shape) != (fan_in, k * c):
                 raise ValueError(f"{prefix}weight has shape {tuple(weight.shape)}, expected {(fan_in, k * c)}")
+            if layer.weight_c is None and prefix + "weight_c" in state_dict and state_dict[prefix + "weight_c"].any():
+                raise ValueError(f"{prefix}weight_c is not zero, but this layer is v1 (no peephole): sru would use "
+                                 "those weights, parrnn's v1 cannot; load it into a version='v2' layer")
             dirs, hidden = layer.num_directions, layer.hidden_size
             permuted = weight.view(fan_in, dirs, hidden, k).permute(0, 3, 1, 2).reshape(fan_in, k * c)
             with torch.no_grad():
@@ -416,8 +445,21 @@ class SRU(nn.Module):
                 if layer.layer_norm is not None:
                     layer.layer_norm.weight.copy_(_require(state_dict, prefix + "layer_norm.weight"))
                     layer.layer_norm.bias.copy_(_require(state_dict, prefix + "layer_norm.bias"))
-            if scale_x is not None and layer.rescale and layer.has_skip_term:
-                layer.scale_x = scale_x[i]
+            if layer.rescale and layer.has_skip_term:
+                if scale_x is not None:
+                    layer.scale_x = float(scale_x[i])
+                elif prefix + "scale_x" in state_dict:
+                    layer.scale_x = float(state_dict[prefix + "scale_x"])
+
+
+def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> list[int]:
+    """An int for every layer, or one int per layer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] * num_layers
+    values = list(value)
+    if len(values) != num_layers:
+        raise ValueError(f"{name} must be an int or have one entry per layer ({num_layers}), got {value!r}")
+    return values
 
 
 def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:

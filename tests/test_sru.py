@@ -250,6 +250,8 @@ SRU26_CONFIGS = [
     {"layer_norm": True},
     {"layer_norm": True, "normalize_after": True},
     {"projection_size": 6, "input_size": 24},
+    {"projection_size": 8, "input_size": 4},  # sru drops the projection on layer 0 (8 >= input_size)
+    {"projection_size": 6, "input_size": 10, "num_layers": 3, "bidirectional": True},
     {"rescale": True, "highway_bias": -2.0},
     {"rescale": False},
     {"input_size": 10},
@@ -300,3 +302,35 @@ def test_sru26_state_dict_loads_into_fresh_layer(sru26) -> None:
         torch.testing.assert_close(model(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(KeyError, match="rnn_lst.0.weight"):
         model.load_sru_state_dict({})
+
+
+def test_from_sru_refuses_what_it_cannot_convert_exactly(sru26) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sru26.SRU(6, 6, num_layers=2, v1=True)
+        ref.rnn_lst[1].weight_c.data.fill_(0.1)  # sru would use it: parrnn's v1 has no peephole
+        with pytest.raises(ValueError, match=r"rnn_lst\.1\.weight_c is not zero"):
+            SRU.from_sru(ref)
+        with pytest.raises(ValueError, match="proj_input_to_hidden_first"):
+            SRU.from_sru(sru26.SRU(4, 6, proj_input_to_hidden_first=True))
+
+
+def test_load_sru_state_dict_uses_the_stored_scale_x(sru26) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sru26.SRU(6, 6, num_layers=2, rescale=True, highway_bias=-2.0).double().eval()
+        ref.rnn_lst[0].scale_x.fill_(2.5)
+        model = SRU.from_sru(ref)
+        x = torch.randn(4, 3, 6, dtype=torch.float64)
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-10, atol=1e-10)
+    assert model.layers[0].scale_x == 2.5
+
+
+def test_projection_size_per_layer() -> None:
+    model = SRU(4, 16, 3, projection_size=[0, 8, 4])
+    assert [layer.projection_size for layer in model.layers] == [0, 8, 4]
+    assert model(torch.randn(3, 2, 4))[0].shape == (3, 2, 16)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        SRU(4, 16, 3, projection_size=[0, 8])
+    with pytest.raises(ValueError, match="projection_size must be smaller"):
+        SRU(4, 16, 2, projection_size=8)  # an int must fit every layer

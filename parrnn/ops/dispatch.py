@@ -311,7 +311,6 @@ def sru_recurrence(
     c0: Tensor,
     mask_pad: Tensor | None,
     drop_mask: Tensor | None,
-    *,
     bidirectional: bool = False,
     use_tanh: bool = False,
     scale_x: float = 1.0,
@@ -319,21 +318,34 @@ def sru_recurrence(
 ) -> tuple[Tensor, Tensor]:
     """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`.
 
-    Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend."""
+    Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend.
+    Under TorchScript there is no backend choice and no validation (that is Python): ``backend="scan"`` runs the
+    scan, every other backend the fused kernel of the tensors' device, through ``torch.ops.parrnn.sru_forward``.
+    """
+    if torch.jit.is_scripting():
+        name = "scan" if backend == "scan" else ("cuda" if u.is_cuda else "cpu")
+    else:
+        name = _validated_backend(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend)
+        if name == "reference":
+            return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
+                                            bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+    h, c_n, _ = torch.ops.parrnn.sru_forward(
+        u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
+    return h, c_n
+
+
+@torch.jit.unused
+def _validated_backend(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, backend: str) -> str:
+    """Validate every argument of :func:`sru_recurrence` and resolve ``backend`` (eager only: TorchScript skips it)."""
     if backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
     length, batch, _, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
                                       check_dtype=backend not in ("reference", "auto"))
-    name = resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
+    return resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
                            length=length, dtype=u.dtype)
-    if name == "reference":
-        return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                                        bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
 
-    def contiguous(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.contiguous()
 
-    h, c_n, _ = sru_forward_op(
-        u.contiguous(), contiguous(x), contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
-    return h, c_n
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
