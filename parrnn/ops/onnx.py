@@ -79,7 +79,8 @@ def sru_recurrence(
             h = torch.where(pad_t, torch.zeros_like(h), h)
         return c_new, h
 
-    c_n, h = scan(step, c0.to(compute_dtype), xs)
+    # a fresh initial carry: a view of a model input (c0[i]) fails to trace with a dynamic batch (torch 2.13)
+    c_n, h = scan(step, c0.to(compute_dtype).clone(), xs)
     if bidirectional:
         h = _flip_second_half(h, hidden)
     return h.to(out_dtype), c_n.to(out_dtype)
