@@ -1,12 +1,12 @@
 """The SRU recurrence written for ONNX export: one ``scan`` over time that exports as an ONNX ``Scan`` node.
 
-:func:`parrnn.ops.dispatch.sru_recurrence` routes here while ``torch.onnx.export(..., dynamo=True)`` traces a
+[parrnn.ops.dispatch.sru_recurrence][] routes here while ``torch.onnx.export(..., dynamo=True)`` traces a
 model (``torch.onnx.is_in_onnx_export()``). The fused backends are a custom op (``parrnn::sru_forward``) that
 no ONNX runtime knows, and the reference's Python loop would be unrolled for one fixed length; a
 ``torch._higher_order_ops.scan`` instead becomes an ONNX ``Scan`` whose body is one time step, so the exported
 model takes any sequence length and batch size.
 
-Same contract as :func:`parrnn.ops.reference.sru_recurrence` (shapes and equations are in that module's
+Same contract as [parrnn.ops.reference.sru_recurrence][] (shapes and equations are in that module's
 docstring); tests/ops/test_onnx.py checks the values against it. The reverse direction of a bidirectional
 layer runs in the same scan: its columns are flipped in time before the scan and its outputs flipped back
 after, so both directions advance together and ``c_n`` is the final carry.
@@ -87,7 +87,7 @@ def sru_recurrence(
 
 
 def gru(rnn: nn.GRU, x: Tensor) -> Tensor:
-    """``rnn`` (a time-major [torch.nn.GRU][], any layers and directions) over ``x`` ``(L, N, F)`` from a zero
+    """``rnn`` (a time-major `torch.nn.GRU`, any layers and directions) over ``x`` ``(L, N, F)`` from a zero
     state, as one ``scan`` per layer and direction: the output ``(L, N, dirs * H)``, equal to ``rnn(x)[0]``
     in eval mode. ``torch.export`` unrolls ``nn.GRU``'s time loop for the example's length; this exports with
     a dynamic length."""
