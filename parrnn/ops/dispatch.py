@@ -216,12 +216,13 @@ def sru_recurrence(
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`."""
-    if not torch.jit.is_scripting() and torch.onnx.is_in_onnx_export():
-        # ONNX runtimes cannot run parrnn::sru_forward: trace the recurrence as one scan (an ONNX Scan) instead
-        from parrnn.ops import onnx as onnx_export
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only this exact form of branch)
+        if torch.onnx.is_in_onnx_export():
+            # ONNX runtimes cannot run parrnn::sru_forward: trace the recurrence as one scan (an ONNX Scan)
+            from parrnn.ops import onnx as onnx_export
 
-        return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                                          bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+            return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
+                                              bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
     length, batch, _, cols = u.shape
     name = resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
                            length=length)
