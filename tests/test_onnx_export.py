@@ -117,3 +117,10 @@ def test_exported_sru_streams_with_c0(version: str) -> None:
         out, state = run(session, chunk, state)
         outputs.append(out)
     assert_matches_eager([torch.cat(outputs), state], (expected, c_expected))
+
+
+def test_torchscript_based_exporter_names_the_fix(tmp_path) -> None:
+    model = parrnn.SRU(5, 4, num_layers=1).eval()
+    with pytest.raises(RuntimeError, match="dynamo=True"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(3, 2, 5),), str(tmp_path / "m.onnx"), dynamo=False)

@@ -221,6 +221,8 @@ def sru_recurrence(
             # ONNX runtimes cannot run parrnn::sru_forward: trace the recurrence as one scan (an ONNX Scan)
             from parrnn.ops import onnx as onnx_export
 
+            onnx_export.check_exporter()
+
             return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
                                               bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
     length, batch, _, cols = u.shape

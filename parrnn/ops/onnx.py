@@ -19,6 +19,13 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 
 
+def check_exporter() -> None:
+    """Raise a clear error under the TorchScript-based exporter (``dynamo=False``), which cannot trace a scan."""
+    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # added in torch 2.6
+        raise RuntimeError("parrnn models export to ONNX with torch.onnx.export(..., dynamo=True); the "
+                           "TorchScript-based exporter (dynamo=False) cannot trace the SRU recurrence")
+
+
 def _flip_second_half(t: Tensor, hidden: int) -> Tensor:
     """Reverse ``t`` ``(L, ..., 2 * hidden)`` in time on its last ``hidden`` columns (the reverse direction)."""
     return torch.cat([t[..., :hidden], t[..., hidden:].flip(0)], dim=-1)
