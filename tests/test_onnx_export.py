@@ -86,11 +86,12 @@ def test_sru_exports_with_dynamic_length_and_batch(name: str) -> None:
                 assert_matches_eager(run(session, x), model(x))
 
 
-@pytest.mark.parametrize(("cell", "bidirectional", "num_layers"), [("gru", False, 1), ("gru", True, 2),
-                                                                  ("sru", False, 1)])
-def test_sliced_rnn_exports_with_dynamic_length_and_batch(cell: str, bidirectional: bool, num_layers: int) -> None:
+@pytest.mark.parametrize(("cell", "bidirectional", "num_layers", "levels"),
+                         [("gru", False, 1, 2), ("gru", True, 2, 1), ("sru", False, 1, 1)])
+def test_sliced_rnn_exports_with_dynamic_length_and_batch(cell: str, bidirectional: bool, num_layers: int,
+                                                          levels: int) -> None:
     torch.manual_seed(0)
-    model = parrnn.SlicedRNN(5, 4, slices=2, levels=2, cell=cell, bidirectional=bidirectional,
+    model = parrnn.SlicedRNN(5, 4, slices=3, levels=levels, cell=cell, bidirectional=bidirectional,
                              num_layers=num_layers).eval()
     per = model.slices**model.levels  # the exported length is a multiple of slices**levels (no padding inside)
     session = export(model, (torch.randn(2 * per, 3, 5),), {"input": {0: per * Dim("m"), 1: Dim("N")}})

@@ -21,7 +21,7 @@ from torch._higher_order_ops.scan import scan
 
 def check_exporter() -> None:
     """Raise a clear error under the TorchScript-based exporter (``dynamo=False``), which cannot trace a scan."""
-    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # added in torch 2.6
+    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # absent in older torch
         raise RuntimeError("parrnn models export to ONNX with torch.onnx.export(..., dynamo=True); the "
                            "TorchScript-based exporter (dynamo=False) cannot trace the SRU recurrence")
 
