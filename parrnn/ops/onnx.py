@@ -10,6 +10,10 @@ Same contract as [parrnn.ops.reference.sru_recurrence][] (shapes and equations a
 docstring); tests/ops/test_onnx.py checks the values against it. The reverse direction of a bidirectional
 layer runs in the same scan: its columns are flipped in time before the scan and its outputs flipped back
 after, so both directions advance together and ``c_n`` is the final carry.
+
+Inference only: the inputs are detached (no gradients). Called eagerly (as the tests do), ``scan`` compiles
+its step with ``torch.compile`` first, so it is slow; the layers never take this path outside an export.
+`gru` does the same for the ``torch.nn.GRU`` levels of [SlicedRNN][parrnn.SlicedRNN].
 """
 
 from __future__ import annotations
