@@ -370,6 +370,10 @@ class SlicedRNN(nn.Module):
         return out
 
     def _call(self, rnn: nn.Module, x: Tensor) -> Tensor:
+        if type(rnn) is nn.GRU and not rnn.batch_first and torch.onnx.is_in_onnx_export():
+            from parrnn.ops import onnx as onnx_export  # nn.GRU would export for one fixed length
+
+            return onnx_export.gru(rnn, x)
         result = rnn(x)
         out = result[0] if isinstance(result, (tuple, list)) else result
         if not isinstance(out, Tensor) or out.shape[:2] != x.shape[:2] or out.shape[2] != self.output_size:

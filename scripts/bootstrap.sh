@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-test,bench,docs}
+EXTRAS=${EXTRAS:-test,bench,docs,onnx}
 CPU_TORCH=${CPU_TORCH:-torch==2.13.0}
 
 if [ ! -x "$VENV/bin/python" ]; then

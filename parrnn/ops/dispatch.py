@@ -325,6 +325,9 @@ def sru_recurrence(
     if torch.jit.is_scripting():
         name = "scan" if backend == "scan" else ("cuda" if u.is_cuda else "cpu")
     else:
+        if torch.onnx.is_in_onnx_export():
+            return _export_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
+                                      scale_x)
         name = _validated_backend(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend)
         if name == "reference":
             return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
@@ -333,6 +336,19 @@ def sru_recurrence(
         u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
         _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
     return h, c_n
+
+
+@torch.jit.unused
+def _export_recurrence(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
+                       scale_x: float) -> tuple[Tensor, Tensor]:
+    """While ``torch.onnx.export`` traces: the recurrence as one scan (an ONNX ``Scan``), since ONNX runtimes
+    cannot run ``parrnn::sru_forward``."""
+    from parrnn.ops import onnx as onnx_export
+
+    onnx_export.check_exporter()
+    return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
+                                      bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
 
 
 @torch.jit.unused

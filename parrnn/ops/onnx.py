@@ -1,0 +1,129 @@
+"""The SRU recurrence written for ONNX export: one ``scan`` over time that exports as an ONNX ``Scan`` node.
+
+[parrnn.ops.dispatch.sru_recurrence][] routes here while ``torch.onnx.export(..., dynamo=True)`` traces a
+model (``torch.onnx.is_in_onnx_export()``). The fused backends are a custom op (``parrnn::sru_forward``) that
+no ONNX runtime knows, and the reference's Python loop would be unrolled for one fixed length; a
+``torch._higher_order_ops.scan`` instead becomes an ONNX ``Scan`` whose body is one time step, so the exported
+model takes any sequence length and batch size.
+
+Same contract as [parrnn.ops.reference.sru_recurrence][] (shapes and equations are in that module's
+docstring); tests/ops/test_onnx.py checks the values against it. The reverse direction of a bidirectional
+layer runs in the same scan: its columns are flipped in time before the scan and its outputs flipped back
+after, so both directions advance together and ``c_n`` is the final carry.
+
+Inference only: the inputs are detached (no gradients). Called eagerly (as the tests do), ``scan`` compiles
+its step with ``torch.compile`` first, so it is slow; the layers never take this path outside an export.
+`gru` does the same for the ``torch.nn.GRU`` levels of [SlicedRNN][parrnn.SlicedRNN].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan
+
+
+def check_exporter() -> None:
+    """Raise a clear error under the TorchScript-based exporter (``dynamo=False``), which cannot trace a scan."""
+    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # absent in older torch
+        raise RuntimeError("parrnn models export to ONNX with torch.onnx.export(..., dynamo=True); the "
+                           "TorchScript-based exporter (dynamo=False) cannot trace the SRU recurrence")
+
+
+def _flip_second_half(t: Tensor, hidden: int) -> Tensor:
+    """Reverse ``t`` ``(L, ..., 2 * hidden)`` in time on its last ``hidden`` columns (the reverse direction)."""
+    return torch.cat([t[..., :hidden], t[..., hidden:].flip(0)], dim=-1)
+
+
+def sru_recurrence(
+    u: Tensor,
+    x: Tensor | None,
+    weight_c: Tensor | None,
+    bias: Tensor,
+    c0: Tensor,
+    mask_pad: Tensor | None,
+    drop_mask: Tensor | None,
+    *,
+    bidirectional: bool = False,
+    use_tanh: bool = False,
+    scale_x: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Run the SRU recurrence as one ``scan`` over time (shapes as in
+    [sru_recurrence][parrnn.ops.reference.sru_recurrence]): ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)``."""
+    length, batch, k, cols = u.shape
+    hidden = cols // 2 if bidirectional else cols
+    out_dtype = u.dtype
+    compute_dtype = torch.promote_types(u.dtype, torch.float32)  # fp32 math for half/bf16 storage
+    # inference only: detached inputs keep the exporter from tracing scan's autograd (which fails on
+    # symbolic shapes in torch 2.13's ONNX type-promotion pass)
+    u, bias, c0 = u.detach(), bias.detach(), c0.detach()
+    weight_c = None if weight_c is None else weight_c.detach()
+    x = None if x is None else x.detach()
+    drop_mask = None if drop_mask is None else drop_mask.detach()
+    u = u.to(compute_dtype)
+    # every tensor the step reads is whole (no two views of one tensor: scan rejects aliased inputs)
+    bias = bias.to(compute_dtype)
+    weight_c = None if weight_c is None else weight_c.to(compute_dtype)
+    m = None if drop_mask is None else drop_mask.to(compute_dtype)
+    skip = x.to(compute_dtype) * scale_x if k == 3 and x is not None else None
+    pad = None if mask_pad is None else mask_pad.unsqueeze(2).expand(length, batch, cols)
+    xs = [u] + ([] if skip is None else [skip]) + ([] if pad is None else [pad])
+    if bidirectional:
+        xs = [_flip_second_half(t, hidden) for t in xs]
+
+    def step(c: Tensor, xs_t: list[Tensor]) -> tuple[Tensor, Tensor]:
+        u_t = xs_t[0]  # (N, K, C)
+        zf, zr = u_t[:, 1] + bias[0], u_t[:, 2] + bias[1]
+        if weight_c is not None:
+            zf = zf + weight_c[0] * c
+            zr = zr + weight_c[1] * c
+        f, r = torch.sigmoid(zf), torch.sigmoid(zr)
+        c_new = u_t[:, 0] + (c - u_t[:, 0]) * f
+        g = torch.tanh(c_new) if use_tanh else c_new
+        if m is not None:
+            r = r * m
+        xp = u_t[:, 3] if k == 4 else xs_t[1] if skip is not None else None
+        h = g * r if xp is None else xp + (g - xp) * r
+        if pad is not None:
+            pad_t = xs_t[-1]
+            c_new = torch.where(pad_t, c, c_new)
+            h = torch.where(pad_t, torch.zeros_like(h), h)
+        return c_new, h
+
+    # a fresh initial carry: a view of a model input (c0[i]) fails to trace with a dynamic batch (torch 2.13)
+    c_n, h = scan(step, c0.to(compute_dtype).clone(), xs)
+    if bidirectional:
+        h = _flip_second_half(h, hidden)
+    return h.to(out_dtype), c_n.to(out_dtype)
+
+
+def gru(rnn: nn.GRU, x: Tensor) -> Tensor:
+    """``rnn`` (a time-major `torch.nn.GRU`, any layers and directions) over ``x`` ``(L, N, F)`` from a zero
+    state, as one ``scan`` per layer and direction: the output ``(L, N, dirs * H)``, equal to ``rnn(x)[0]``
+    in eval mode. ``torch.export`` unrolls ``nn.GRU``'s time loop for the example's length; this exports with
+    a dynamic length."""
+    dirs = 2 if rnn.bidirectional else 1
+    for layer in range(rnn.num_layers):
+        outs = []
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            w_hh, b_hh = getattr(rnn, "weight_hh" + sfx).detach(), getattr(rnn, "bias_hh" + sfx, None)
+            b_ih = getattr(rnn, "bias_ih" + sfx, None)
+            gi = x.detach() @ getattr(rnn, "weight_ih" + sfx).detach().t()  # (L, N, 3H), all steps at once
+            gi = gi if b_ih is None else gi + b_ih.detach()
+            b_hh = None if b_hh is None else b_hh.detach()
+
+            def step(h: Tensor, gi_t: Tensor, w_hh: Tensor = w_hh, b_hh: Tensor | None = b_hh) -> tuple[Tensor, Tensor]:
+                gh = h @ w_hh.t() if b_hh is None else h @ w_hh.t() + b_hh
+                i_r, i_z, i_n = gi_t.chunk(3, dim=-1)
+                h_r, h_z, h_n = gh.chunk(3, dim=-1)
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                h_new = n + (h - n) * z
+                return h_new, h_new.clone()
+
+            h0 = gi.new_zeros(gi.shape[1], rnn.hidden_size)
+            _, out = scan(step, h0, gi.flip(0) if d else gi)
+            outs.append(out.flip(0) if d else out)
+        x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+    return x
