@@ -9,6 +9,7 @@
 from parrnn.ops import available_backends
 from parrnn.sliced import SlicedRNN
 from parrnn.sru import SRU, SRUCell
+from parrnn.srupp import SRUpp, SRUppCell
 
 __version__ = "0.1.0"
-__all__ = ["SRU", "SRUCell", "SlicedRNN", "available_backends", "__version__"]
+__all__ = ["SRU", "SRUCell", "SRUpp", "SRUppCell", "SlicedRNN", "available_backends", "__version__"]
