@@ -227,16 +227,20 @@ def test_reference_and_cpu_backends_agree_with_gradients() -> None:
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_gradcheck_float64(bidirectional: bool, backend: str) -> None:
-    model = _model(backend, num_layers=2, hidden_size=3 if bidirectional else 6, bidirectional=bidirectional,
-                   layer_norm=True, input_size=5)
-    x = torch.randn(5, 2, 5, dtype=torch.float64, requires_grad=True)
-    memory = [torch.randn(2, 2, 5, dtype=torch.float64, requires_grad=True),
-              torch.randn(2, 2, 6, dtype=torch.float64, requires_grad=True)]
+    model = _model(backend, num_layers=2, hidden_size=2 if bidirectional else 4, bidirectional=bidirectional,
+                   layer_norm=True, input_size=3, proj_size=4)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    memory = [torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)]
 
     def f(x, m0, m1):
-        out, c_n, _ = model(x, lengths=torch.tensor([5, 3]), attn_mask="causal", memory=[m0, m1])
+        out, c_n, _ = model(x, lengths=torch.tensor([4, 3]), attn_mask="causal", memory=[m0, m1])
         return out, c_n
-    assert torch.autograd.gradcheck(f, (x, *memory))
+    assert torch.autograd.gradcheck(f, (x, *memory), fast_mode=True)
+    params = [p for p in model.parameters()]
+    assert torch.autograd.gradcheck(lambda *ps: torch.func.functional_call(
+        model, dict(zip([n for n, _ in model.named_parameters()], ps, strict=True)), (x.detach(),),
+        {"attn_mask": "causal"})[0], params, fast_mode=True)
 
 
 def test_cell_contract_and_dropout() -> None:
