@@ -52,13 +52,15 @@ def _opt(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that defines a training run (each field is also a ``parrnn-train`` option)."""
 
-    task: str = _opt("adding", "task: adding, copy, listops, smnist, pmnist, imdb")
-    seq_len: int | None = _opt(None, "T for adding/copy (default 1000/100); shortest ListOps expression (500)")
+    task: str = _opt("adding", "task: adding, copy, listops, smnist, pmnist, imdb, charlm")
+    seq_len: int | None = _opt(None, "T for adding/copy (default 1000/100); shortest ListOps expression (500); "
+                                     "charlm segment length (256)")
     max_len: int | None = _opt(None, "longest ListOps expression (2000) / words kept per IMDB review (400)")
-    train_size: int | None = _opt(None, "training examples (default: the task's)")
-    test_size: int | None = _opt(None, "held-out examples (default: the task's)")
+    train_size: int | None = _opt(None, "training examples (default: the task's); charlm: streams (batch_size)")
+    test_size: int | None = _opt(None, "held-out examples (default: the task's); charlm: test streams (8)")
     data_seed: int = _opt(0, "seed of generated data")
-    model: str = _opt("sru", "lstm, gru, sru, sru-v1, sliced-gru, sliced-lstm, sliced-sru")
+    model: str = _opt("sru", "lstm, gru, sru, sru-v1, sliced-gru, sliced-lstm, sliced-sru; charlm also srupp, "
+                             "transformer")
     hidden: int = _opt(128, "hidden size")
     layers: int = _opt(2, "stacked recurrent layers")
     embed_dim: int = _opt(64, "embedding size for token tasks")
@@ -100,7 +102,7 @@ class TrainConfig:
         return make_task(
             self.task,
             seq_len=self.seq_len,
-            train_size=self.train_size,
+            train_size=self.batch_size if self.task == "charlm" and self.train_size is None else self.train_size,
             test_size=self.test_size,
             seed=self.data_seed,
             max_len=self.max_len,
@@ -211,6 +213,10 @@ def evaluate(
     """Loss and metric of ``model`` on the first ``size`` held-out examples (all when ``None``)."""
     was_training = model.training
     model.eval()
+    if task.stateful:
+        result = _evaluate_streams(model, task, device, size)
+        model.train(was_training)
+        return result
     total = len(task.test) if size is None else min(size, len(task.test))
     loss_sum, metric_sum, metric_count = 0.0, 0.0, 0
     for start in range(0, total, batch_size):
@@ -221,6 +227,23 @@ def evaluate(
         s, c = task.metric_sum(pred, batch.targets)
         metric_sum, metric_count = metric_sum + s, metric_count + c
     model.train(was_training)
+    return {"loss": loss_sum / total, task.metric: metric_sum / metric_count}
+
+
+def _evaluate_streams(model: nn.Module, task: Task, device: torch.device, size: int | None) -> dict[str, float]:
+    """Stateful tasks: read the first ``size`` test segments in order from a fresh state (the training state
+    is put back afterwards)."""
+    saved = model.state
+    model.reset_state()
+    total = len(task.test) if size is None else min(size, len(task.test))
+    loss_sum, metric_sum, metric_count = 0.0, 0.0, 0
+    for k in range(total):
+        batch = task.test.batch([k]).to(device)
+        pred = model(batch.inputs)
+        loss_sum += float(task.loss(pred, batch.targets))
+        s, c = task.metric_sum(pred, batch.targets)
+        metric_sum, metric_count = metric_sum + s, metric_count + c
+    model.state = saved
     return {"loss": loss_sum / total, task.metric: metric_sum / metric_count}
 
 
@@ -357,6 +380,8 @@ def _seed(seed: int, device: torch.device) -> None:
 
 
 def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.device) -> TrainResult:
+    if task.stateful and ddp.world > 1:
+        raise ValueError(f"task {task.name!r} carries state across batches; distributed training is not supported")
     if config.batch_size % ddp.world:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number of processes ({ddp.world})")
     out = Path(config.out) if config.out else None
@@ -424,7 +449,13 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
             interrupted = True
             break
         _seed(config.seed * 1_000_003 + run.step * 1009 + ddp.rank, device)  # dropout: a function of the step
-        batch = task.train.batch(order.local_batch(run.step, ddp.rank, ddp.world)).to(device)
+        if task.stateful:  # segment k of every stream, in order; the model carries its state across steps
+            segment = run.step % len(task.train)
+            if segment == 0:
+                unwrap(model).reset_state()
+            batch = task.train.batch([segment]).to(device)
+        else:
+            batch = task.train.batch(order.local_batch(run.step, ddp.rank, ddp.world)).to(device)
         started = time.perf_counter()
         pred = model(batch.inputs, batch.lengths)
         loss = task.loss(pred, batch.targets)

@@ -49,4 +49,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "bootstrap: NVRTC wheels unavailable; the kernel compile check will be skipped"
     touch "$stamp"
 fi
+# sru 3.0.0.dev6, the SRU++ reference, in its own folder beside sru 2.6 (both are module `sru`; they register the
+# same C++ operators, so tests/test_srupp.py runs it in a subprocess with this folder on PYTHONPATH)
+if [ ! -f "$VENV/sru3/sru/modules.py" ]; then
+    pip_install --no-deps --target "$VENV/sru3" "sru==3.0.0.dev6" || \
+        echo "bootstrap: sru 3.0.0.dev6 unavailable; the SRU++ equivalence tests will skip"
+fi
 "$PY" -c "import torch, parrnn; print(f'bootstrap: torch {torch.__version__}, parrnn {parrnn.__version__}')"

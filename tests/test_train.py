@@ -205,3 +205,21 @@ def test_distributed_two_processes_agree_with_each_other_and_with_one_process(tm
     a, b = _params(tmp_path / "ddp"), _params(tmp_path / "one")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)  # same global batches, averaged gradients
     assert single.eval["mse"] == pytest.approx(summary["eval"]["mse"], rel=1e-4)
+
+
+def test_charlm_compare_carries_state_and_evaluation_keeps_it(tmp_path):
+    base = replace(TINY, task="charlm", seq_len=16, max_len=3000, batch_size=4, test_size=2, steps=6, eval_every=3,
+                   eval_size=4, embed_dim=8, layers=2)
+    results = compare(base, ["srupp", "sru", "lstm", "transformer"], tmp_path, command="parrnn-compare ...")
+    for r in results:
+        assert r.steps == 6 and 0 < r.eval["bpc"] < 9
+    assert "| srupp |" in (tmp_path / "results.md").read_text()
+    # the training stream's state survives an evaluation
+    from parrnn.tasks.models import build_model
+    task = base.make_task()
+    torch.manual_seed(0)
+    model = build_model(task, base.model_spec()).eval()
+    model(task.train.batch([0]).inputs)
+    state = model.state
+    evaluate(model, task, torch.device("cpu"), size=2)
+    assert model.state is state

@@ -8,6 +8,10 @@ Model names (``--models``):
   ``cuda``, ``scan``; ``scan`` is v1 only);
 * ``sru26``, ``sru26-v1``                -- the reference ``sru`` 2.6 package (only where it imports);
 * ``sliced-<gru|lstm|sru>``              -- ``parrnn.SlicedRNN`` over that cell (8 slices, 2 levels);
+* ``srupp``                              -- ``parrnn.SRUpp`` (SRU++): causal attention in every layer,
+  ``proj_size`` = H/4, heads of width 64, ``backend="auto"``;
+* ``transformer``                        -- the baseline of the same width and depth: ``nn.TransformerEncoder``
+  of pre-norm ``nn.TransformerEncoderLayer`` (d_model H, heads of width 64, feed-forward 4H), causal;
 * ``rec-<backend>-<v1|v2>``              -- the SRU recurrence alone (:func:`parrnn.ops.sru_recurrence`, no
   matrix products), for the kernel's bytes/s and fraction of copy bandwidth.
 
@@ -35,7 +39,7 @@ SLICES, LEVELS = 8, 2
 _SRU_RE = re.compile(r"^(sru|rec)-([a-z]+)-(v1|v2)$")
 
 #: Every name the factory accepts, as patterns (for help texts and error messages).
-MODEL_PATTERNS = ("lstm", "gru", "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1",
+MODEL_PATTERNS = ("lstm", "gru", "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1", "srupp", "transformer",
                   "sliced-<gru|lstm|sru>", "rec-<backend>-<v1|v2>")
 
 
@@ -56,8 +60,10 @@ class ModelName:
 
 def parse_model_name(name: str) -> ModelName:
     """Parse ``name`` (see the module docstring); raise ``ValueError`` naming the accepted patterns."""
-    if name in ("lstm", "gru"):
+    if name in ("lstm", "gru", "transformer"):
         return ModelName(name, name)
+    if name == "srupp":
+        return ModelName(name, "srupp", "auto", "v2")
     if name == "sru":
         return ModelName(name, "sru", "auto", "v2")
     if name in ("sru26", "sru26-v1"):
@@ -180,6 +186,28 @@ def _build_sliced(spec: ModelName, input_size: int, hidden: int, layers: int, de
     return _sequence_model(spec, module, input_size, device, dtype, notes)
 
 
+def _build_srupp(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
+                 dtype: torch.dtype) -> BenchModel:
+    parrnn = _import_parrnn()
+    from parrnn.tasks.models import attention_sizes
+    proj, heads = attention_sizes(hidden)
+    module = parrnn.SRUpp(input_size, hidden, proj, layers, num_heads=heads, backend=spec.backend).to(
+        device=device, dtype=dtype)
+    randn = _randn(device, dtype)
+    return BenchModel(spec, module, lambda length, batch, grad: (randn(length, batch, input_size),),
+                      lambda x: module(x, attn_mask="causal")[0], _parrnn_resolver(spec, device, hidden),
+                      f"proj_size={proj}, num_heads={heads}, causal")
+
+
+def _build_transformer(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
+                       dtype: torch.dtype) -> BenchModel:
+    from parrnn.tasks.models import CausalTransformer
+    module = CausalTransformer(input_size, hidden, layers).to(device=device, dtype=dtype)
+    randn = _randn(device, dtype)
+    return BenchModel(spec, module, lambda length, batch, grad: (randn(length, batch, input_size),), module,
+                      notes=f"pre-norm, heads={module.num_heads}, ff={4 * hidden}, causal")
+
+
 class _Recurrence(nn.Module):
     """The SRU recurrence alone, with the layer's own parameters (peephole weights for v2, gate biases)."""
 
@@ -215,6 +243,8 @@ _BUILDERS = {
     "gru": lambda spec, d, h, layers, dev, dt: _sequence_model(spec, nn.GRU(d, h, layers), d, dev, dt),
     "sru": _build_sru,
     "sru26": _build_sru26,
+    "srupp": _build_srupp,
+    "transformer": _build_transformer,
     "sliced": _build_sliced,
     "rec": _build_rec,
 }

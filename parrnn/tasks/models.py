@@ -1,5 +1,9 @@
 """Models for the accuracy tasks: an optional embedding, a recurrent encoder, and a linear head.
 
+Stateful tasks (``Task.stateful``: character-level language modelling) get a :class:`LanguageModel` instead,
+whose encoder carries its state across segments; it also accepts ``srupp`` (:class:`parrnn.SRUpp` with the
+previous segment as attention memory) and ``transformer`` (:class:`CausalTransformer`, context = one segment).
+
 Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` (:class:`parrnn.SRU`,
 the peephole v2 and the linear v1 recurrence), and ``sliced-gru`` / ``sliced-lstm`` / ``sliced-sru``
 (:class:`parrnn.SlicedRNN` over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
@@ -17,6 +21,8 @@ from torch import Tensor, nn
 from parrnn.tasks.base import Task
 
 MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", "sliced-gru", "sliced-lstm", "sliced-sru")
+#: Models of stateful (language-model) tasks: their state is carried from one segment to the next.
+STATEFUL_MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", "srupp", "transformer")
 
 
 @dataclass
@@ -157,9 +163,107 @@ class SequenceModel(nn.Module):
         return self.forward_features(self.features(inputs), lengths)
 
 
-def build_model(task: Task, spec: ModelSpec) -> SequenceModel:
-    """A :class:`SequenceModel` for ``task`` (with ``spec.memory_bias`` applied, when set)."""
-    model = SequenceModel(task, spec)
+def attention_sizes(hidden: int) -> tuple[int, int]:
+    """``(proj_size, num_heads)`` used for SRU++ of width ``hidden``: P = H/4 (as in Lei 2021), heads of width 64
+    (one head when P is not a multiple of 64)."""
+    proj = max(1, hidden // 4)
+    return proj, (proj // 64 if proj % 64 == 0 else 1)
+
+
+class CausalTransformer(nn.Module):
+    """The Transformer baseline: (input projection,) ``num_layers`` pre-norm causal ``nn.TransformerEncoderLayer``
+    of width ``hidden``, heads of width 64 (one head below), feed-forward ``4 * hidden``; time-major
+    ``(L, N, input_size)`` -> ``(L, N, hidden)``, step t sees steps <= t only."""
+
+    def __init__(self, input_size: int, hidden: int, num_layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = hidden // 64 if hidden % 64 == 0 else 1
+        self.input = nn.Linear(input_size, hidden) if input_size != hidden else nn.Identity()
+        layer = nn.TransformerEncoderLayer(hidden, self.num_heads, 4 * hidden, dropout=dropout, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(x.size(0), device=x.device, dtype=x.dtype)
+        return self.encoder(self.input(x), mask=mask, is_causal=True)
+
+
+def _detach(state):
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return type(state)(_detach(s) for s in state)
+
+
+class StatefulEncoder(nn.Module):
+    """An encoder ``(L, N, F), state -> (L, N, H), new state`` whose state continues the previous segment.
+
+    State per model: LSTM ``(h, c)``, GRU ``h``, SRU ``c`` (every layer), SRU++ ``(c, memory)`` with memory
+    the previous segment's layer inputs (Transformer-XL style, attention over M + L keys), Transformer none.
+    """
+
+    def __init__(self, input_size: int, spec: ModelSpec) -> None:
+        super().__init__()
+        from parrnn import SRU, SRUpp
+
+        self.name, self.output_size = spec.name, spec.hidden
+        if spec.name in ("lstm", "gru"):
+            self.rnn = TorchRNNEncoder(spec.name, input_size, spec).rnn
+        elif spec.name in ("sru", "sru-v1"):
+            self.rnn = SRU(input_size, spec.hidden, spec.layers, dropout=spec.dropout,
+                           version="v1" if spec.name == "sru-v1" else "v2", backend=spec.sru_backend)
+        elif spec.name == "srupp":
+            proj, heads = attention_sizes(spec.hidden)
+            self.rnn = SRUpp(input_size, spec.hidden, proj, spec.layers, num_heads=heads, dropout=spec.dropout,
+                             backend=spec.sru_backend)
+        elif spec.name == "transformer":
+            self.rnn = CausalTransformer(input_size, spec.hidden, spec.layers, spec.dropout)
+        else:
+            raise ValueError(f"model {spec.name!r} cannot carry state across segments; choose one of "
+                             f"{', '.join(STATEFUL_MODEL_NAMES)}")
+
+    def forward(self, x: Tensor, state):
+        if self.name == "transformer":
+            return self.rnn(x), None
+        if self.name == "srupp":
+            c0, memory = state if state is not None else (None, None)
+            out, c_n, memory_out = self.rnn(x, c0, attn_mask="causal", memory=memory)
+            return out, (c_n, memory_out)
+        return self.rnn(x, state)  # nn.LSTM/GRU (h0 or (h0, c0)), parrnn.SRU (c0)
+
+
+class LanguageModel(nn.Module):
+    """Embedding -> :class:`StatefulEncoder` -> linear head over the vocabulary, for stateful tasks.
+
+    ``forward(inputs (N, L) ids)`` returns logits ``(N, L, V)`` and keeps the (detached) encoder state for the
+    next call, which continues the same streams; :meth:`reset_state` starts over.
+    """
+
+    def __init__(self, task: Task, spec: ModelSpec) -> None:
+        super().__init__()
+        if not task.vocab_size:
+            raise ValueError(f"task {task.name!r} is stateful but has no vocabulary")
+        self.embedding = nn.Embedding(task.vocab_size, spec.embed_dim)
+        self.encoder = StatefulEncoder(spec.embed_dim, spec)
+        self.head = nn.Linear(self.encoder.output_size, task.num_outputs)
+        self.state = None
+
+    def reset_state(self) -> None:
+        """Forget the carried state (the next call starts new streams)."""
+        self.state = None
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if lengths is not None:
+            raise ValueError("a language model reads unpadded stream segments; lengths must be None")
+        out, state = self.encoder(self.embedding(inputs).transpose(0, 1), self.state)
+        self.state = _detach(state)
+        return self.head(out).transpose(0, 1)
+
+
+def build_model(task: Task, spec: ModelSpec) -> nn.Module:
+    """A :class:`SequenceModel` for ``task`` (a :class:`LanguageModel` for stateful tasks), with
+    ``spec.memory_bias`` applied when set."""
+    model = LanguageModel(task, spec) if task.stateful else SequenceModel(task, spec)
     if spec.memory_bias is not None:
         set_memory_bias(model, spec.memory_bias)
     return model

@@ -197,3 +197,18 @@ def test_run_benchmark_api_dedups_shared_sizes() -> None:
     result = run_benchmark(config, progress=False)
     assert torch.get_num_threads() == threads  # restored
     assert [(r["seq_len"], r["sweep"]) for r in result.rows] == [(4, "a"), (8, "b")]
+
+
+@pytest.mark.parametrize("name", ["srupp", "transformer"])
+def test_srupp_and_transformer_models_are_causal(name: str) -> None:
+    model = build_model(name, input_size=8, hidden=16, layers=2, device="cpu", dtype=torch.float32)
+    model.module.eval()
+    (x,) = model.make_inputs(6, 2, False)
+    x2 = x.clone()
+    x2[4:] = 3.0
+    with torch.no_grad():
+        out, out2 = model.run(x), model.run(x2)
+    assert out.shape == (6, 2, 16)
+    torch.testing.assert_close(out2[:4], out[:4])  # later steps never change earlier outputs
+    assert not torch.allclose(out2[4:], out[4:])
+    assert name in presets.preset("srupp")["sweeps"][0].models

@@ -1,0 +1,707 @@
+r"""SRU++ (Lei, 2021, "When Attention Meets Fast Recurrence"): attention feeding parrnn's SRU recurrence.
+
+Each layer replaces the SRU's input projection `U = x W` by a small attention sub-layer (or, in layers without
+attention, by a low-rank projection), then runs the same elementwise recurrence as [SRU][parrnn.SRU] on
+parrnn's backends. The math and parameters follow the `sru` package's never-released 3.0 branch
+(`sru==3.0.0.dev6`, `sru/modules.py`: `SRUpp`, `SRUppCell`, `SRUppAttention`, `SRUppProjectedLinear`);
+[SRUpp.from_sru][parrnn.SRUpp.from_sru] converts such a module.
+
+One layer, time-major (`L` steps, `N` sequences, `M` memory steps, `P = proj_size`, `C = dirs * H`):
+
+    x~   = LayerNorm(x) if layer_norm and not normalize_after else x
+    z    = [memory; x~] W1                                  (M + L, N, P)
+    q    = z[M:],   k, v = split(z W2)                      attention with num_heads heads (SDPA)
+    a    = alpha * Attention(q, k, v, mask) + z[M:]         alpha: learned scalar, starts at 0
+    a    = LayerNorm_P(a) if attn_layer_norm
+    U    = dropout(a) W3                                    (L, N, K, C), K = 3 or 4 (4 when H_in != C)
+    h, c = SRU recurrence(U, highway x, c0)                 parrnn.ops: f, r gates with peephole
+    h    = LayerNorm(h) if layer_norm and normalize_after
+
+Layers without attention compute `U = dropout(LayerNorm_P(x~ W1)) W2` (`W2`: `P -> K * C`). `memory` (the
+previous segment's layer inputs, Transformer-XL style) enters the keys and values as in `sru`: un-normalised,
+even where the layer normalises its own input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from parrnn import _validation as check
+from parrnn.ops import dispatch
+from parrnn.sru import _cast, _padding_mask
+
+CAUSAL = "causal"
+
+
+def causal_mask(length: int, memory_length: int = 0, *, device: Any = None,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+    """The additive causal mask `(L, M + L)` of `sru`: 0 where query `i` may see key `j` (`j <= M + i`),
+    `-inf` elsewhere. `attn_mask="causal"` does the same without building it (and lets SDPA use its
+    causal kernels when there is no memory)."""
+    allowed = _causal_allowed(length, memory_length, device)
+    return torch.zeros(length, memory_length + length, device=device, dtype=dtype).masked_fill(
+        ~allowed, float("-inf"))
+
+
+def _causal_allowed(length: int, memory_length: int, device: Any) -> Tensor:
+    query = torch.arange(length, device=device).unsqueeze(1)
+    key = torch.arange(memory_length + length, device=device).unsqueeze(0)
+    return key <= query + memory_length
+
+
+def _split_heads(t: Tensor, heads: int) -> Tensor:
+    """`(S, N, P)` -> `(N, heads, S, P // heads)`."""
+    length, batch, width = t.shape
+    return t.reshape(length, batch, heads, width // heads).permute(1, 2, 0, 3)
+
+
+def _merge_heads(t: Tensor) -> Tensor:
+    """`(N, heads, L, d)` -> `(L, N, heads * d)`."""
+    batch, heads, length, dim = t.shape
+    return t.permute(2, 0, 1, 3).reshape(length, batch, heads * dim)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | str | None, key_padding: Tensor | None,
+               dropout_p: float) -> Tensor:
+    """SDPA on `(N, heads, L, d)` queries and `(N, heads, S, d)` keys/values.
+
+    `attn_mask` is `"causal"`, an additive `(L, S)` float mask or None; `key_padding` `(N, S)` bool, True on
+    keys nobody may attend to. With a causal mask and keys = queries only, SDPA's `is_causal` path is used.
+    """
+    length, source = q.size(-2), k.size(-2)
+    if isinstance(attn_mask, str):
+        if key_padding is None and source == length:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        mask: Tensor | None = _causal_allowed(length, source - length, q.device)
+    else:
+        mask = attn_mask
+    if key_padding is not None:
+        keep = ~key_padding[:, None, None, :]  # (N, 1, 1, S)
+        if mask is None or mask.dtype == torch.bool:
+            mask = keep if mask is None else mask & keep
+        else:
+            mask = mask.to(q.dtype).masked_fill(~keep, float("-inf"))
+    elif mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class SRUppAttention(nn.Module):
+    """The attention sub-layer of an SRU++ layer: input `(L, N, H_in)` -> `U` `(L, N, K * C)`.
+
+    Attributes:
+        linear1: `H_in -> P` (queries, and the residual `z`).
+        linear2: `P -> 2P` (keys then values).
+        linear3: `P -> K * C`, output columns ordered (matrix, direction, unit) as parrnn's recurrence expects.
+        alpha: `(1,)` learned scale of the attention output (starts at 0: the layer starts as a projection).
+        layer_norm: `LayerNorm(P)` after the residual sum, or None.
+    """
+
+    def __init__(self, in_features: int, out_features: int, proj_features: int, *, num_heads: int = 1,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, layer_norm: bool = True) -> None:
+        super().__init__()
+        if proj_features % num_heads != 0:
+            raise ValueError(f"num_heads must divide proj_size. Got proj_size={proj_features}, "
+                             f"num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.attn_dropout = attn_dropout
+        self.linear1 = nn.Linear(in_features, proj_features, bias=False)
+        self.linear2 = nn.Linear(proj_features, 2 * proj_features, bias=False)
+        self.linear3 = nn.Linear(proj_features, out_features, bias=False)
+        self.alpha = nn.Parameter(torch.zeros(1))
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(proj_features) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """`sru`'s initialisation: Xavier-uniform weights, alpha = 0, `linear3` scaled by sqrt(1 - dropout)."""
+        for linear in (self.linear1, self.linear2, self.linear3):
+            nn.init.xavier_uniform_(linear.weight)
+        with torch.no_grad():
+            self.alpha.zero_()
+            if self.dropout.p > 0:
+                self.linear3.weight.mul_(math.sqrt(1 - self.dropout.p))
+        if self.layer_norm is not None:
+            self.layer_norm.reset_parameters()
+
+    def forward(self, x: Tensor, memory: Tensor | None, key_padding: Tensor | None,
+                attn_mask: Tensor | str | None) -> Tensor:
+        """`x` `(L, N, H_in)`, `memory` `(M, N, H_in)` or None, `key_padding` `(N, M + L)` bool or None."""
+        length = x.size(0)
+        z = self.linear1(x if memory is None else torch.cat([memory, x], 0))
+        residual = z[z.size(0) - length:]
+        key, value = self.linear2(z).chunk(2, dim=-1)
+        heads = self.num_heads
+        out = _attention(_split_heads(residual, heads), _split_heads(key, heads), _split_heads(value, heads),
+                         attn_mask, key_padding, self.attn_dropout if self.training else 0.0)
+        return self.finish(_merge_heads(out), residual)
+
+    def finish(self, attended: Tensor, residual: Tensor) -> Tensor:
+        """`alpha * attended + residual`, layer norm, dropout, `linear3`: `(L, N, P)` -> `(L, N, K * C)`."""
+        out = attended * self.alpha + residual
+        if self.layer_norm is not None:
+            out = self.layer_norm(out)
+        return self.linear3(self.dropout(out))
+
+
+class SRUppProjectedLinear(nn.Module):
+    """The projection of an SRU++ layer without attention: `U = dropout(LayerNorm(x W1)) W2`.
+
+    Attributes:
+        linear1: `H_in -> P`.
+        linear2: `P -> K * C`, output columns ordered (matrix, direction, unit).
+        layer_norm: `LayerNorm(P)` or None.
+    """
+
+    def __init__(self, in_features: int, out_features: int, proj_features: int, *, dropout: float = 0.0,
+                 layer_norm: bool = True) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(in_features, proj_features, bias=False)
+        self.linear2 = nn.Linear(proj_features, out_features, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(proj_features) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for linear in (self.linear1, self.linear2):
+            nn.init.xavier_uniform_(linear.weight)
+        if self.dropout.p > 0:
+            with torch.no_grad():
+                self.linear2.weight.mul_(math.sqrt(1 - self.dropout.p))
+        if self.layer_norm is not None:
+            self.layer_norm.reset_parameters()
+
+    def forward(self, x: Tensor, memory: Tensor | None = None, key_padding: Tensor | None = None,
+                attn_mask: Tensor | str | None = None) -> Tensor:
+        out = self.linear1(x)
+        if self.layer_norm is not None:
+            out = self.layer_norm(out)
+        return self.linear2(self.dropout(out))
+
+
+@dataclass
+class SRUppState:
+    """Decoding state of an [SRUpp][parrnn.SRUpp] (see [SRUpp.step][parrnn.SRUpp.step]).
+
+    Attributes:
+        c: `(num_layers, N, H)` cell state of every layer.
+        keys: per layer, cached keys `(N, heads, S, P / heads)` (None for layers without attention).
+        values: per layer, cached values, like `keys`.
+        key_padding: `(N, S)` bool, True on cached memory positions to ignore, or None.
+    """
+
+    c: Tensor
+    keys: list[Tensor | None] = field(default_factory=list)
+    values: list[Tensor | None] = field(default_factory=list)
+    key_padding: Tensor | None = None
+
+
+class SRUppCell(nn.Module):
+    r"""One SRU++ layer: an attention sub-layer (or a projection) computing `U`, then the SRU recurrence.
+
+    Args:
+        input_size: features of the input, `H_in`.
+        hidden_size: features of the state per direction, `H`.
+        proj_size: attention width `P` (queries, keys and values).
+        attention: use attention (`SRUppAttention`); `False` uses a projection (`SRUppProjectedLinear`).
+        num_heads: attention heads; must divide `proj_size`. Default: 1.
+        dropout: dropout before the last projection `W3` and (`recurrent_dropout`) on the recurrent branch.
+        attn_dropout: dropout on the attention weights. Default: 0.
+        recurrent_dropout: variational dropout on `r_t (c_t - x'_t)`, one mask per sequence. Default: 0.
+        bidirectional: a second recurrence direction backwards in time (attention then sees the whole
+            sequence unless masked). Default: `False`.
+        layer_norm: `LayerNorm` on the layer's input (or its output with `normalize_after`). Default: `False`.
+        normalize_after: normalise the output instead of the input. Default: `False`.
+        attn_layer_norm: `LayerNorm(P)` inside the attention/projection. Default: `True`.
+        highway_bias: initial reset-gate bias. Default: -2.
+        rescale: scale the highway input by `sqrt(1 + 2 exp(highway_bias))` (when `H_in == C`).
+        batch_first: `(N, L, *)` inputs, outputs, memory and masks. Default: `False`.
+        backend: recurrence backend, as in [SRU][parrnn.SRU].
+
+    Inputs and outputs as [SRUpp][parrnn.SRUpp] with one layer: `c0` `(N, C)`, `memory` one tensor
+    `(M, N, H_in)` or None; returns `(output, c_n, memory_out)` with `memory_out` this layer's input.
+
+    Attributes:
+        transform: the `SRUppAttention` or `SRUppProjectedLinear` computing `U`.
+        weight_c: `(2, C)` peephole weights `(v_f, v_r)`.
+        bias: `(2, C)` gate biases `(b_f, b_r)`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, proj_size: int, *, attention: bool = True,
+                 num_heads: int = 1, dropout: float = 0.0, attn_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, bidirectional: bool = False, layer_norm: bool = False,
+                 normalize_after: bool = False, attn_layer_norm: bool = True, highway_bias: float = -2.0,
+                 rescale: bool = False, batch_first: bool = False, backend: str = "auto") -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.proj_size = check.check_positive_int(proj_size, "proj_size")
+        self.num_heads = check.check_positive_int(num_heads, "num_heads")
+        if proj_size % num_heads != 0:
+            raise ValueError(f"num_heads must divide proj_size. Got proj_size={proj_size}, num_heads={num_heads}")
+        if backend not in dispatch.BACKENDS + ("auto",):
+            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {backend!r}")
+        if backend == "scan":
+            raise ValueError("backend='scan' needs the linear SRU (v1); SRU++ uses the peephole (v2) recurrence")
+        self.dropout = check.check_probability(dropout, "dropout")
+        self.attn_dropout = check.check_probability(attn_dropout, "attn_dropout")
+        self.recurrent_dropout = check.check_probability(recurrent_dropout, "recurrent_dropout")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+        self.normalize_after = bool(normalize_after)
+        self.highway_bias = float(highway_bias)
+        self.rescale = bool(rescale)
+        self.batch_first = bool(batch_first)
+        self.backend = backend
+        self.has_attention = bool(attention)
+        self.num_matrices = 3 if input_size == self.output_size else 4
+        self.scale_x = math.sqrt(1.0 + 2.0 * math.exp(self.highway_bias)) if rescale else 1.0
+        out_features = self.num_matrices * self.output_size
+        if attention:
+            self.transform: nn.Module = SRUppAttention(
+                input_size, out_features, proj_size, num_heads=num_heads, dropout=dropout,
+                attn_dropout=attn_dropout, layer_norm=attn_layer_norm)
+        else:
+            self.transform = SRUppProjectedLinear(input_size, out_features, proj_size, dropout=dropout,
+                                                  layer_norm=attn_layer_norm)
+        self.weight_c = nn.Parameter(torch.empty(2, self.output_size))
+        self.bias = nn.Parameter(torch.empty(2, self.output_size))
+        self.layer_norm = nn.LayerNorm(self.output_size if normalize_after else input_size) if layer_norm else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """`sru` 3.0's initialisation: peephole uniform in [-1, 1], `b_f = 0`, `b_r = highway_bias`."""
+        self.transform.reset_parameters()
+        with torch.no_grad():
+            self.weight_c.uniform_(-1.0, 1.0)
+            self.bias.zero_()
+            self.bias[1].fill_(self.highway_bias)
+        if self.layer_norm is not None:
+            self.layer_norm.reset_parameters()
+
+    def forward(self, input: Tensor, c0: Tensor | None = None, lengths: Tensor | None = None,
+                mask_pad: Tensor | None = None, attn_mask: Tensor | str | None = None,
+                memory: Tensor | None = None, memory_mask_pad: Tensor | None = None,
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        if c0 is not None:
+            check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+        mem = None if memory is None else _check_memory(memory, x.size(1), self.input_size, x, self.batch_first,
+                                                        "memory")
+        mem_len = 0 if mem is None else mem.size(0)
+        key_padding = _key_padding(mask, x.size(0), x.size(1), mem_len, memory_mask_pad, x.device, self.batch_first)
+        _check_attn_mask(attn_mask, x.size(0), mem_len)
+        h, c_n = self.run(x, c0, mask, key_padding, attn_mask, mem)
+        return (h.transpose(0, 1) if self.batch_first else h), c_n, input
+
+    def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None, key_padding: Tensor | None,
+            attn_mask: Tensor | str | None, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The layer on validated, time-major input: `x` `(L, N, H_in)`, `mask_pad` `(L, N)` bool,
+        `key_padding` `(N, M + L)` bool, `memory` `(M, N, H_in)`."""
+        if x.dtype != self.bias.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype must match the layer's parameters. Expected {self.bias.dtype}, "
+                            f"got {x.dtype} (convert the layer with .to(dtype))")
+        residual = x
+        if self.layer_norm is not None and not self.normalize_after:
+            x = self.layer_norm(x)
+        u = self.transform(x, memory, key_padding, attn_mask)
+        return self.recur(u, residual, c0, mask_pad)
+
+    def recur(self, u: Tensor, residual: Tensor, c0: Tensor | None, mask_pad: Tensor | None,
+              ) -> tuple[Tensor, Tensor]:
+        """The SRU recurrence on `U` `(L, N, K * C)` and the highway input `residual` `(L, N, H_in)`."""
+        length, batch, _ = u.shape
+        u = u.view(length, batch, self.num_matrices, self.output_size)
+        drop_mask = None
+        if self.training and self.recurrent_dropout > 0:
+            drop_mask = u.new_empty(batch, self.output_size).bernoulli_(1 - self.recurrent_dropout).div_(
+                1 - self.recurrent_dropout)
+        if c0 is None:
+            c0 = u.new_zeros(batch, self.output_size)
+        skip = _cast(residual, u) if self.num_matrices == 3 else None
+        h, c_n = dispatch.sru_recurrence(
+            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
+            bidirectional=self.bidirectional, scale_x=self.scale_x, backend=self.backend)
+        if self.layer_norm is not None and self.normalize_after:
+            h = self.layer_norm(h)
+        return h, c_n
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, {self.proj_size}"
+        if not self.has_attention:
+            s += ", attention=False"
+        for name, default in (("num_heads", 1), ("bidirectional", False), ("dropout", 0.0),
+                              ("attn_dropout", 0.0), ("recurrent_dropout", 0.0), ("rescale", False),
+                              ("batch_first", False), ("backend", "auto")):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        if self.layer_norm is not None:
+            s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
+        return s
+
+
+def _check_memory(memory: Any, batch: int, width: int, like: Tensor, batch_first: bool, name: str) -> Tensor:
+    """Validate one layer's memory (`(M, N, width)`, `(N, M, width)` with batch_first); return it time-major."""
+    if not isinstance(memory, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(memory).__name__}")
+    layout = "(N, M, width)" if batch_first else "(M, N, width)"
+    mem_batch = memory.size(0 if batch_first else 1) if memory.dim() == 3 else -1
+    if memory.dim() != 3 or mem_batch != batch or memory.size(-1) != width:
+        raise ValueError(f"{name} must be 3-D {layout} with N = {batch} and width = {width} (the layer's input "
+                         f"size), got shape {tuple(memory.shape)}")
+    if memory.dtype != like.dtype:
+        raise TypeError(f"{name} dtype must match input dtype. Expected {like.dtype}, got {memory.dtype}")
+    if memory.device != like.device:
+        raise ValueError(f"{name} must be on the input's device. Expected {like.device}, got {memory.device}")
+    return memory.transpose(0, 1) if batch_first else memory
+
+
+def _check_memories(memory: Any, layers: nn.ModuleList, batch: int, like: Tensor, batch_first: bool,
+                    ) -> list[Tensor | None]:
+    """Validate the per-layer memory list; return it time-major (a list of None without memory)."""
+    if memory is None:
+        return [None] * len(layers)
+    if not isinstance(memory, (list, tuple)):
+        raise TypeError(f"memory must be a list of tensors (one per layer) or None, got {type(memory).__name__}")
+    if len(memory) != len(layers):
+        raise ValueError(f"memory must hold one tensor per layer. Expected {len(layers)}, got {len(memory)}")
+    mems = [_check_memory(m, batch, layer.input_size, like, batch_first, f"memory[{i}]")
+            for i, (m, layer) in enumerate(zip(memory, layers, strict=True))]
+    if any(m.size(0) != mems[0].size(0) for m in mems):
+        raise ValueError(f"every memory[i] must have the same length M; got {[m.size(0) for m in mems]}")
+    return mems  # type: ignore[return-value]
+
+
+def _key_padding(mask: Tensor | None, length: int, batch: int, memory_length: int,
+                 memory_mask_pad: Tensor | None, device: torch.device, batch_first: bool) -> Tensor | None:
+    """`(N, M + L)` bool, True on keys to ignore (padded memory or input steps), or None."""
+    mem_mask = None
+    if memory_mask_pad is not None:
+        if memory_length == 0:
+            raise ValueError("memory_mask_pad was given without memory")
+        if not isinstance(memory_mask_pad, Tensor):
+            raise TypeError(f"memory_mask_pad must be a torch.Tensor or None, got {type(memory_mask_pad).__name__}")
+        expected = (batch, memory_length) if batch_first else (memory_length, batch)
+        if tuple(memory_mask_pad.shape) != expected:
+            layout = "(N, M)" if batch_first else "(M, N)"
+            raise ValueError(f"memory_mask_pad must have shape {layout} = {expected}, "
+                             f"got {tuple(memory_mask_pad.shape)}")
+        mem_mask = memory_mask_pad.to(device) != 0
+        mem_mask = mem_mask if batch_first else mem_mask.t()  # (N, M)
+    if mask is None and mem_mask is None:
+        return None
+    own = mask.t() if mask is not None else torch.zeros(batch, length, dtype=torch.bool, device=device)
+    if memory_length == 0:
+        return own
+    if mem_mask is None:
+        mem_mask = torch.zeros(batch, memory_length, dtype=torch.bool, device=device)
+    return torch.cat([mem_mask, own], dim=1)
+
+
+def _check_attn_mask(attn_mask: Tensor | str | None, length: int, memory_length: int) -> None:
+    if attn_mask is None:
+        return
+    if isinstance(attn_mask, str):
+        if attn_mask != CAUSAL:
+            raise ValueError(f"attn_mask must be a tensor, None or 'causal', got {attn_mask!r}")
+        return
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor, 'causal' or None, got {type(attn_mask).__name__}")
+    expected = (length, memory_length + length)
+    if tuple(attn_mask.shape) != expected:
+        raise ValueError(f"attn_mask must have shape (L, M + L) = {expected} (additive, M = memory length), "
+                         f"got {tuple(attn_mask.shape)}")
+    if not (attn_mask.dtype.is_floating_point or attn_mask.dtype == torch.bool):
+        raise TypeError(f"attn_mask must be an additive float mask (or bool, True = may attend), "
+                        f"got {attn_mask.dtype}")
+
+
+def _placement(attention: list[bool]) -> dict[str, int]:
+    """The `attention_every_n_layers` / `attention_last_n_layers` option giving this per-layer pattern."""
+    layers = len(attention)
+    for n in range(1, layers + 2):
+        if attention == [(i + 1) % n == 0 for i in range(layers)]:
+            return {"attention_every_n_layers": n}
+    for n in range(layers + 1):
+        if attention == [layers - i <= n for i in range(layers)]:
+            return {"attention_last_n_layers": n}
+    raise ValueError(f"attention layers {attention} match neither attention_every_n_layers nor "
+                     "attention_last_n_layers")
+
+
+class SRUpp(nn.Module):
+    r"""A stack of SRU++ layers (Lei, 2021), with the semantics and parameters of `sru` 3.0.0.dev6's `SRUpp`.
+
+    Layer `i` (from 0) has attention when `(i + 1) % attention_every_n_layers == 0`, or, with
+    `attention_last_n_layers = n`, when it is one of the last `n` layers; the others use a low-rank projection
+    (see `parrnn.srupp` for the equations of one layer). The recurrence runs on parrnn's backends
+    (`backend`), attention through `torch.nn.functional.scaled_dot_product_attention`.
+
+    Args:
+        input_size: features of the input, `H_in`.
+        hidden_size: features of the state per direction, `H`.
+        proj_size: attention width `P`.
+        num_layers: stacked layers. Default: 2.
+        dropout: dropout inside each layer (before `W3`) and on the recurrent branch of every layer but the
+            last, as in `sru`. Default: 0.
+        attn_dropout: dropout on attention weights. Default: 0.
+        num_heads: attention heads; must divide `proj_size`. Default: 1.
+        bidirectional: bidirectional recurrences. Default: `False`.
+        layer_norm: `LayerNorm` per layer, on its input (pre-norm) or output (`normalize_after`).
+        normalize_after: see `layer_norm`. Default: `False`.
+        attn_layer_norm: `LayerNorm(P)` inside each attention/projection. Default: `True`.
+        highway_bias: initial reset-gate bias. Default: -2.
+        attention_every_n_layers: attention in every n-th layer. Default: 1 (every layer).
+        attention_last_n_layers: attention in the last n layers only (exclusive with the previous option).
+        rescale: scale the highway input by `sqrt(1 + 2 exp(highway_bias))`. Default: `False`.
+        batch_first: inputs, outputs, memory and masks are batch-major. Default: `False`.
+        backend: recurrence backend, as in [SRU][parrnn.SRU]: `"auto"`, `"cpu"`, `"cuda"` or `"reference"`.
+
+    Inputs: input, c0, lengths, mask_pad, attn_mask, memory, memory_mask_pad
+        * **input**: `(L, N, H_in)` (`(N, L, H_in)` with `batch_first`).
+        * **c0**: `(num_layers, N, dirs * H)` initial cell states; zeros if None.
+        * **lengths** / **mask_pad**: padding, as in [SRU][parrnn.SRU] (`mask_pad` `(L, N)`, non-zero on
+          padding). Padded steps keep `c`, output 0 (before a `normalize_after` layer norm) and are never attended.
+        * **attn_mask**: additive float `(L, M + L)` mask (0 = may attend, `-inf` = may not; a bool mask means
+          True = may attend), or `"causal"` (SDPA's causal kernel when there is no memory). None: every query
+          sees every key.
+        * **memory**: a list with one tensor per layer, `(M, N, H_in of that layer)`, the previous segment's
+          layer inputs (pass the previous call's `memory_out`), or None.
+        * **memory_mask_pad**: `(M, N)` non-zero on padded memory steps, or None.
+
+    Outputs: output, c_n, memory_out
+        * **output**: `(L, N, dirs * H)` (`(N, L, dirs * H)` with `batch_first`).
+        * **c_n**: `(num_layers, N, dirs * H)` last cell state of every layer.
+        * **memory_out**: list of every layer's input `(L, N, H_in of that layer)`: the next segment's memory.
+
+    Example:
+        >>> model = SRUpp(16, 32, 8, num_layers=2, num_heads=2)
+        >>> x = torch.randn(10, 4, 16)
+        >>> out, c_n, memory = model(x, attn_mask="causal")
+        >>> out, c_n, memory = model(x, c0=c_n, attn_mask="causal", memory=memory)  # next segment
+        >>> out.shape, c_n.shape, [m.shape[-1] for m in memory]
+        (torch.Size([10, 4, 32]), torch.Size([2, 4, 32]), [16, 32])
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, proj_size: int, num_layers: int = 2, *,
+                 dropout: float = 0.0, attn_dropout: float = 0.0, num_heads: int = 1,
+                 bidirectional: bool = False, layer_norm: bool = False, normalize_after: bool = False,
+                 attn_layer_norm: bool = True, highway_bias: float = -2.0, attention_every_n_layers: int = 1,
+                 attention_last_n_layers: int = -1, rescale: bool = False, batch_first: bool = False,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.proj_size = check.check_positive_int(proj_size, "proj_size")
+        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.num_heads = check.check_positive_int(num_heads, "num_heads")
+        check.check_positive_int(attention_every_n_layers, "attention_every_n_layers")
+        check.check_positive_int(attention_last_n_layers, "attention_last_n_layers", minimum=-1)
+        if attention_every_n_layers != 1 and attention_last_n_layers != -1:
+            raise ValueError("set attention_every_n_layers or attention_last_n_layers, not both "
+                             f"(got {attention_every_n_layers} and {attention_last_n_layers})")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+        self.batch_first = bool(batch_first)
+        self.attention_every_n_layers = attention_every_n_layers
+        self.attention_last_n_layers = attention_last_n_layers
+
+        def has_attention(i: int) -> bool:
+            if attention_last_n_layers != -1:
+                return num_layers - i <= attention_last_n_layers
+            return (i + 1) % attention_every_n_layers == 0
+
+        self.layers = nn.ModuleList(
+            SRUppCell(
+                input_size if i == 0 else self.output_size, hidden_size, proj_size, attention=has_attention(i),
+                num_heads=num_heads, dropout=dropout, attn_dropout=attn_dropout,
+                recurrent_dropout=dropout if i + 1 < num_layers else 0.0, bidirectional=bidirectional,
+                layer_norm=layer_norm, normalize_after=normalize_after, attn_layer_norm=attn_layer_norm,
+                highway_bias=highway_bias, rescale=rescale, backend=backend)
+            for i in range(num_layers))
+
+    @property
+    def backend(self) -> str:
+        return self.layers[0].backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in dispatch.BACKENDS + ("auto",) or name == "scan":
+            raise ValueError(f"backend must be one of ('reference', 'cpu', 'cuda', 'auto'), got {name!r}")
+        for layer in self.layers:
+            layer.backend = name
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def forward(self, input: Tensor, c0: Tensor | None = None, lengths: Tensor | None = None,
+                mask_pad: Tensor | None = None, attn_mask: Tensor | str | None = None,
+                memory: list[Tensor] | None = None, memory_mask_pad: Tensor | None = None,
+                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        if c0 is not None:
+            check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
+        mems = _check_memories(memory, self.layers, x.size(1), x, self.batch_first)
+        mem_len = 0 if mems[0] is None else mems[0].size(0)
+        key_padding = _key_padding(mask, x.size(0), x.size(1), mem_len, memory_mask_pad, x.device, self.batch_first)
+        _check_attn_mask(attn_mask, x.size(0), mem_len)
+        inputs, finals = [], []
+        for i, layer in enumerate(self.layers):
+            inputs.append(x)
+            x, c_n = layer.run(x, None if c0 is None else c0[i], mask, key_padding, attn_mask, mems[i])
+            finals.append(c_n)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+            inputs = [t.transpose(0, 1) for t in inputs]
+        return x, torch.stack(finals), inputs
+
+    # ---- incremental decoding -------------------------------------------------------------------------------
+
+    def init_state(self, batch_size: int, *, c0: Tensor | None = None, memory: list[Tensor] | None = None,
+                   memory_mask_pad: Tensor | None = None, like: Tensor | None = None) -> SRUppState:
+        """A decoding state before the first token: zero (or `c0`) cell states, and the keys and values of
+        `memory` (layout as in `forward`) cached. Causal, unidirectional models only."""
+        if self.bidirectional:
+            raise ValueError("incremental decoding needs a unidirectional SRUpp (bidirectional=False)")
+        param = self.layers[0].bias
+        like = param if like is None else like
+        if c0 is None:
+            c0 = torch.zeros(self.num_layers, batch_size, self.output_size, dtype=like.dtype, device=like.device)
+        check.check_state(c0, (self.num_layers, batch_size, self.output_size), like, "c0")
+        mems = _check_memories(memory, self.layers, batch_size, like, self.batch_first)
+        mem_len = 0 if mems[0] is None else mems[0].size(0)
+        key_padding = _key_padding(None, 0, batch_size, mem_len, memory_mask_pad, like.device, self.batch_first)
+        state = SRUppState(c=c0, key_padding=key_padding)
+        for i, layer in enumerate(self.layers):
+            if not layer.has_attention:
+                state.keys.append(None)
+                state.values.append(None)
+                continue
+            att = layer.transform
+            heads, dim = att.num_heads, self.proj_size // att.num_heads
+            memory_i = mems[i]
+            if memory_i is None:
+                empty = like.new_zeros(batch_size, heads, 0, dim)
+                state.keys.append(empty)
+                state.values.append(empty)
+            else:
+                key, value = att.linear2(att.linear1(memory_i)).chunk(2, dim=-1)
+                state.keys.append(_split_heads(key, heads))
+                state.values.append(_split_heads(value, heads))
+        return state
+
+    def step(self, input: Tensor, state: SRUppState) -> tuple[Tensor, SRUppState]:
+        """Decode one token: `input` `(N, H_in)` -> `(output (N, H), new state)`.
+
+        Equals the causal forward (`attn_mask="causal"`, with the memory given to `init_state`) one position
+        at a time: each attention layer appends this token's key and value to its cache and attends to all
+        cached positions; the recurrence advances one step from the cached cell state.
+        """
+        if input.dim() != 2 or input.size(-1) != self.input_size:
+            raise ValueError(f"input must be (N, input_size) = (N, {self.input_size}), got {tuple(input.shape)}")
+        x = input.unsqueeze(0)  # (1, N, H_in)
+        new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(
+            [state.key_padding, state.key_padding.new_zeros(input.size(0), 1)], dim=1))
+        finals = []
+        for i, layer in enumerate(self.layers):
+            residual = x
+            if layer.layer_norm is not None and not layer.normalize_after:
+                x = layer.layer_norm(x)
+            if layer.has_attention:
+                att = layer.transform
+                z = att.linear1(x)
+                key, value = att.linear2(z).chunk(2, dim=-1)
+                keys = torch.cat([state.keys[i], _split_heads(key, att.num_heads)], dim=2)
+                values = torch.cat([state.values[i], _split_heads(value, att.num_heads)], dim=2)
+                new.keys.append(keys)
+                new.values.append(values)
+                out = _attention(_split_heads(z, att.num_heads), keys, values, None, new.key_padding, 0.0)
+                u = att.finish(_merge_heads(out), z)
+            else:
+                new.keys.append(None)
+                new.values.append(None)
+                u = layer.transform(x)
+            x, c_n = layer.recur(u, residual, state.c[i], None)
+            finals.append(c_n)
+        new.c = torch.stack(finals)
+        return x.squeeze(0), new
+
+    # ---- conversion from the sru package --------------------------------------------------------------------
+
+    @classmethod
+    def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRUpp:
+        """Build an `SRUpp` with the configuration and weights of an `sru.SRUpp` (`sru` 3.0.0.dev6) module.
+
+        `sru` orders the columns of each layer's last projection as (direction, unit, matrix); parrnn's
+        recurrence wants (matrix, direction, unit), so those rows are permuted.
+        """
+        if getattr(module, "input_to_hidden", None) is not None:
+            raise ValueError("sru.SRUpp(proj_input_to_hidden_first=True) is not supported by parrnn")
+        if getattr(module, "nn_rnn_compatible_return", False):
+            raise ValueError("sru.SRUpp(nn_rnn_compatible_return=True) is not supported by parrnn")
+        cells = list(module.rnn_lst)
+        first = cells[0]
+        transforms = [c.transform_module for c in cells]
+        attention = [type(t).__name__ == "SRUppAttention" for t in transforms]
+        if any(a and not getattr(t, "normalize_after", True) for t, a in zip(transforms, attention, strict=True)):
+            raise ValueError("sru SRUppAttention(normalize_after=False) is not supported by parrnn")
+        att = next((t for t, a in zip(transforms, attention, strict=True) if a), None)
+        new = cls(module.input_size, module.hidden_size, module.proj_size, module.num_layers,
+                  dropout=float(module.dropout), attn_dropout=float(att.attn_dropout) if att is not None else 0.0,
+                  num_heads=module.num_heads, bidirectional=module.bidirectional,
+                  layer_norm=first.layer_norm is not None, normalize_after=first.normalize_after,
+                  attn_layer_norm=transforms[0].layer_norm is not None, highway_bias=float(first.highway_bias),
+                  rescale=first.rescale, batch_first=batch_first, backend=backend,
+                  **_placement(attention))
+        for layer, cell in zip(new.layers, cells, strict=True):
+            if cell.rescale and cell.has_skip_term:
+                layer.scale_x = float(cell.scale_x)
+        new.to(device=first.bias.device, dtype=first.bias.dtype)
+        new.load_sru_state_dict(module.state_dict())
+        return new
+
+    def load_sru_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        """Load an `sru.SRUpp` (3.0.0.dev6) `state_dict` (keys `rnn_lst.{i}.transform_module.linear1.weight`,
+        `rnn_lst.{i}.weight_c`, ...) into this model of the same configuration."""
+        own = self.state_dict()
+        for i, layer in enumerate(self.layers):
+            src, dst = f"rnn_lst.{i}.", f"layers.{i}."
+            k, c = layer.num_matrices, layer.output_size
+            dirs, hidden = layer.num_directions, layer.hidden_size
+            pairs = {"weight_c": "weight_c", "bias": "bias"}
+            if layer.layer_norm is not None:
+                pairs.update({"layer_norm.weight": "layer_norm.weight", "layer_norm.bias": "layer_norm.bias"})
+            last = "linear3.weight" if layer.has_attention else "linear2.weight"  # P -> K * C
+            names = ["linear1.weight", last] + (["linear2.weight", "alpha"] if layer.has_attention else [])
+            if layer.transform.layer_norm is not None:
+                names += ["layer_norm.weight", "layer_norm.bias"]
+            pairs.update({f"transform_module.{n}": f"transform.{n}" for n in names})
+            for s, d in pairs.items():
+                if src + s not in state_dict:
+                    raise KeyError(f"sru state_dict has no {src + s!r}; keys: {sorted(state_dict)[:8]}...")
+                value = state_dict[src + s]
+                target = own[dst + d]
+                if s == "transform_module." + last:
+                    # rows (direction, unit, matrix) -> (matrix, direction, unit)
+                    value = value.reshape(dirs, hidden, k, -1).permute(2, 0, 1, 3).reshape(k * c, -1)
+                if value.numel() != target.numel():
+                    raise ValueError(f"{src + s} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+                with torch.no_grad():
+                    target.copy_(value.reshape(target.shape))
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, {self.proj_size}, num_layers={self.num_layers}, "
+                f"num_heads={self.num_heads}")

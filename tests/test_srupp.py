@@ -1,0 +1,346 @@
+"""SRU++ (parrnn/srupp.py): equivalence with `sru` 3.0.0.dev6, padding, segment memory, incremental decoding,
+torch.compile / torch.export, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import parrnn
+from parrnn import SRUpp, SRUppCell
+from parrnn.srupp import causal_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ["reference", "cpu"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if not parrnn.available_backends()[request.param][0]:
+        pytest.skip(f"backend {request.param} unavailable: {parrnn.available_backends()[request.param][1]}")
+    return request.param
+
+
+# ---- equivalence with sru 3.0.0.dev6 (run in a subprocess: it cannot share a process with sru 2.6) -----------
+
+def _sru3_path() -> Path | None:
+    """Where `sru` 3.0.0.dev6 was installed with `pip install --target` (scripts/bootstrap.sh: .venv/sru3)."""
+    candidates = [os.environ.get("PARRNN_SRU3_PATH"), Path(sys.prefix) / "sru3", ROOT / ".venv" / "sru3"]
+    for c in candidates:
+        if c and (Path(c) / "sru" / "modules.py").is_file():
+            return Path(c)
+    return None
+
+
+def _config(input_size=8, hidden_size=8, proj_size=4, **kw) -> dict:
+    run = {k: kw.pop(k) for k in ("causal", "memory", "memory_mask_pad", "mask_pad", "c0") if k in kw}
+    return {"input_size": input_size, "hidden_size": hidden_size, "proj_size": proj_size, "options": kw, **run}
+
+
+SRU3_CONFIGS = {
+    "default": _config(),
+    "one-layer": _config(num_layers=1),
+    "three-layers-heads2": _config(num_layers=3, num_heads=2),
+    "input!=hidden": _config(input_size=5, num_heads=2),
+    "bidirectional": _config(hidden_size=4, bidirectional=True),
+    "bidirectional-input!=hidden-mask_pad": _config(input_size=6, hidden_size=5, bidirectional=True, mask_pad=True),
+    "layer_norm": _config(layer_norm=True),
+    "layer_norm-after": _config(layer_norm=True, normalize_after=True, input_size=6),
+    "no-attn-layer-norm": _config(attn_layer_norm=False),
+    "every-2": _config(num_layers=4, attention_every_n_layers=2),
+    "last-1": _config(num_layers=3, attention_last_n_layers=1, input_size=5),
+    "rescale": _config(rescale=True, highway_bias=-1.0),
+    "causal": _config(num_heads=2, causal=True),
+    "causal-memory": _config(num_layers=3, num_heads=2, causal=True, memory=4),
+    "causal-memory-mask-layer_norm": _config(num_heads=2, causal=True, memory=4, memory_mask_pad=True,
+                                             mask_pad=True, layer_norm=True, c0=True),
+    "memory-bidirectional": _config(hidden_size=4, bidirectional=True, memory=3, input_size=6),
+    "mask_pad-c0": _config(num_layers=3, mask_pad=True, c0=True),
+}
+
+
+@pytest.fixture(scope="module")
+def sru3_results(request) -> dict:
+    path = _sru3_path()
+    if path is None:
+        pytest.skip("sru 3.0.0.dev6 is not installed (scripts/bootstrap.sh puts it in .venv/sru3; "
+                    "or set PARRNN_SRU3_PATH)")
+    configs = [dict(c, backend=b) for c in SRU3_CONFIGS.values() for b in BACKENDS]
+    # its own JIT-extension folder: sru 2.6 and 3.0 build same-named C++ extensions from different paths, and
+    # would rebuild each other's (and race with other test processes) in the shared default folder
+    extensions = Path(tempfile.gettempdir()) / "parrnn-sru3-torch-extensions"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]), TORCH_EXTENSIONS_DIR=str(extensions))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_sru3_compare.py")], input=json.dumps(configs),
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = [(name, b) for name in SRU3_CONFIGS for b in BACKENDS]
+    return dict(zip(keys, results, strict=True))
+
+
+@pytest.mark.parametrize("name", list(SRU3_CONFIGS))
+def test_from_sru_matches_sru3(sru3_results: dict, name: str, backend: str) -> None:
+    result = sru3_results[(name, backend)]
+    assert "error" not in result, result["error"]
+    assert result["scale"] > 0.1  # the comparison is not vacuous
+    for key in ("output", "c_n", "memory"):
+        assert result[key] <= 1e-5, (key, result)
+    assert result["grad_input"] <= 1e-4, result
+
+
+def test_sru3_subprocess_does_not_shadow_sru26() -> None:
+    sru = pytest.importorskip("sru")
+    assert sru.__version__.startswith("2.6"), sru.__version__
+
+
+# ---- semantics ------------------------------------------------------------------------------------------------
+
+def _model(backend="reference", **kw) -> SRUpp:
+    torch.manual_seed(kw.pop("seed", 0))
+    kw.setdefault("num_heads", 2)
+    model = SRUpp(kw.pop("input_size", 6), kw.pop("hidden_size", 6), kw.pop("proj_size", 4),
+                  kw.pop("num_layers", 2), backend=backend, **kw).double()
+    with torch.no_grad():
+        for layer in model.layers:
+            if layer.has_attention:
+                layer.transform.alpha.fill_(0.7)  # alpha = 0 at init would hide the attention
+    return model
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_sequence(causal: bool, bidirectional: bool, backend: str) -> None:
+    model = _model(backend, bidirectional=bidirectional, hidden_size=3 if bidirectional else 6, layer_norm=True)
+    x = torch.randn(8, 3, 6, dtype=torch.float64)
+    lengths = torch.tensor([8, 5, 2])
+    mask = "causal" if causal else None
+    out, c_n, _ = model(x, lengths=lengths, attn_mask=mask)
+    noisy = x.clone()
+    noisy[5:, 1] = 1e3
+    noisy[2:, 2] = -7.0
+    out2, c_n2, _ = model(noisy, lengths=lengths, attn_mask=mask)
+    torch.testing.assert_close(out, out2)
+    torch.testing.assert_close(c_n, c_n2)
+    for n, length in enumerate(lengths.tolist()):
+        alone, c_alone, _ = model(x[:length, n:n + 1], attn_mask=mask)
+        torch.testing.assert_close(out[:length, n:n + 1], alone)
+        torch.testing.assert_close(c_n[:, n:n + 1], c_alone)
+        assert length == 8 or out[length:, n].abs().max() == 0
+
+
+def test_mask_pad_equals_lengths_and_batch_first() -> None:
+    model = _model()
+    x = torch.randn(6, 2, 6, dtype=torch.float64)
+    lengths = torch.tensor([6, 3])
+    mask = torch.arange(6).unsqueeze(1) >= lengths.unsqueeze(0)
+    out_l, c_l, mem_l = model(x, lengths=lengths, attn_mask="causal")
+    out_m, c_m, _ = model(x, mask_pad=mask, attn_mask="causal")
+    torch.testing.assert_close(out_l, out_m)
+    torch.testing.assert_close(c_l, c_m)
+    model.batch_first = True
+    out_b, c_b, mem_b = model(x.transpose(0, 1), mask_pad=mask.t(), attn_mask="causal")
+    torch.testing.assert_close(out_b.transpose(0, 1), out_l)
+    torch.testing.assert_close(c_b, c_l)
+    for a, b in zip(mem_b, mem_l, strict=True):
+        torch.testing.assert_close(a.transpose(0, 1), b)
+
+
+def test_causal_string_equals_explicit_mask_and_sdpa_causal_path() -> None:
+    model = _model(num_layers=3, attention_every_n_layers=1)
+    x = torch.randn(9, 2, 6, dtype=torch.float64)
+    out_s, c_s, _ = model(x, attn_mask="causal")
+    out_t, c_t, _ = model(x, attn_mask=causal_mask(9, dtype=torch.float64))
+    out_b, _, _ = model(x, attn_mask=causal_mask(9, dtype=torch.float64) == 0)  # bool: True = may attend
+    torch.testing.assert_close(out_s, out_t)
+    torch.testing.assert_close(c_s, c_t)
+    torch.testing.assert_close(out_b, out_t)
+    out_full, _, _ = model(x)
+    assert (out_full - out_s).abs().max() > 1e-3  # the mask matters
+    # causal: a later step never changes an earlier output
+    x2 = x.clone()
+    x2[6:] = 5.0
+    torch.testing.assert_close(model(x2, attn_mask="causal")[0][:6], out_s[:6])
+
+
+@pytest.mark.parametrize("layer_norm", [False, "after"])
+def test_segments_with_memory_equal_one_causal_pass(layer_norm, backend: str) -> None:
+    """Transformer-XL-style segments: memory_out and c_n of segment 1 carried into segment 2 equal the causal
+    forward over both segments at once (keys of memory are the layers' inputs, as in the single pass)."""
+    model = _model(backend, num_layers=3, attention_every_n_layers=2, layer_norm=bool(layer_norm),
+                   normalize_after=layer_norm == "after")
+    x = torch.randn(10, 2, 6, dtype=torch.float64)
+    whole, c_whole, _ = model(x, attn_mask="causal")
+    first, c1, memory = model(x[:4], attn_mask="causal")
+    second, c2, _ = model(x[4:], c0=c1, attn_mask="causal", memory=memory)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    torch.testing.assert_close(c2, c_whole)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"layer_norm": True}, {"layer_norm": True, "normalize_after": True}, {"attention_every_n_layers": 2},
+    {"attention_last_n_layers": 1, "input_size": 5}, {"num_heads": 1},
+], ids=str)
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_incremental_decoding_equals_causal_forward(options: dict, with_memory: bool, backend: str) -> None:
+    model = _model(backend, num_layers=3, **options)
+    batch, length, mem_len = 2, 7, 3
+    x = torch.randn(length, batch, model.input_size, dtype=torch.float64)
+    kwargs: dict = {}
+    if with_memory:
+        sizes = [layer.input_size for layer in model.layers]
+        kwargs["memory"] = [torch.randn(mem_len, batch, s, dtype=torch.float64) for s in sizes]
+        kwargs["memory_mask_pad"] = torch.tensor([[True, False], [False, False], [False, True]])
+    c0 = torch.randn(3, batch, model.output_size, dtype=torch.float64)
+    full, c_full, _ = model(x, c0=c0, attn_mask="causal", **kwargs)
+    state = model.init_state(batch, c0=c0, **kwargs)
+    steps = []
+    for t in range(length):
+        out, state = model.step(x[t], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.stack(steps), full)
+    torch.testing.assert_close(state.c, c_full)
+    attention_layers = [k for k in state.keys if k is not None]
+    assert attention_layers and all(k.size(2) == length + (mem_len if with_memory else 0) for k in attention_layers)
+
+
+def test_reference_and_cpu_backends_agree_with_gradients() -> None:
+    if not parrnn.available_backends()["cpu"][0]:
+        pytest.skip("cpu backend unavailable")
+    ref = _model("reference", num_layers=2, layer_norm=True, dropout=0.0).float()
+    fast = _model("cpu", num_layers=2, layer_norm=True, dropout=0.0).float()
+    x = torch.randn(11, 3, 6, requires_grad=True)
+    lengths = torch.tensor([11, 4, 8])
+    outs = [m(x, lengths=lengths, attn_mask="causal") for m in (ref, fast)]
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(o.square().sum() + c.sum(), [x, *m.parameters()])
+             for (o, c, _), m in zip(outs, (ref, fast), strict=True)]
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradcheck_float64(bidirectional: bool, backend: str) -> None:
+    model = _model(backend, num_layers=2, hidden_size=2 if bidirectional else 4, bidirectional=bidirectional,
+                   layer_norm=True, input_size=3, proj_size=4)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    memory = [torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)]
+
+    def f(x, m0, m1):
+        out, c_n, _ = model(x, lengths=torch.tensor([4, 3]), attn_mask="causal", memory=[m0, m1])
+        return out, c_n
+    assert torch.autograd.gradcheck(f, (x, *memory), fast_mode=True)
+    params = [p for p in model.parameters()]
+    assert torch.autograd.gradcheck(lambda *ps: torch.func.functional_call(
+        model, dict(zip([n for n, _ in model.named_parameters()], ps, strict=True)), (x.detach(),),
+        {"attn_mask": "causal"})[0], params, fast_mode=True)
+
+
+def test_cell_contract_and_dropout() -> None:
+    torch.manual_seed(5)
+    cell = SRUppCell(6, 6, 4, num_heads=2, dropout=0.3, attn_dropout=0.2)
+    x = torch.randn(5, 2, 6)
+    out, c_n, memory_out = cell(x, attn_mask="causal")
+    assert out.shape == (5, 2, 6) and c_n.shape == (2, 6) and memory_out is x
+    cell.eval()
+    torch.testing.assert_close(cell(x)[0], cell(x)[0])
+    cell.train()
+    assert not torch.equal(cell(x)[0], cell(x)[0])
+    one = SRUpp(6, 6, 4, 1, num_heads=2)
+    one.layers[0].load_state_dict(cell.state_dict())
+    one.eval(), cell.eval()
+    torch.testing.assert_close(one(x, attn_mask="causal")[0], cell(x, attn_mask="causal")[0])
+
+
+def test_attention_placement() -> None:
+    assert [l.has_attention for l in SRUpp(4, 4, 4, 4, attention_every_n_layers=2).layers] == [
+        False, True, False, True]
+    assert [l.has_attention for l in SRUpp(4, 4, 4, 3, attention_last_n_layers=1).layers] == [False, False, True]
+
+
+# ---- ecosystem ------------------------------------------------------------------------------------------------
+
+def test_torch_compile_fullgraph_matches_eager() -> None:
+    if not parrnn.available_backends()["cpu"][0]:
+        pytest.skip("cpu backend unavailable")
+    torch.manual_seed(0)
+    model = SRUpp(8, 8, 4, 2, num_heads=2, layer_norm=True, backend="cpu")
+    x = torch.randn(6, 3, 8, requires_grad=True)
+    lengths = torch.tensor([6, 4, 2])
+    out, c_n, _ = model(x, lengths=lengths, attn_mask="causal")
+    grads = torch.autograd.grad(out.square().sum() + c_n.sum(), [x, *model.parameters()])
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out_c, c_n_c, _ = compiled(x, lengths=lengths, attn_mask="causal")
+    grads_c = torch.autograd.grad(out_c.square().sum() + c_n_c.sum(), [x, *model.parameters()])
+    torch.testing.assert_close(out_c, out)
+    torch.testing.assert_close(c_n_c, c_n)
+    for got, expected in zip(grads_c, grads, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_torch_export_with_memory() -> None:
+    if not parrnn.available_backends()["cpu"][0]:
+        pytest.skip("cpu backend unavailable")
+    torch.manual_seed(1)
+    model = SRUpp(6, 6, 4, 2, num_heads=2, backend="cpu").eval()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, m0, m1):
+            out, c_n, _ = self.model(x, attn_mask="causal", memory=[m0, m1])
+            return out, c_n
+
+    args = (torch.randn(5, 2, 6), torch.randn(3, 2, 6), torch.randn(3, 2, 6))
+    exported = torch.export.export(Wrapper(), args)
+    assert "parrnn.sru_forward" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(*args)[0], Wrapper()(*args)[0])
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"proj_size": 6, "num_heads": 4}, "num_heads must divide proj_size"),
+    ({"attention_every_n_layers": 2, "attention_last_n_layers": 1}, "not both"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"backend": "scan"}, "scan"),
+])
+def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
+    args = {"input_size": 4, "hidden_size": 4, "proj_size": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        SRUpp(**args)
+
+
+def test_bad_input_is_named() -> None:
+    model = SRUpp(4, 4, 4, 2)
+    x = torch.randn(5, 2, 4)
+    mem = [torch.randn(3, 2, 4), torch.randn(3, 2, 4)]
+    cases = [
+        (lambda: model(x, memory=mem[:1]), ValueError, "one tensor per layer"),
+        (lambda: model(x, memory=mem[0]), TypeError, "list of tensors"),
+        (lambda: model(x, memory=[mem[0], torch.randn(3, 2, 5)]), ValueError, r"memory\[1\] must be 3-D"),
+        (lambda: model(x, memory=[mem[0], torch.randn(3, 3, 4)]), ValueError, r"memory\[1\].*N = 2"),
+        (lambda: model(x, memory=[mem[0], torch.randn(2, 2, 4)]), ValueError, "same length M"),
+        (lambda: model(x, attn_mask=torch.zeros(5, 5), memory=mem), ValueError, r"attn_mask must have shape"),
+        (lambda: model(x, attn_mask=torch.zeros(5, 4)), ValueError, r"\(L, M \+ L\) = \(5, 5\)"),
+        (lambda: model(x, attn_mask="future"), ValueError, "'causal'"),
+        (lambda: model(x, mask_pad=torch.zeros(2, 5)), ValueError, "mask_pad must have shape"),
+        (lambda: model(x, memory=mem, memory_mask_pad=torch.zeros(2, 3)), ValueError, "memory_mask_pad must"),
+        (lambda: model(x, memory_mask_pad=torch.zeros(3, 2)), ValueError, "without memory"),
+        (lambda: model(x, c0=torch.zeros(2, 4)), ValueError, "c0 must have shape"),
+        (lambda: model(torch.randn(5, 2, 3)), ValueError, "input_size"),
+        (lambda: model.step(x, model.init_state(2)), ValueError, r"\(N, input_size\)"),
+        (lambda: SRUpp(4, 2, 4, bidirectional=True).init_state(2), ValueError, "unidirectional"),
+    ]
+    for call, exc, message in cases:
+        with pytest.raises(exc, match=message):
+            call()
