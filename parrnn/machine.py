@@ -12,6 +12,7 @@ table names its CPU with :func:`summary`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -94,10 +95,8 @@ def torch_info() -> dict[str, Any]:
     info: dict[str, Any] = {"torch": torch.__version__}
     info.update(parse_torch_config(torch.__config__.show()))
     info["onednn_available"] = torch.backends.mkldnn.is_available()
-    try:
+    with contextlib.suppress(Exception):  # older torch: keep what the config text says
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # older torch: keep what the config text says
-        pass
     return info
 
 
