@@ -124,3 +124,11 @@ def summary(info: dict[str, Any] | None = None) -> str:
     libs = ", ".join(p for p in (f"torch {info['torch']}", info.get("blas"),
                                  info.get("onednn") and f"oneDNN {info['onednn']}") if p)
     return f"{cpu['model_name']} ({ident}), {isa}, {cores}; {libs}"
+
+
+if __name__ == "__main__":  # python -m parrnn.machine: the line to put under a results table, then the details
+    import json
+
+    details = describe()
+    print(summary(details))
+    print(json.dumps(details, indent=2, default=str))

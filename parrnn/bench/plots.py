@@ -12,7 +12,7 @@ from typing import Any
 
 Row = dict[str, Any]
 MAX_PANELS = 8
-_MODE_TEXT = {"fwd": "forward (no_grad)", "fwdbwd": "forward+backward"}
+_MODE_TEXT = {"fwd": "forward (no_grad)", "fwdbwd": "forward+backward", "stream": "streaming (state carried)"}
 
 
 def _panels(rows: list[Row]) -> list[tuple[str, list[Row]]]:

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from parrnn.bench import cli, presets
-from parrnn.bench.models import ModelUnavailable, build_model, parse_model_name
+from parrnn.bench.models import BenchModel, ModelUnavailable, build_model, parse_model_name
 from parrnn.bench.runner import (
     ROW_KEYS,
     BenchConfig,
     Sweep,
     attach_speedups,
     count_runs,
+    make_step,
     recurrence_bytes,
     run_benchmark,
 )
@@ -65,6 +66,11 @@ def test_json_schema(smoke_run: tuple[Path, str]) -> None:
                 "command"):
         assert key in meta
     assert meta["command"].startswith("parrnn-bench ")
+    machine = meta["machine"]  # every result names its CPU, libraries and matrix-product engine choices
+    for key in ("cpu", "blas", "onednn", "threads", "gemm_engines", "gemm_choices", "gemm_pinned"):
+        assert key in machine
+    assert machine["cpu"]["model_name"] and meta["cpu_summary"].startswith(machine["cpu"]["model_name"])
+    assert any(machine["gemm_choices"]) == any(ok for ok, _ in machine["gemm_engines"].values())  # SRU ran
     assert meta["copy_bytes_per_s"] > 0
     assert meta["threads"] == 1
 
@@ -85,6 +91,7 @@ def test_csv_markdown_and_plots_written(smoke_run: tuple[Path, str]) -> None:
     assert rows and list(rows[0]) == list(ROW_KEYS)
     assert len(rows) == len(json.loads((out / "results.json").read_text())["rows"])
     assert "| model |" in (out / "results.md").read_text()
+    assert "**CPU:**" in (out / "results.md").read_text()
     for name in ("throughput_vs_length.png", "speedup_vs_lstm.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -197,3 +204,35 @@ def test_run_benchmark_api_dedups_shared_sizes() -> None:
     result = run_benchmark(config, progress=False)
     assert torch.get_num_threads() == threads  # restored
     assert [(r["seq_len"], r["sweep"]) for r in result.rows] == [(4, "a"), (8, "b")]
+
+
+def test_streaming_mode_carries_the_state() -> None:
+    stream = presets.preset("streaming")
+    (sweep,) = stream["sweeps"]
+    assert (sweep.seq_lens, sweep.batches, sweep.hiddens, sweep.layers, sweep.modes) == (
+        [1, 16], [1], [512], [2], ["stream"])
+    assert {"lstm", "sru", "sru26"} <= set(sweep.models)
+
+    class Counter(torch.nn.Module):  # returns (output, state + 1), records the state it was given
+        def __init__(self) -> None:
+            super().__init__()
+            self.given: list[object] = []
+
+        def forward(self, x: torch.Tensor, state: int | None = None) -> tuple[torch.Tensor, int]:
+            self.given.append(state)
+            return x, (state or 0) + 1
+
+    counter = Counter()
+    step = make_step(BenchModel(parse_model_name("lstm"), counter, lambda *a: (), lambda x: x), (torch.ones(1),),
+                     "stream")
+    for _ in range(3):
+        step()
+    assert counter.given == [None, 1, 2] and not counter.training
+    x = torch.randn(8, 1, 4)
+    with pytest.raises(ValueError, match="cannot stream"):
+        make_step(build_model("sliced-gru", input_size=4, hidden=4, layers=1, device="cpu",
+                              dtype=torch.float32), (x.float(),), "stream")
+    sweeps = [Sweep(["lstm", "sru-cpu-v2"], [1, 2], [1], [8], layers=[2], modes=["stream"], label="s")]
+    result = run_benchmark(BenchConfig(sweeps=sweeps, repeats=1, warmup=1, memory=False, threads=1),
+                           progress=False)
+    assert len(result.rows) == 4 and all("ms/step" in r["notes"] for r in result.rows)
