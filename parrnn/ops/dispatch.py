@@ -226,8 +226,20 @@ def sru_recurrence(
     def contiguous(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.contiguous()
 
+    algorithm = "scan" if name == "scan" else "sequential"
+    if _direct_call_ok(u, x, weight_c, bias, c0):  # inference: skip the custom op's per-call cost (~tens of us)
+        h, c_n, _ = _fused_module(u.device, algorithm).forward(
+            u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, float(scale_x))
+        return h, c_n
     h, c_n, _ = sru_forward_op(
         u.contiguous(), contiguous(x), contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x),
-        "scan" if name == "scan" else "sequential")
+        contiguous(mask_pad), contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), algorithm)
     return h, c_n
+
+
+def _direct_call_ok(*tensors: Tensor | None) -> bool:
+    """Whether the fused backend may be called without the custom op: nothing needs a gradient and nothing
+    traces (torch.compile / export, ``torch.jit.trace``, ONNX export must see ``parrnn::sru_forward``)."""
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None or torch.onnx.is_in_onnx_export():
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))

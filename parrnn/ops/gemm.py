@@ -69,6 +69,7 @@ _lock = threading.RLock()
 _pinned: str | None = None  # None: read PARRNN_GEMM on first use; "auto": time
 _pinned_from_env = False
 _choices: dict[ShapeClass, str] = {}
+_exact: dict[tuple, str] = {}  # memo of choose() per exact (kind, M, K, N, dtype, threads): the per-call path
 _failed: set[tuple[ShapeClass, str]] = set()
 _prepared: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight -> {(engine, transposed, rows): (ver, ptr, obj)}
 _timer: Timer | None = None
@@ -207,6 +208,7 @@ def set_engine(name: str | None) -> None:
                 raise RuntimeError(f"matrix-product engine {name!r} is unavailable here: {why}")
     with _lock:
         _pinned, _pinned_from_env = name, False
+        _exact.clear()
 
 
 def pinned_engine() -> str:
@@ -229,6 +231,7 @@ def set_timer(timer: Timer | None) -> None:
     with _lock:
         _timer = timer
         _choices.clear()
+        _exact.clear()
         _failed.clear()
 
 
@@ -237,6 +240,7 @@ def reset() -> None:
     global _pinned, _disk_loaded
     with _lock:
         _choices.clear()
+        _exact.clear()
         _failed.clear()
         _prepared.clear()
         _availability.clear()
@@ -374,10 +378,10 @@ def _save_disk() -> None:
 
 
 def _plain() -> bool:
-    """True while TorchScript, torch.compile or ONNX export trace: they must see plain ``@``."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return True
-    return torch.onnx.is_in_onnx_export()
+    """True while torch.compile / torch.export, ``torch.jit.trace`` or ONNX export trace: they must see plain
+    ``@``. (TorchScript never compiles the engine: :func:`matmul` returns ``@`` under ``is_scripting``.)"""
+    return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch.onnx.is_in_onnx_export())
 
 
 def _engine_dtype(t: Tensor) -> bool:
@@ -396,7 +400,11 @@ def _product(a: Tensor, operand: _Operand, out: Tensor | None = None, accumulate
             return lambda: _run(name, a, prepared)
         return lambda: _run(name, a, _prepare(name, b, m))
 
-    name = choose(kind, m, k, n, a.dtype, measure=measure)
+    exact = (kind, m, k, n, a.dtype, torch.get_num_threads())
+    name = _exact.get(exact)
+    if name is None:
+        name = choose(kind, m, k, n, a.dtype, exact[5], measure=measure)
+        _exact[exact] = name
     result = None
     if name != "mm":
         try:
@@ -413,8 +421,8 @@ def _product(a: Tensor, operand: _Operand, out: Tensor | None = None, accumulate
 
 
 def _engine_applies(a: Tensor, b: Tensor) -> bool:
-    return (a.device.type == "cpu" and _engine_dtype(a) and a.dtype == b.dtype and a.dim() == 2 and b.dim() == 2
-            and not _plain() and not torch.is_autocast_enabled("cpu"))
+    return (not _plain() and a.device.type == "cpu" and _engine_dtype(a) and a.dtype == b.dtype and a.dim() == 2
+            and b.dim() == 2 and not torch.is_autocast_enabled("cpu"))
 
 
 def mm(a: Tensor, b: Tensor, *, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
@@ -461,8 +469,9 @@ def matmul(x: Tensor, weight: Tensor) -> Tensor:
     transpose or pack it cache the result until it changes. Float32 and bfloat16 CPU tensors use the
     chosen engine for the product and both gradients; everything else is plain ``x @ weight``.
     """
-    if not _engine_applies(x, weight):
-        return x @ weight
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _MatMul.apply(x, weight)
-    return _product(x, _Operand(weight, weight))
+    if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript compiles only the `@` below)
+        if _engine_applies(x, weight):
+            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                return _MatMul.apply(x, weight)
+            return _product(x, _Operand(weight, weight))
+    return x @ weight
