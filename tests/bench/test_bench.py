@@ -236,3 +236,22 @@ def test_streaming_mode_carries_the_state() -> None:
     result = run_benchmark(BenchConfig(sweeps=sweeps, repeats=1, warmup=1, memory=False, threads=1),
                            progress=False)
     assert len(result.rows) == 4 and all("ms/step" in r["notes"] for r in result.rows)
+
+
+def test_plot_axes_read_as_speedups() -> None:
+    from parrnn.bench import plots
+
+    assert [plots.ratio_label(v) for v in (0.125, 0.5, 1, 2, 4, 16, 128)] == [
+        "0.125x", "0.5x", "1x", "2x", "4x", "16x", "128x"]
+    assert [plots.count_label(v) for v in (500, 2e4, 1.5e6)] == ["500", "20k", "1.5M"]
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    rows = [{"model": m, "seq_len": 64, "speedup_vs_lstm": v} for m, v in (("lstm", 1.0), ("sru", 3.0))]
+    plots._draw(ax, rows, "speedup_vs_lstm", "speedup")
+    fig.canvas.draw()
+    labels = {t.get_text() for t in ax.get_yticklabels() if t.get_text()}
+    plt.close(fig)
+    assert labels and labels <= {"0.5x", "1x", "2x", "4x", "8x"} and "1x" in labels and "2x" in labels
