@@ -2,8 +2,8 @@
 and oneDNN versions, and the matrix-product engine parrnn chose per shape.
 
 Speed ratios depend on the CPU far more than on anything else (issue 14: MKL's ``mm`` is 1.4-2.4x slower
-than oneDNN on an AMD Zen 4, not on others), so every benchmark result carries :func:`describe` and every
-table names its CPU with :func:`summary`.
+than oneDNN on an AMD Zen 4, not on others), so every benchmark result carries `describe` and every
+table names its CPU with `summary`.
 
     >>> from parrnn import machine
     >>> machine.summary()  # doctest: +SKIP
@@ -30,7 +30,7 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     """The CPU's identity from ``/proc/cpuinfo``-like ``text`` (x86 or ARM keys).
 
     Returns ``{"vendor", "family", "model", "model_name", "flags", "logical_cpus", "physical_cores"}``;
-    ``flags`` keeps only :data:`ISA_FLAGS` (in that order); unknown fields are ``None``.
+    ``flags`` keeps only `ISA_FLAGS` (in that order); unknown fields are ``None``.
     """
     blocks = [b for b in re.split(r"\n\s*\n", text.strip()) if b.strip()]
     first: dict[str, str] = {}
@@ -63,7 +63,7 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    """:func:`parse_cpuinfo` of this machine (``platform`` fields where ``/proc/cpuinfo`` is missing)."""
+    """`parse_cpuinfo` of this machine (``platform`` fields where ``/proc/cpuinfo`` is missing)."""
     try:
         info = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
@@ -101,8 +101,8 @@ def torch_info() -> dict[str, Any]:
 
 
 def describe(*, gemm_choices: bool = True) -> dict[str, Any]:
-    """Everything a result needs to name its machine: :func:`cpu_info`, :func:`torch_info`, the thread count
-    and (``gemm_choices``) the engine :mod:`parrnn.ops.gemm` chose per shape class so far."""
+    """Everything a result needs to name its machine: `cpu_info`, `torch_info`, the thread count
+    and (``gemm_choices``) the engine `parrnn.ops.gemm` chose per shape class so far."""
     out: dict[str, Any] = {"cpu": cpu_info(), **torch_info(), "threads": torch.get_num_threads()}
     if gemm_choices:
         from parrnn.ops import gemm

@@ -1,11 +1,11 @@
 """The one matrix-product engine of parrnn: the fastest implementation measured here, per shape class.
 
 Every matrix product parrnn computes (the SRU projection and its backward, ``projection_size``, the SlicedRNN
-GRU rows) goes through :func:`matmul` (``x @ weight`` with autograd) or :func:`mm` (any product, no autograd).
+GRU rows) goes through `matmul` (``x @ weight`` with autograd) or `mm` (any product, no autograd).
 Which library is fastest depends on the CPU: on an AMD Zen 4, MKL's ``mm`` ran 1.4-2.4x slower than oneDNN on
 parrnn's shapes (issue 14), elsewhere MKL wins. So nothing is assumed; the engines are timed.
 
-Engines (:data:`ENGINES`):
+Engines (`ENGINES`):
 
 * ``mm``            -- ``torch.mm`` (torch's BLAS: MKL, OpenBLAS, Accelerate...); always available, every dtype;
 * ``onednn``        -- ``torch.ops.mkldnn._linear_pointwise``, Inductor's CPU linear, with the weight kept
@@ -22,7 +22,7 @@ class times every usable engine on the real operands (one warm-up call each, the
 calls within a ``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine, at least one call) and keeps the
 fastest for the process. An engine that raises is skipped for that class.
 
-Pinning: ``PARRNN_GEMM=<engine>`` or :func:`set_engine` (``"auto"`` restores timing). A pinned engine that
+Pinning: ``PARRNN_GEMM=<engine>`` or `set_engine` (``"auto"`` restores timing). A pinned engine that
 cannot run a product (another dtype, a missing op) falls back to ``mm`` for it.
 
 Plain ``@`` (no engine) runs for CUDA and other devices, dtypes no engine but ``mm`` supports (float64,
@@ -61,7 +61,7 @@ ENGINES = ("mm", "onednn", "onednn-packed", "mkl-packed")
 #: Engines that reuse a prepared (transposed / packed) right operand, so only for ``kind="weight"``.
 _WEIGHT_ONLY = ("onednn-packed", "mkl-packed")
 
-#: ``timer(engine_name, run) -> seconds per call``; replaceable for tests (:func:`set_timer`).
+#: ``timer(engine_name, run) -> seconds per call``; replaceable for tests (`set_timer`).
 Timer = Callable[[str, Callable[[], object]], float]
 ShapeClass = tuple[str, int, int, int, str, int]
 
@@ -164,7 +164,7 @@ def _run(name: str, a: Tensor, prepared: Any) -> Tensor:
 
 
 def _cached_prepare(name: str, operand: _Operand, rows: int) -> Any:
-    """:func:`_prepare` of a parameter, reused while the parameter is unchanged (same version and storage)."""
+    """`_prepare` of a parameter, reused while the parameter is unchanged (same version and storage)."""
     owner = operand.owner
     if owner is None or name == "mm" or owner.is_inference():
         return _prepare(name, operand.b, rows)
@@ -196,7 +196,7 @@ def _check_name(name: str, *, allow_auto: bool = False) -> None:
 
 
 def set_engine(name: str | None) -> None:
-    """Pin every product to engine ``name`` (one of :data:`ENGINES`), or ``"auto"`` to choose by timing;
+    """Pin every product to engine ``name`` (one of `ENGINES`), or ``"auto"`` to choose by timing;
     ``None`` goes back to the ``PARRNN_GEMM`` environment variable. ``ValueError`` for an unknown name,
     ``RuntimeError`` when the engine cannot run here."""
     global _pinned, _pinned_from_env
@@ -287,7 +287,7 @@ def choose(kind: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int |
 
     A pinned engine wins (``mm`` where it does not support ``dtype``). Otherwise the cached choice of the
     shape class, or, the first time, the fastest of the usable engines: ``measure(name)`` returns a thunk
-    running the product on that engine, timed by the timer (:func:`set_timer`). Without ``measure`` nothing
+    running the product on that engine, timed by the timer (`set_timer`). Without ``measure`` nothing
     can be timed and ``mm`` is returned (not cached).
     """
     if kind not in ("weight", "any"):
@@ -379,7 +379,7 @@ def _save_disk() -> None:
 
 def _plain() -> bool:
     """True while torch.compile / torch.export, ``torch.jit.trace`` or ONNX export trace: they must see plain
-    ``@``. (TorchScript never compiles the engine: :func:`matmul` returns ``@`` under ``is_scripting``.)"""
+    ``@``. (TorchScript never compiles the engine: `matmul` returns ``@`` under ``is_scripting``.)"""
     return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
             or torch.onnx.is_in_onnx_export())
 
@@ -427,7 +427,7 @@ def _engine_applies(a: Tensor, b: Tensor) -> bool:
 
 def mm(a: Tensor, b: Tensor, *, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
     """``a @ b`` for ``a`` ``(M, K)`` and ``b`` ``(K, N)``, both activations (nothing is cached), on the engine
-    chosen for the shape; no autograd (use :func:`matmul`). With ``out`` (M, N) the product is written into it,
+    chosen for the shape; no autograd (use `matmul`). With ``out`` (M, N) the product is written into it,
     or added to it with ``accumulate``. Plain ``torch.mm`` where no engine applies."""
     if not _engine_applies(a, b):
         if out is None:
@@ -438,7 +438,7 @@ def mm(a: Tensor, b: Tensor, *, out: Tensor | None = None, accumulate: bool = Fa
 
 def linear(x: Tensor, weight: Tensor, *, out: Tensor | None = None) -> Tensor:
     """``x @ weight^T`` for ``x`` ``(M, K)`` and a parameter ``weight`` ``(N, K)`` (a linear layer's layout),
-    no autograd (for hand-written backwards; :func:`matmul` has autograd). The engine's layout of ``weight``
+    no autograd (for hand-written backwards; `matmul` has autograd). The engine's layout of ``weight``
     is cached while ``weight`` is unchanged. With ``out`` (M, N) the product is written into it."""
     if not _engine_applies(x, weight):
         return torch.mm(x, weight.t(), out=out) if out is not None else torch.mm(x, weight.t())
