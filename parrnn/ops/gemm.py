@@ -18,9 +18,9 @@ Engines (`ENGINES`):
 Choice: per *shape class* -- ``(kind, M, K, N, dtype, threads)`` with M, K, N rounded up to powers of two and
 ``kind`` ``"weight"`` (the right operand is a parameter: the packed engines may cache its layout) or ``"any"``
 (both operands are activations, e.g. ``dW = X^T dY``: only ``mm`` and ``onednn``) -- the first product of a
-class times every usable engine on the real operands (one warm-up call each, then the median of up to 5
-calls within a ``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine, at least one call) and keeps the
-fastest for the process. An engine that raises is skipped for that class.
+class times every usable engine on the real operands (one warm-up call each, then the fastest of 2 to 5
+calls, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine) and keeps the fastest
+engine for the process. An engine that raises is skipped for that class.
 
 Pinning: ``PARRNN_GEMM=<engine>`` or `set_engine` (``"auto"`` restores timing). A pinned engine that
 cannot run a product (another dtype, a missing op) falls back to ``mm`` for it.
@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
 import threading
 import time
 import warnings
@@ -273,12 +272,12 @@ def _default_timer(name: str, run: Callable[[], object]) -> float:
     run()  # warm-up: first calls pay for oneDNN primitive creation, page faults...
     samples: list[float] = []
     spent = 0.0
-    while len(samples) < 5 and (not samples or spent < budget):
+    while len(samples) < 5 and (len(samples) < 2 or spent < budget):
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
         spent += samples[-1]
-    return statistics.median(samples)
+    return min(samples)  # noise (other processes, page faults) only ever adds time
 
 
 def choose(kind: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int | None = None,
@@ -456,6 +455,9 @@ class _MatMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable plain products (double backward works)
+            return (grad @ weight.t() if ctx.needs_input_grad[0] else None,
+                    x.t() @ grad if ctx.needs_input_grad[1] else None)
         grad = grad.contiguous()
         grad_x = _product(grad, _Operand(weight.t(), weight, transposed=True)) if ctx.needs_input_grad[0] else None
         grad_w = _product(x.t(), _Operand(grad)) if ctx.needs_input_grad[1] else None

@@ -69,7 +69,7 @@ def test_gradcheck_float64_through_the_function():
     gemm.set_engine("mm")
     x, w = _operands(m=5, k=4, n=3, dtype=torch.float64)
     assert torch.autograd.gradcheck(gemm._MatMul.apply, (x, w))
-    assert torch.autograd.gradgradcheck(lambda a, b: gemm.matmul(a, b), (x, w))  # float64: plain @
+    assert torch.autograd.gradgradcheck(gemm._MatMul.apply, (x, w))  # create_graph: plain products
 
 
 def test_packed_weight_is_reused_until_the_weight_changes():
@@ -195,3 +195,30 @@ def test_disk_cache_round_trip(monkeypatch, tmp_path):
 
 def test_default_timer_returns_a_duration():
     assert gemm._default_timer("mm", lambda: torch.mm(torch.ones(4, 4), torch.ones(4, 4))) >= 0.0
+
+
+def _grads(loss, params):
+    return torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_layers_on_every_engine_match_mm(engine):
+    """The SRU projection (with projection_size) and the SlicedRNN GRU rows: values and gradients."""
+    import parrnn
+    from parrnn.ops.gru import gru_rows
+
+    torch.manual_seed(0)
+    sru = parrnn.SRU(12, 10, num_layers=2, projection_size=6, backend="reference")
+    gru = torch.nn.GRU(12, 10, num_layers=1)
+    x = torch.randn(7, 3, 12, requires_grad=True)
+    x4 = torch.randn(2, 5, 3, 12, requires_grad=True)
+    results = {}
+    for name in ("mm", engine):
+        gemm.set_engine(name)
+        out, c_n = sru(x)
+        rows, final = gru_rows(gru, x4, need_output=True)
+        loss = out.square().sum() + c_n.sum() + rows.square().sum() + final.sum()
+        params = [x, x4, *sru.parameters(), *gru.parameters()]
+        results[name] = (out, rows, *_grads(loss, params))
+    for got, want in zip(results[engine], results["mm"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
