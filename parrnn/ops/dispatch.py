@@ -239,7 +239,7 @@ def sru_recurrence(
 
 def _direct_call_ok(*tensors: Tensor | None) -> bool:
     """Whether the fused backend may be called without the custom op: nothing needs a gradient and nothing
-    traces (torch.compile / export, ``torch.jit.trace``, ONNX export must see ``parrnn::sru_forward``)."""
-    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None or torch.onnx.is_in_onnx_export():
+    traces (torch.compile / export, ``torch.jit.trace`` and so ONNX export must see ``parrnn::sru_forward``)."""
+    if torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None:
         return False
     return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))

@@ -377,10 +377,11 @@ def _save_disk() -> None:
 
 
 def _plain() -> bool:
-    """True while torch.compile / torch.export, ``torch.jit.trace`` or ONNX export trace: they must see plain
-    ``@``. (TorchScript never compiles the engine: `matmul` returns ``@`` under ``is_scripting``.)"""
-    return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
-            or torch.onnx.is_in_onnx_export())
+    """True while torch.compile / torch.export or ``torch.jit.trace`` trace: they must see plain ``@``. ONNX
+    export is one of the two (the dynamo exporter compiles, the TorchScript one traces), so
+    ``torch.onnx.is_in_onnx_export()`` (slower, on the per-call path) is not asked. TorchScript never compiles
+    the engine: `matmul` returns ``@`` under ``is_scripting``."""
+    return torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
 
 
 def _engine_dtype(t: Tensor) -> bool:
