@@ -204,7 +204,7 @@ def _grads(loss, params):
 @pytest.mark.parametrize("engine", AVAILABLE)
 def test_layers_on_every_engine_match_mm(engine):
     """The SRU projection (with projection_size) and the SlicedRNN GRU rows: values and gradients."""
-    from parrnn.ops.gru import gru_rows
+    from parrnn.gru_rows import gru_rows
 
     import parrnn
 
