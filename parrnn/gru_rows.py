@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from parrnn.ops import gemm
+
 DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) compute in
 
 
@@ -123,8 +125,8 @@ def _input_projection(x4: Tensor, weight: Tensor) -> Tensor:
     num_slices, steps, batch, feat = x4.shape
     rows_tm = _time_major_rows(x4)
     if rows_tm is not None:
-        return rows_tm.mm(weight.t()).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3)
-    return x4.reshape(-1, feat).mm(weight.t()).view(num_slices, steps, batch, -1)
+        return gemm.linear(rows_tm, weight).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3)
+    return gemm.linear(x4.reshape(-1, feat), weight).view(num_slices, steps, batch, -1)
 
 
 def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[..., None]] | None:
@@ -161,7 +163,6 @@ def _forward(
     gates_x = _input_projection(x4, w_ih)  # bias b_x added in the steps
     b_x = torch.cat([b_ih[:h2] + b_hh[:h2], b_ih[h2:]])
     b_hn = b_hh[h2:].contiguous()
-    w_hh_t = w_hh.t()
     kernels = step_kernels(x4.dtype)
     threads = torch.get_num_threads()
     saved = steps if keep_outputs else 1
@@ -174,7 +175,7 @@ def _forward(
         k = t if keep_outputs else 0
         g_x, g_h, target = gates_x[:, t], gates_h[k], out_tm[t if keep_outputs else i % 2]
         if h is not None:
-            torch.mm(h.view(rows, hidden), w_hh_t, out=g_h.view(rows, 3 * hidden))
+            gemm.linear(h.view(rows, hidden), w_hh, out=g_h.view(rows, 3 * hidden))
         if kernels is not None:
             assert g_x.stride(1) == 3 * hidden and g_x.stride(2) == 1
             kernels[0](num_slices, batch, hidden, g_x.data_ptr(), g_x.stride(0), b_x.data_ptr(), g_h.data_ptr(),
@@ -233,17 +234,17 @@ def _backward(
             torch.ops.aten.sigmoid_backward.grad_input(dh * h_prev_minus_n, z, grad_input=dg[..., h2:h3])
             torch.mul(dh, z, out=d_h)
         if h_prev is not None:  # the first step's state is the constant zero
-            d_h.view(rows, hidden).addmm_(dg.view(rows, 4 * hidden)[:, :h3], w_hh_nrz)
+            gemm.mm(dg.view(rows, 4 * hidden)[:, :h3], w_hh_nrz, out=d_h.view(rows, hidden), accumulate=True)
     flat = d_gates.view(-1, 4 * hidden)
     d_input = flat[:, hidden:]  # gradient of W_ih x + b_ih, gate order (r, z, n)
-    d_x = d_input.mm(w_ih).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3) if need_input_grad else None
+    d_x = gemm.matmul(d_input, w_ih).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3) if need_input_grad else None
     x_rows = x4.permute(1, 0, 2, 3).reshape(-1, x4.shape[3])  # time-major like d_input (a view when it can be)
-    d_w_ih = d_input.t().mm(x_rows)
+    d_w_ih = gemm.mm(d_input.t(), x_rows)
     sums = flat.sum(0)
     d_b_ih = sums[hidden:]
     # W_hh saw the previous state: steps 1.. (forward) or ..L-2 (reverse) against outputs 0..L-2 / 1..
     later, earlier = (slice(0, steps - 1), slice(1, steps)) if reverse else (slice(1, steps), slice(0, steps - 1))
-    d_w_hh_nrz = d_gates[later].reshape(-1, 4 * hidden)[:, :h3].t().mm(out_tm[earlier].reshape(-1, hidden))
+    d_w_hh_nrz = gemm.mm(d_gates[later].reshape(-1, 4 * hidden)[:, :h3].t(), out_tm[earlier].reshape(-1, hidden))
     d_w_hh = torch.cat([d_w_hh_nrz[hidden:], d_w_hh_nrz[:hidden]])
     d_b_hh = torch.cat([sums[hidden:h3], sums[:hidden]])
     return d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.ops import dispatch
+from parrnn.ops import dispatch, gemm
 
 VERSIONS = ("v1", "v2")
 
@@ -211,8 +211,8 @@ class SRUCell(nn.Module):
         length, batch, _ = x.shape
         flat = x.reshape(length * batch, x.size(-1))
         if self.weight_proj is not None:
-            flat = flat @ self.weight_proj
-        return (flat @ self.weight).view(length, batch, self.num_matrices, self.output_size)
+            flat = gemm.matmul(flat, self.weight_proj)
+        return gemm.matmul(flat, self.weight).view(length, batch, self.num_matrices, self.output_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, version={self.version!r}"

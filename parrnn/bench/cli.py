@@ -18,7 +18,7 @@ from pathlib import Path
 
 from parrnn.bench.models import MODEL_PATTERNS, PARRNN_BACKENDS
 from parrnn.bench.presets import PRESET_NAMES, preset
-from parrnn.bench.runner import MODES, BenchConfig, count_runs, run_benchmark
+from parrnn.bench.runner import ALL_MODES, BenchConfig, count_runs, run_benchmark
 
 
 def _int_list(text: str) -> list[int]:
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESET_NAMES, default="default",
                    help="base configuration (default: %(default)s)")
     p.add_argument("--models", type=_str_list, help="comma-separated model names (nn.LSTM is always added)")
-    p.add_argument("--modes", type=_str_list, help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--modes", type=_str_list, help=f"comma-separated, from {', '.join(ALL_MODES)}")
     p.add_argument("--seq-lens", type=_int_list, help="sequence lengths, e.g. 64,256 or 64..65536")
     p.add_argument("--batch", type=_int_list, help="batch sizes")
     p.add_argument("--hidden", type=_int_list, help="hidden sizes")

@@ -12,7 +12,7 @@ from typing import Any
 
 Row = dict[str, Any]
 MAX_PANELS = 8
-_MODE_TEXT = {"fwd": "forward (no_grad)", "fwdbwd": "forward+backward"}
+_MODE_TEXT = {"fwd": "forward (no_grad)", "fwdbwd": "forward+backward", "stream": "streaming (state carried)"}
 
 
 def _panels(rows: list[Row]) -> list[tuple[str, list[Row]]]:
@@ -47,9 +47,38 @@ def _draw(ax: Any, rows: list[Row], metric: str, ylabel: str) -> None:
         ax.set_xlabel(f"L = {lengths[0]}")
     if metric == "speedup_vs_lstm":
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yscale("log")  # throughputs and ratios span orders of magnitude
+    _log_axis(ax, ratio=metric == "speedup_vs_lstm")  # throughputs and ratios span orders of magnitude
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def ratio_label(value: float) -> str:
+    """A speed-up as people read it: ``0.5x``, ``1x``, ``2x``, ``16x`` (``0.125x`` for 1/8)."""
+    return f"{value:.3g}x" if value < 1 else f"{value:,.0f}x" if value >= 10 else f"{value:.2g}x"
+
+
+def count_label(value: float) -> str:
+    """A throughput tick: ``500``, ``20k``, ``1.5M``."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _log_axis(ax: Any, *, ratio: bool) -> None:
+    """A log y axis with readable ticks: ratios at powers of two (``0.5x, 1x, 2x, 4x``), throughputs at
+    1-2-5 steps (``10k, 20k, 50k``), never ``3 x 10^0``."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if ratio:
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_locator(LogLocator(base=2))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ratio_label(v)))
+    else:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: count_label(v)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _figure(rows: list[Row], metric: str, ylabel: str, path: Path, title: str) -> Path | None:

@@ -9,6 +9,9 @@
   batch (1, 8, 32), with SRU v1 and v2 and the SlicedRNNs (sru 2.6 only in ``issue3``/``default``).
 * ``srupp``   -- issue 17: SRU++ vs the causal Transformer of the same width and depth (and SRU, LSTM) at
   L = 512, 1024, 2048, 4096, N=8, D=H=512, 2 layers, fp32, forward and forward+backward.
+* ``streaming`` -- issue 14's streaming inference latency on CPU: N=1, D=H=512, 2 layers, one step and
+  16-step chunks per call (``stream`` mode: no_grad, the state carried from call to call), nn.LSTM vs parrnn
+  SRU vs sru 2.6; ``ms/step`` in the notes, ``vs LSTM`` is LSTM's latency over the model's.
 * ``gpu``     -- issue 10 on a CUDA device: its two sizes in fp32 and bf16, an L sweep 128 ... 65536,
   SlicedRNN(gru) vs nn.GRU at T=32768, the v1 scan vs the sequential kernel at N=1, and the recurrence
   alone for bandwidth.
@@ -40,6 +43,9 @@ def _presets() -> dict[str, dict[str, Any]]:
         "srupp": {"device": "cpu", "warmup": 1, "repeats": 3, "max_case_s": 30.0, "sweeps": [
             Sweep(["srupp", "transformer", "sru-cpu-v2", "lstm"], [512, 1024, 2048, 4096], [8], [512],
                   label="srupp")]},
+        "streaming": {"device": "cpu", "threads": 2, "warmup": 20, "repeats": 21,
+                      "sweeps": [Sweep(["lstm", "sru", "sru26"], [1, 16], [1], [512], modes=["stream"],
+                                       label="streaming")]},
         "gpu": {"device": "cuda", "warmup": 2, "repeats": 20, "max_case_s": 10.0, "sweeps": [
             Sweep(_GPU_MODELS, [128], [32], [512], dtypes=["float32", "bfloat16"], label="issue10-small"),
             Sweep(_GPU_MODELS, [512], [64], [1024], dtypes=["float32", "bfloat16"], label="issue10-large"),
@@ -51,7 +57,7 @@ def _presets() -> dict[str, dict[str, Any]]:
     }
 
 
-PRESET_NAMES = ("default", "quick", "full", "issue3", "srupp", "gpu")
+PRESET_NAMES = ("default", "quick", "full", "issue3", "srupp", "streaming", "gpu")
 
 
 def preset(name: str) -> dict[str, Any]:

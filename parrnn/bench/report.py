@@ -76,12 +76,23 @@ def _parrnn_info() -> tuple[str | None, dict[str, list[Any]] | str]:
         return _version("parrnn"), f"{type(exc).__name__}: {exc}"
 
 
+def _machine_info() -> dict[str, Any]:
+    """:func:`parrnn.machine.describe` plus its one-line ``summary`` (an error text if that fails)."""
+    try:
+        from parrnn import machine
+        info = machine.describe()
+        return {"summary": machine.summary(info), **info}
+    except Exception as exc:  # the run's rows matter more than its description
+        return {"summary": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def collect_metadata(config: BenchConfig, result: BenchResult,
                      argv: list[str] | None = None) -> dict[str, Any]:
     """Device, versions, CPU, threads, git commit, command line and measurement methods of a run."""
     device = torch.device(config.device)
     parrnn_version, backends = _parrnn_info()
     status = _git("status", "--porcelain")
+    machine_info = _machine_info()
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(argv if argv is not None else sys.argv),
@@ -90,6 +101,8 @@ def collect_metadata(config: BenchConfig, result: BenchResult,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_summary": machine_info.get("summary"),
+        "machine": machine_info,
         "threads": result.threads,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
@@ -196,7 +209,15 @@ def write_markdown(path: Path, metadata: dict[str, Any], rows: list[Row],
     keys = ("command", "device_name", "cpu_model", "threads", "torch", "parrnn", "sru", "cupy", "git_commit",
             "timestamp", "memory_method")
     meta = "\n".join(f"- {k}: `{metadata.get(k)}`" for k in keys)
-    parts = [f"# parrnn-bench results\n\n{meta}\n", markdown_table(sort_rows(rows))]
+    machine_info = metadata.get("machine") or {}
+    cpu = f"**CPU:** {metadata.get('cpu_summary') or metadata.get('cpu_model')}\n\n"
+    choices = machine_info.get("gemm_choices") or {}
+    gemm_text = ""
+    if choices or machine_info.get("gemm_pinned"):
+        lines = "\n".join(f"- `{shape}`: {engine}" for shape, engine in choices.items())
+        gemm_text = (f"\nMatrix-product engine (parrnn.ops.gemm, pinned: `{machine_info.get('gemm_pinned')}`) "
+                     f"per shape class:\n\n{lines or '- (no product timed)'}\n")
+    parts = [f"# parrnn-bench results\n\n{cpu}{meta}\n{gemm_text}", markdown_table(sort_rows(rows))]
     if targets:
         lines = format_targets(targets).splitlines()
         parts.append("## Targets\n\n" + "\n".join(f"- {line}" for line in lines))

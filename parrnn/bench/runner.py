@@ -23,6 +23,9 @@ from parrnn.bench import timing
 from parrnn.bench.models import BenchModel, ModelUnavailable, build_model, parse_model_name
 
 MODES = ("fwd", "fwdbwd")
+#: Every mode a sweep may ask for: ``stream`` is no-grad inference that carries the recurrent state from one
+#: call to the next (a streaming model fed ``seq_len`` new steps per call); not in the default sweeps.
+ALL_MODES = MODES + ("stream",)
 BASELINE = "lstm"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64, "fp64": torch.float64}
@@ -62,8 +65,8 @@ class Sweep:
         for dtype in self.dtypes:
             canonical_dtype(dtype)
         for mode in self.modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+            if mode not in ALL_MODES:
+                raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(ALL_MODES)}")
         for label, values in (("seq_lens", self.seq_lens), ("batches", self.batches),
                               ("hiddens", self.hiddens), ("layers", self.layers)):
             if not values or any(int(v) < 1 for v in values):
@@ -181,7 +184,10 @@ def recurrence_bytes(mode: str, dtype: torch.dtype, elements: int) -> int:
 
 
 def make_step(bm: BenchModel, inputs: tuple[torch.Tensor, ...], mode: str) -> Callable[[], None]:
-    """The function to time: a no-grad forward, or zero-grad + forward + backward."""
+    """The function to time: a no-grad forward, zero-grad + forward + backward, or (``stream``) a no-grad
+    forward that starts from the state the previous call returned."""
+    if mode == "stream":
+        return _stream_step(bm, inputs)
     if mode == "fwd":
         bm.module.eval()
 
@@ -204,6 +210,20 @@ def make_step(bm: BenchModel, inputs: tuple[torch.Tensor, ...], mode: str) -> Ca
     return train_step
 
 
+def _stream_step(bm: BenchModel, inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    """``module(x, state)`` with the state of the previous call (nn.LSTM's ``(h, c)``, an SRU's ``c``)."""
+    if bm.spec.family not in ("lstm", "gru", "sru", "sru26"):
+        raise ValueError(f"model {bm.spec.name!r} cannot stream (no recurrent state to carry)")
+    bm.module.eval()
+    state: list[Any] = []
+
+    def step() -> None:
+        with torch.no_grad():
+            _, new_state = bm.module(*inputs, *state)
+        state[:] = [new_state]
+    return step
+
+
 def _measure(bm: BenchModel, case: Case, mode: str, config: BenchConfig,
              device: torch.device) -> dict[str, Any]:
     inputs = bm.make_inputs(case.seq_len, case.batch, mode == "fwdbwd" and bm.spec.family == "rec")
@@ -211,7 +231,8 @@ def _measure(bm: BenchModel, case: Case, mode: str, config: BenchConfig,
     t = timing.time_callable(fn, device, warmup=config.warmup, repeats=config.repeats,
                              min_sample_s=config.min_sample_s, max_case_s=config.max_case_s)
     mem = timing.peak_memory(fn, device) if config.memory else None
-    return {"ms": t.median_ms, "ms_iqr": t.spread_ms, "repeats": len(t.samples_ms),
+    notes = f"{t.median_ms / case.seq_len:.4g} ms/step, state carried" if mode == "stream" else ""
+    return {"notes": notes, "ms": t.median_ms, "ms_iqr": t.spread_ms, "repeats": len(t.samples_ms),
             "tokens_per_s": case.seq_len * case.batch / (t.median_ms / 1e3),
             "peak_mem_mb": None if mem is None else mem / 2**20}
 
@@ -270,7 +291,8 @@ def _run_model(name: str, modes: list[str], case: Case, config: BenchConfig, dev
             advance(name)
             continue
         row["backend"] = bm.resolve_backend(case.seq_len, case.batch) or bm.spec.backend
-        row["notes"] = _notes(bm.notes, *build_notes, *(str(w.message).splitlines()[0] for w in caught))
+        row["notes"] = _notes(row.get("notes", ""), bm.notes, *build_notes,
+                              *(str(w.message).splitlines()[0] for w in caught))
         row["bytes_per_s"] = row["bw_fraction"] = None
         if bm.columns:
             elements = case.seq_len * case.batch * bm.columns

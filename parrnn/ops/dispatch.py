@@ -332,6 +332,9 @@ def sru_recurrence(
         if name == "reference":
             return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
                                             bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+        if _direct_call_ok(u, x, weight_c, bias, c0):  # inference: skip the custom op's per-call cost
+            return _direct_forward(name, u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
+                                   scale_x)
     h, c_n, _ = torch.ops.parrnn.sru_forward(
         u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
         _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
@@ -362,6 +365,26 @@ def _validated_backend(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bia
                                       check_dtype=backend not in ("reference", "auto"))
     return resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
                            length=length, dtype=u.dtype)
+
+
+@torch.jit.unused
+def _direct_call_ok(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor) -> bool:
+    """Whether the fused backend may be called without the custom op: nothing needs a gradient and nothing
+    traces (torch.compile / export and ``torch.jit.trace``, and so ONNX export, must see ``parrnn::sru_forward``)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, x, weight_c, bias, c0)))
+
+
+@torch.jit.unused
+def _direct_forward(backend: str, u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                    mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
+                    scale_x: float) -> tuple[Tensor, Tensor]:
+    """The fused forward without the custom op (inference); the same call the op makes."""
+    h, c_n, _ = _fused_module(backend).forward(
+        u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
+    return h, c_n
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:

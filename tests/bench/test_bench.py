@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from parrnn.bench import cli, presets
-from parrnn.bench.models import ModelUnavailable, build_model, parse_model_name
+from parrnn.bench.models import BenchModel, ModelUnavailable, build_model, parse_model_name
 from parrnn.bench.runner import (
     ROW_KEYS,
     BenchConfig,
     Sweep,
     attach_speedups,
     count_runs,
+    make_step,
     recurrence_bytes,
     run_benchmark,
 )
@@ -65,6 +66,11 @@ def test_json_schema(smoke_run: tuple[Path, str]) -> None:
                 "command"):
         assert key in meta
     assert meta["command"].startswith("parrnn-bench ")
+    machine = meta["machine"]  # every result names its CPU, libraries and matrix-product engine choices
+    for key in ("cpu", "blas", "onednn", "threads", "gemm_engines", "gemm_choices", "gemm_pinned"):
+        assert key in machine
+    assert machine["cpu"]["model_name"] and meta["cpu_summary"].startswith(machine["cpu"]["model_name"])
+    assert any(machine["gemm_choices"]) == any(ok for ok, _ in machine["gemm_engines"].values())  # SRU ran
     assert meta["copy_bytes_per_s"] > 0
     assert meta["threads"] == 1
 
@@ -85,6 +91,7 @@ def test_csv_markdown_and_plots_written(smoke_run: tuple[Path, str]) -> None:
     assert rows and list(rows[0]) == list(ROW_KEYS)
     assert len(rows) == len(json.loads((out / "results.json").read_text())["rows"])
     assert "| model |" in (out / "results.md").read_text()
+    assert "**CPU:**" in (out / "results.md").read_text()
     for name in ("throughput_vs_length.png", "speedup_vs_lstm.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -212,3 +219,52 @@ def test_srupp_and_transformer_models_are_causal(name: str) -> None:
     torch.testing.assert_close(out2[:4], out[:4])  # later steps never change earlier outputs
     assert not torch.allclose(out2[4:], out[4:])
     assert name in presets.preset("srupp")["sweeps"][0].models
+def test_streaming_mode_carries_the_state() -> None:
+    stream = presets.preset("streaming")
+    (sweep,) = stream["sweeps"]
+    assert (sweep.seq_lens, sweep.batches, sweep.hiddens, sweep.layers, sweep.modes) == (
+        [1, 16], [1], [512], [2], ["stream"])
+    assert {"lstm", "sru", "sru26"} <= set(sweep.models)
+
+    class Counter(torch.nn.Module):  # returns (output, state + 1), records the state it was given
+        def __init__(self) -> None:
+            super().__init__()
+            self.given: list[object] = []
+
+        def forward(self, x: torch.Tensor, state: int | None = None) -> tuple[torch.Tensor, int]:
+            self.given.append(state)
+            return x, (state or 0) + 1
+
+    counter = Counter()
+    step = make_step(BenchModel(parse_model_name("lstm"), counter, lambda *a: (), lambda x: x), (torch.ones(1),),
+                     "stream")
+    for _ in range(3):
+        step()
+    assert counter.given == [None, 1, 2] and not counter.training
+    x = torch.randn(8, 1, 4)
+    with pytest.raises(ValueError, match="cannot stream"):
+        make_step(build_model("sliced-gru", input_size=4, hidden=4, layers=1, device="cpu",
+                              dtype=torch.float32), (x.float(),), "stream")
+    sweeps = [Sweep(["lstm", "sru-cpu-v2"], [1, 2], [1], [8], layers=[2], modes=["stream"], label="s")]
+    result = run_benchmark(BenchConfig(sweeps=sweeps, repeats=1, warmup=1, memory=False, threads=1),
+                           progress=False)
+    assert len(result.rows) == 4 and all("ms/step" in r["notes"] for r in result.rows)
+
+
+def test_plot_axes_read_as_speedups() -> None:
+    from parrnn.bench import plots
+
+    assert [plots.ratio_label(v) for v in (0.125, 0.5, 1, 2, 4, 16, 128)] == [
+        "0.125x", "0.5x", "1x", "2x", "4x", "16x", "128x"]
+    assert [plots.count_label(v) for v in (500, 2e4, 1.5e6)] == ["500", "20k", "1.5M"]
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    rows = [{"model": m, "seq_len": 64, "speedup_vs_lstm": v} for m, v in (("lstm", 1.0), ("sru", 3.0))]
+    plots._draw(ax, rows, "speedup_vs_lstm", "speedup")
+    fig.canvas.draw()
+    labels = {t.get_text() for t in ax.get_yticklabels() if t.get_text()}
+    plt.close(fig)
+    assert labels and labels <= {"0.5x", "1x", "2x", "4x", "8x"} and "1x" in labels and "2x" in labels

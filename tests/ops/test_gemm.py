@@ -1,0 +1,225 @@
+"""The matrix-product engine (parrnn/ops/gemm.py): every engine against torch.mm, pinning, fallbacks and the
+choice logic with an injected timer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parrnn.ops import gemm
+
+AVAILABLE = [name for name, (ok, _) in gemm.engines().items() if ok]
+
+
+@pytest.fixture(autouse=True)
+def fresh_engine(monkeypatch):
+    monkeypatch.delenv("PARRNN_GEMM", raising=False)
+    monkeypatch.delenv("PARRNN_GEMM_CACHE", raising=False)
+    gemm.reset()
+    gemm.set_timer(None)
+    yield
+    gemm.reset()
+    gemm.set_timer(None)
+
+
+def _operands(m=37, k=24, n=40, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g, dtype=dtype).requires_grad_()
+    w = torch.nn.Parameter(torch.randn(k, n, generator=g, dtype=dtype))
+    return x, w
+
+
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_values_and_gradients_match_mm(engine):
+    gemm.set_engine(engine)
+    x, w = _operands()
+    grad = torch.randn(37, 40, generator=torch.Generator().manual_seed(1))
+    y = gemm.matmul(x, w)
+    gx, gw = torch.autograd.grad(y, (x, w), grad)
+    assert y.grad_fn is not None and "MatMul" in type(y.grad_fn).__name__  # the engine ran, not plain @
+    torch.testing.assert_close(y, torch.mm(x, w), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, torch.mm(grad, w.t()), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, torch.mm(x.t(), grad), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_mm_and_linear_with_out_and_accumulate(engine):
+    gemm.set_engine(engine)
+    g = torch.Generator().manual_seed(2)
+    a, b, w = torch.randn(9, 16, generator=g), torch.randn(16, 12, generator=g), torch.randn(12, 16, generator=g)
+    torch.testing.assert_close(gemm.mm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.linear(a, w), a @ w.t(), rtol=1e-5, atol=1e-5)
+    out = torch.ones(9, 12)
+    gemm.mm(a, b, out=out, accumulate=True)
+    torch.testing.assert_close(out, 1 + a @ b, rtol=1e-5, atol=1e-5)
+    gemm.linear(a, w, out=out)
+    torch.testing.assert_close(out, a @ w.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_every_engine_close_to_float32():
+    x, w = _operands(dtype=torch.float32)
+    expected = (x @ w).detach()
+    for engine in AVAILABLE:
+        gemm.set_engine(engine)
+        y = gemm.matmul(x.detach().bfloat16(), w.detach().bfloat16())
+        torch.testing.assert_close(y.float(), expected, rtol=3e-2, atol=0.3)
+
+
+def test_gradcheck_float64_through_the_function():
+    gemm.set_engine("mm")
+    x, w = _operands(m=5, k=4, n=3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(gemm._MatMul.apply, (x, w))
+    assert torch.autograd.gradgradcheck(gemm._MatMul.apply, (x, w))  # create_graph: plain products
+
+
+def test_packed_weight_is_reused_until_the_weight_changes():
+    engine = next((e for e in ("mkl-packed", "onednn-packed", "onednn") if e in AVAILABLE), None)
+    if engine is None:
+        pytest.skip("no engine with a prepared weight here")
+    gemm.set_engine(engine)
+    x, w = _operands()
+    calls = []
+    real = gemm._prepare
+    gemm._prepare = lambda *args: calls.append(args[0]) or real(*args)
+    try:
+        with torch.no_grad():
+            gemm.matmul(x, w)
+            gemm.matmul(x, w)
+            assert len(calls) == 1
+            w.mul_(2)  # an in-place update (an optimizer step) bumps the version: re-pack once
+            torch.testing.assert_close(gemm.matmul(x, w), x @ w, rtol=1e-5, atol=1e-5)
+            gemm.matmul(x, w)
+            assert len(calls) == 2
+    finally:
+        gemm._prepare = real
+
+
+def test_pin_by_environment_variable(monkeypatch):
+    monkeypatch.setenv("PARRNN_GEMM", "mm")
+    assert gemm.pinned_engine() == "mm"
+    assert gemm.choose("weight", 64, 64, 64, torch.float32, 2) == "mm"
+
+
+def test_unknown_engine_names_the_choices(monkeypatch):
+    with pytest.raises(ValueError, match="expected one of mm, onednn"):
+        gemm.set_engine("blas9000")
+    monkeypatch.setenv("PARRNN_GEMM", "blas9000")
+    gemm.reset()
+    with pytest.raises(ValueError, match="blas9000"):
+        gemm.matmul(torch.randn(2, 2), torch.randn(2, 2))
+
+
+def test_unavailable_engine_falls_back(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    gemm.reset()
+    assert [n for n, (ok, _) in gemm.engines().items() if ok] == ["mm"]
+    assert "without oneDNN" in gemm.engines()["onednn"][1]
+    with pytest.raises(RuntimeError, match="unavailable"):
+        gemm.set_engine("onednn")
+    monkeypatch.setenv("PARRNN_GEMM", "onednn")
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        assert gemm.pinned_engine() == "auto"
+    x, w = _operands()
+    torch.testing.assert_close(gemm.matmul(x, w), x @ w)
+    assert gemm.choose("weight", 64, 64, 64, torch.float32, 2, measure=lambda n: lambda: None) == "mm"
+
+
+def test_plain_matmul_where_no_engine_applies(monkeypatch):
+    gemm.set_engine("onednn")
+    x, w = _operands(dtype=torch.float64)
+    assert gemm.matmul(x, w).grad_fn.name() == "MmBackward0"  # float64: plain @
+    x, w = _operands()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gemm.matmul(x, w).dtype == torch.bfloat16  # autocast decides, as for @
+    assert gemm.matmul(x, w).grad_fn.name() != "MmBackward0"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # torch.compile / export tracing
+    assert gemm.matmul(x, w).grad_fn.name() == "MmBackward0"
+
+
+def test_pinned_engine_without_the_dtype_uses_mm():
+    gemm.set_engine("mkl-packed") if "mkl-packed" in AVAILABLE else pytest.skip("no MKL packed GEMM")
+    assert gemm.choose("weight", 8, 8, 8, torch.bfloat16, 2) == "mm"
+    assert gemm.choose("any", 8, 8, 8, torch.float32, 2) == "mm"  # packed engines need a weight
+
+
+def test_choice_with_injected_timer_is_cached_per_shape_class(monkeypatch):
+    monkeypatch.setattr(gemm, "_availability", {n: (True, "test") for n in gemm.ENGINES})
+    fake = {"mm": 3.0, "onednn": 1.0, "onednn-packed": 2.0, "mkl-packed": 0.5}
+    timed = []
+
+    def timer(name, run):
+        timed.append(name)
+        return fake[name]
+
+    gemm.set_timer(timer)
+    measure = lambda name: lambda: None  # noqa: E731
+    assert gemm.choose("weight", 100, 64, 64, torch.float32, 2, measure=measure) == "mkl-packed"
+    assert sorted(timed) == sorted(gemm.ENGINES)
+    assert gemm.choose("weight", 120, 60, 50, torch.float32, 2, measure=measure) == "mkl-packed"  # same class
+    assert len(timed) == 4  # not re-timed
+    assert gemm.choose("any", 100, 64, 64, torch.float32, 2, measure=measure) == "onednn"  # no packed engines
+    assert gemm.choose("weight", 100, 64, 64, torch.bfloat16, 2, measure=measure) == "onednn"  # mkl: fp32 only
+    assert gemm.choose("weight", 100, 64, 64, torch.float32, 1, measure=measure) == "mkl-packed"  # threads
+    assert len(timed) == 4 + 2 + 3 + 4
+    assert gemm.choices() == {
+        "any 128x64@64x64 float32 t2": "onednn",
+        "weight 128x64@64x64 bfloat16 t2": "onednn",
+        "weight 128x64@64x64 float32 t1": "mkl-packed",
+        "weight 128x64@64x64 float32 t2": "mkl-packed",
+    }
+
+
+def test_an_engine_that_raises_is_skipped(monkeypatch):
+    monkeypatch.setattr(gemm, "_availability", {n: (True, "test") for n in gemm.ENGINES})
+
+    def timer(name, run):
+        if name != "onednn":
+            raise RuntimeError("cannot")
+        return 1.0
+
+    gemm.set_timer(timer)
+    assert gemm.choose("weight", 8, 8, 8, torch.float32, 2, measure=lambda n: lambda: None) == "onednn"
+
+
+def test_disk_cache_round_trip(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARRNN_GEMM_CACHE", "1")
+    monkeypatch.setenv("PARRNN_CACHE_DIR", str(tmp_path))
+    gemm.set_timer(lambda name, run: {"mm": 2.0}.get(name, 1.0))
+    first = gemm.choose("weight", 64, 64, 64, torch.float32, 2, measure=lambda n: lambda: None)
+    assert len(list(tmp_path.glob("gemm-*.json"))) == 1
+    gemm.reset()
+    gemm.set_timer(lambda name, run: pytest.fail("re-timed although the disk cache has the choice"))
+    gemm.reset()  # set_timer cleared the in-memory choices; the file still has them
+    assert gemm.choose("weight", 64, 64, 64, torch.float32, 2, measure=lambda n: lambda: None) == first
+
+
+def test_default_timer_returns_a_duration():
+    assert gemm._default_timer("mm", lambda: torch.mm(torch.ones(4, 4), torch.ones(4, 4))) >= 0.0
+
+
+def _grads(loss, params):
+    return torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_layers_on_every_engine_match_mm(engine):
+    """The SRU projection (with projection_size) and the SlicedRNN GRU rows: values and gradients."""
+    from parrnn.ops.gru import gru_rows
+
+    import parrnn
+
+    torch.manual_seed(0)
+    sru = parrnn.SRU(12, 10, num_layers=2, projection_size=6, backend="reference")
+    gru = torch.nn.GRU(12, 10, num_layers=1)
+    x = torch.randn(7, 3, 12, requires_grad=True)
+    x4 = torch.randn(2, 5, 3, 12, requires_grad=True)
+    results = {}
+    for name in ("mm", engine):
+        gemm.set_engine(name)
+        out, c_n = sru(x)
+        rows, final = gru_rows(gru, x4, need_output=True)
+        loss = out.square().sum() + c_n.sum() + rows.square().sum() + final.sum()
+        params = [x, x4, *sru.parameters(), *gru.parameters()]
+        results[name] = (out, rows, *_grads(loss, params))
+    for got, want in zip(results[engine], results["mm"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
