@@ -57,11 +57,11 @@ def _docstrings(path: Path) -> list[tuple[int, str]]:
             and isinstance(node.value.value, str)]
 
 
-def _markup_in_docstrings(path: Path) -> list[str]:
+def _markup_in_docstrings(path: Path, root: Path) -> list[str]:
     """``path:line: text`` of every Sphinx role, reST directive or literal-block marker (``Example::``)."""
     found = []
     for line, doc in _docstrings(path):
-        where = f"{path.relative_to(path.parents[1])}:{line}"
+        where = f"{path.relative_to(root)}:{line}"
         found += [f"{where}: {hit!r}" for hit in find_literal_markup(doc)]
         found += [f"{where}: reST literal block {text.strip()!r}" for text in doc.splitlines()
                   if text.rstrip().endswith("::") and not text.lstrip().startswith("..")]  # directives: above
@@ -69,7 +69,7 @@ def _markup_in_docstrings(path: Path) -> list[str]:
 
 
 def test_package_docstrings_have_no_sphinx_markup() -> None:
-    found = [hit for path in sorted((ROOT / "parrnn").rglob("*.py")) for hit in _markup_in_docstrings(path)]
+    found = [hit for path in sorted((ROOT / "parrnn").rglob("*.py")) for hit in _markup_in_docstrings(path, ROOT)]
     assert not found, "Sphinx/reST markup in docstrings (write Markdown: `x`, [SRU][parrnn.SRU], $x$):\n" + \
         "\n".join(found)
 
@@ -97,6 +97,6 @@ class A:
     def f(self) -> None:
         """Clean: [SRU][parrnn.SRU], $t$, `x`."""
 ''')
-    found = _markup_in_docstrings(module)
+    found = _markup_in_docstrings(module, tmp_path)
     assert len(found) == 4, found
     assert [hit.split(":")[1] for hit in found] == ["1", "5", "5", "16"]

@@ -77,7 +77,7 @@ def _parrnn_info() -> tuple[str | None, dict[str, list[Any]] | str]:
 
 
 def _machine_info() -> dict[str, Any]:
-    """:func:`parrnn.machine.describe` plus its one-line ``summary`` (an error text if that fails)."""
+    """[parrnn.machine.describe][] plus its one-line ``summary`` (an error text if that fails)."""
     try:
         from parrnn import machine
         info = machine.describe()
