@@ -1,10 +1,10 @@
 """parrnn: parallelizable recurrences for PyTorch.
 
-* :class:`SRU` / :class:`SRUCell` -- Simple Recurrent Units whose only sequential work is an elementwise
+* [SRU][parrnn.SRU] / [SRUCell][parrnn.SRUCell] -- Simple Recurrent Units whose only sequential work is an elementwise
   recurrence, run by fused CPU (C++) and CUDA (CuPy) kernels.
 * `SRUpp` / `SRUppCell` -- SRU++ (Lei, 2021): a small attention sub-layer computes the SRU's projections; segment
   memory and incremental decoding.
-* :class:`SlicedRNN` -- cuts long sequences into slices, runs any base RNN over all slices at once and merges
+* [SlicedRNN][parrnn.SlicedRNN] -- cuts long sequences into slices, runs any base RNN over all slices at once and merges
   the slices' last states hierarchically.
 """
 

@@ -3,7 +3,7 @@
 glibc ``malloc`` serves large blocks (above a dynamic threshold) with fresh ``mmap`` calls and trims freed
 memory at the top of the heap back to the OS. A training step on CPU allocates the same multi-megabyte
 activations every step, so each one is first touched page by page again: on the project's 2-core machine
-that was 10-40% of a SlicedRNN or SRU training step. :func:`retain_freed_memory` raises both thresholds with
+that was 10-40% of a SlicedRNN or SRU training step. `retain_freed_memory` raises both thresholds with
 ``mallopt`` so such blocks stay in the heap and are reused. Process-wide; used by the training CLI and API
 (``TrainConfig.retain_memory``), never at import. A no-op (returning ``False``) off glibc, or when the user
 already tunes malloc (``MALLOC_*_`` variables, or a preloaded allocator such as jemalloc or tcmalloc).

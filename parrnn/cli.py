@@ -1,13 +1,13 @@
-"""Command lines of the accuracy suite (thin wrappers over :mod:`parrnn.train` and :mod:`parrnn.diagnostics`).
+"""Command lines of the accuracy suite (thin wrappers over `parrnn.train` and `parrnn.diagnostics`).
 
-* ``parrnn-train``    -- train one model on one task (``--help`` lists every option of :class:`TrainConfig`).
+* ``parrnn-train``    -- train one model on one task (``--help`` lists every option of `TrainConfig`).
 * ``parrnn-compare``  -- train several models on one task; write a markdown table and learning curves.
 * ``parrnn-gradflow`` -- plot ``||dLoss/dx_t||`` against ``t`` for several models.
 
 Also ``python -m parrnn.cli {train,compare,gradflow} ...``. Distributed: ``torchrun --nproc_per_node=2 -m
 parrnn.cli train ...`` (or the ``parrnn-train`` script under torchrun) trains with DistributedDataParallel.
 
-Examples::
+Example commands:
 
     parrnn-train --task adding --seq-len 1000 --model sru --hidden 128 --layers 2 --steps 2000 --out runs/add
     parrnn-compare --task adding --seq-len 200 --models lstm,gru,sru --steps 500 --out runs/cmp
@@ -34,7 +34,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 
 
 def add_config_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """One ``--option`` per :class:`TrainConfig` field (``seq_len`` -> ``--seq-len``), help, default."""
+    """One ``--option`` per `TrainConfig` field (``seq_len`` -> ``--seq-len``), help, default."""
     for f in fields(TrainConfig):
         if f.name in skip:
             continue
@@ -49,7 +49,7 @@ def add_config_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` an argparse namespace describes (extra attributes are ignored)."""
+    """The `TrainConfig` an argparse namespace describes (extra attributes are ignored)."""
     return TrainConfig.from_dict(vars(args))
 
 

@@ -1,6 +1,6 @@
 """Gradient-flow diagnostics: how strongly does the loss at the end of a sequence reach back to step ``t``?
 
-For a model and a batch, :func:`gradient_flow` returns ``g_t = mean_n || dLoss / dx_t[n] ||`` for every step
+For a model and a batch, `gradient_flow` returns ``g_t = mean_n || dLoss / dx_t[n] ||`` for every step
 ``t``, where ``x_t`` is the encoder's input at step ``t`` (the embedded token or the raw features). With a
 loss read out at the last step (the adding problem), ``g_t`` falling exponentially as ``t`` moves away from
 ``T`` is the vanishing gradient, measured. (The gradient is taken with respect to the *inputs* because fused
@@ -8,7 +8,7 @@ recurrent kernels
 -- cuDNN, parrnn's SRU -- do not expose their per-step hidden states to autograd; ``dLoss/dx_t`` is
 ``dLoss/dh_t`` pulled back through one input map, so it decays at the same rate.)
 
-:func:`compare_gradient_flow` measures several models on the same batch, from initialization or from trained
+`compare_gradient_flow` measures several models on the same batch, from initialization or from trained
 run folders, and writes ``gradflow.json`` and ``gradflow.png``.
 """
 

@@ -1,8 +1,8 @@
 """A GRU over many independent short rows on CPU, with a hand-written backward: SlicedRNN's fast path.
 
-:class:`parrnn.SlicedRNN` runs its GRUs over thousands of short rows (every slice of every sequence is one
+[parrnn.SlicedRNN][] runs its GRUs over thousands of short rows (every slice of every sequence is one
 row). ``torch.nn.GRU`` on CPU records ~15 autograd nodes per step for such a batch, allocates every step's
-intermediates anew and stacks the per-step gradients afterwards. :func:`gru_rows` computes exactly the same
+intermediates anew and stacks the per-step gradients afterwards. `gru_rows` computes exactly the same
 function (same equations, same parameters) with fewer passes over memory:
 
 * forward: one GEMM for every step's input projection (r/z biases folded in), reading the input where it lies;
@@ -12,7 +12,7 @@ function (same equations, same parameters) with fewer passes over memory:
   previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
   steps.
 
-The C++ step kernels are built with the CPU backend's library (:mod:`parrnn.ops.cpu`); where no compiler is
+The C++ step kernels are built with the CPU backend's library (`parrnn.ops.cpu`); where no compiler is
 available the same steps run as torch ops (about 10 ops per step instead of one pass; same results up to
 rounding).
 
@@ -20,7 +20,7 @@ Layout: a 4-d input ``x4`` ``(S, L, B, F)`` holds ``S * B`` independent rows of 
 ``(s, b)`` is ``x4[s, t, b]``. A contiguous time-major sequence ``(S * L, B, F)`` cut into ``S`` slices of
 ``L`` steps is such a view without a copy, and so are rows ``(L, R, F)`` with ``S = 1``.
 
-GRU (gate order r, z, n as in ``torch.nn.GRU``)::
+GRU (gate order r, z, n as in ``torch.nn.GRU``):
 
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)      z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   h' = (1 - z) * n + z * h
@@ -41,7 +41,7 @@ DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) com
 
 
 def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
-    """Whether :func:`gru_rows` may replace ``rnn``: a plain time-major :class:`torch.nn.GRU` on CPU in
+    """Whether `gru_rows` may replace ``rnn``: a plain time-major `torch.nn.GRU` on CPU in
     float32/float64, no inter-layer dropout active, outside autocast and ``torch.compile`` tracing."""
     if type(rnn) is not nn.GRU or rnn.batch_first:
         return False
@@ -61,7 +61,7 @@ def gru_rows(rnn: nn.GRU, x4: Tensor, need_output: bool) -> tuple[Tensor | None,
     ``L - 1`` | backward direction after step 0], like ``h_n`` of ``torch.nn.GRU`` for the last layer.
 
     First-order gradients only (the backward is hand-written): differentiating the gradient again raises an
-    error. Inter-layer dropout is not implemented; :func:`fast_gru_applies` sends such GRUs to ``nn.GRU``.
+    error. Inter-layer dropout is not implemented; `fast_gru_applies` sends such GRUs to ``nn.GRU``.
     """
     grad = torch.is_grad_enabled() and (x4.requires_grad or any(p.requires_grad for p in rnn.parameters()))
     hidden, dirs = rnn.hidden_size, 2 if rnn.bidirectional else 1
@@ -155,7 +155,7 @@ def _forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One direction over all rows. Returns ``(out_tm, final, gates_h, new)``: the time-major outputs
     ``(L, S, B, H)`` (only the last two steps' buffer unless ``keep_outputs``), the final state ``(S, B, H)``
-    and, with ``keep_outputs``, the saved activations for :func:`_backward`: ``gates_h`` ``(L, S, B, 3H)``
+    and, with ``keep_outputs``, the saved activations for `_backward`: ``gates_h`` ``(L, S, B, 3H)``
     holding ``[r, z, W_hn h + b_hn]`` and ``new`` ``(L, S, B, H)`` holding ``n``."""
     num_slices, steps, batch, _ = x4.shape
     hidden = w_hh.shape[1]
@@ -197,7 +197,7 @@ def _backward(
     grad_out: Tensor, x4: Tensor, w_ih: Tensor, w_hh: Tensor, out_tm: Tensor, gates_h: Tensor, new: Tensor,
     reverse: bool, need_input_grad: bool = True,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see :func:`_forward`);
+    """Gradients ``(x4, w_ih, w_hh, b_ih, b_hh)`` from ``grad_out`` ``(L, S, B, H)`` (see `_forward`);
     the first is ``None`` unless ``need_input_grad``.
 
     Per step the gate gradients go to one buffer ``d_gates`` ``(L, S, B, 4H)`` = ``[dn * r, dr, dz, dn]``:

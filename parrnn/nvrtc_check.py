@@ -1,11 +1,11 @@
 """Compile every CUDA kernel variant with NVRTC from pip -- no GPU needed -- and report registers and spills.
 
-Usage::
+Usage:
 
     python -m parrnn.nvrtc_check check [--arch sm_80 sm_90] [--prefetch N] [--require]
     python -m parrnn.nvrtc_check ptx --arch sm_90 -o DIR
 
-``check`` compiles every kernel file of [KERNEL_FILES][parrnn.nvrtc_check.KERNEL_FILES] (the sequential
+``check`` compiles every kernel file of `KERNEL_FILES` (the sequential
 recurrence ``kernels/sru_recurrence.cu`` and the scan ``kernels/sru_scan.cu``) once per storage dtype (float32,
 float64, float16, bfloat16) and target architecture to PTX and CUBIN, verifies that every expected
 ``extern "C"`` kernel is in the PTX, prints each kernel's ptxas resource report (registers, stack, spill
@@ -109,7 +109,7 @@ def supported_archs(nvrtc: Any) -> list[str]:
 
 
 def default_archs(supported: list[str]) -> list[str]:
-    """[BASE_ARCHS][parrnn.nvrtc_check.BASE_ARCHS] plus the newest architecture in ``supported``."""
+    """`BASE_ARCHS` plus the newest architecture in ``supported``."""
     archs = list(BASE_ARCHS)
     if supported:
         newest = max(supported, key=lambda a: int(re.sub(r"\D", "", a)))

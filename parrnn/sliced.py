@@ -7,8 +7,8 @@ level; that level cuts its sequence into slices of ``slices`` steps and runs its
 once, and so on up to the top level, which sees ``slices`` steps per sequence and gives the final
 representation.
 
-Unlike the reference Keras code, :class:`SlicedRNN` accepts any ``T`` (padded internally), per-sequence
-``lengths`` (padded steps never change a result), any base cell (GRU, LSTM, :class:`parrnn.SRU`, or a user
+Unlike the reference Keras code, [SlicedRNN][parrnn.SlicedRNN] accepts any ``T`` (padded internally), per-sequence
+``lengths`` (padded steps never change a result), any base cell (GRU, LSTM, [parrnn.SRU][], or a user
 module), bidirectional cells, and ``levels=0`` (exactly the base RNN over the whole sequence).
 """
 
@@ -63,8 +63,8 @@ class SlicedRNN(nn.Module):
     paper pads to ``T = 512``) when results must agree across batches.
 
     **Speed.** Padded steps are never computed on: each level gathers only its non-empty slices into batch
-    rows. A :class:`torch.nn.GRU` cell on CPU (float32/float64, no active inter-layer dropout) runs
-    :func:`parrnn.gru_rows.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
+    rows. A `torch.nn.GRU` cell on CPU (float32/float64, no active inter-layer dropout) runs
+    `parrnn.gru_rows.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
     backward (the same function as ``nn.GRU``, up to rounding).
 
     Args:
@@ -72,10 +72,10 @@ class SlicedRNN(nn.Module):
         hidden_size: features of every level's state per direction, ``H``.
         slices: ``n``, slices per level (>= 2). Default: 8.
         levels: ``k``, levels above the base (>= 0). Default: 2.
-        cell: the recurrent module of every level: ``"gru"`` (:class:`torch.nn.GRU`), ``"lstm"``
-            (:class:`torch.nn.LSTM`), ``"sru"`` (:class:`parrnn.SRU`), or a callable
+        cell: the recurrent module of every level: ``"gru"`` (`torch.nn.GRU`), ``"lstm"``
+            (`torch.nn.LSTM`), ``"sru"`` ([parrnn.SRU][]), or a callable
             ``cell(input_size, hidden_size, **cell_kwargs) -> nn.Module`` whose module follows
-            :class:`torch.nn.GRU`'s call contract: time-major input ``(L, N, H_in)`` -> ``(output, h_n)`` with
+            `torch.nn.GRU`'s call contract: time-major input ``(L, N, H_in)`` -> ``(output, h_n)`` with
             output ``(L, N, dirs * H)`` (forward direction first). A user module must be causal when
             ``bidirectional=False`` (output ``t`` depends only on inputs ``<= t``); with
             ``bidirectional=True`` the factory must build a bidirectional module, and ``bidirectional`` only
@@ -87,17 +87,17 @@ class SlicedRNN(nn.Module):
         **cell_kwargs: passed to every level's cell constructor (e.g. ``dropout`` for GRU/LSTM, ``proj_size``
             for LSTM, ``layer_norm`` or ``backend`` for SRU).
 
-    Inputs: input, lengths
+    Inputs:
         * **input**: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``), any ``T >= 1``, or a
-          :class:`~torch.nn.utils.rnn.PackedSequence` (its lengths are used; ``output`` is returned padded).
+          `torch.nn.utils.rnn.PackedSequence` (its lengths are used; ``output`` is returned padded).
         * **lengths**: ``(N,)`` integer tensor or sequence of ints in ``[1, T]``; ``None`` means every
           sequence has length ``T``.
         * **total_length** (keyword): cut the input as if it were zero-padded to this many steps (``>= T``;
-          like :func:`~torch.nn.utils.rnn.pad_packed_sequence`'s ``total_length``, without a copy). Batches
+          like `torch.nn.utils.rnn.pad_packed_sequence`'s ``total_length``, without a copy). Batches
           padded to different lengths then get the same slices, hence the same results per sequence.
         * **return_all_levels** (keyword): also return every level's outputs.
 
-    Outputs: output, h (, all_levels)
+    Outputs:
         * **output**: ``(L_top, N, H_out)`` (``(N, L_top, H_out)`` with ``batch_first``), the top level's
           outputs, with ``L_top = n`` for ``levels >= 1`` and ``L_top = T`` for ``levels = 0``; positions past
           a sequence's valid steps at that level are 0.
@@ -111,13 +111,12 @@ class SlicedRNN(nn.Module):
         ``H_out = dirs * H`` (``dirs * proj_size`` for an LSTM with ``proj_size > 0``).
 
     Attributes:
-        rnns: :class:`torch.nn.ModuleList` of ``levels + 1`` modules; ``rnns[0]`` (also ``base``) is the base
+        rnns: `torch.nn.ModuleList` of ``levels + 1`` modules; ``rnns[0]`` (also ``base``) is the base
             RNN with input size ``H_in``, ``rnns[j]`` level ``j``'s RNN with input size ``H_out``. Each
             built-in cell is created time-major with ``num_layers`` and ``bidirectional`` and initialised by
             its own class.
 
-    Example::
-
+    Examples:
         >>> rnn = SlicedRNN(16, 32, slices=4, levels=2)
         >>> output, h = rnn(torch.randn(100, 3, 16), lengths=[100, 37, 5])
         >>> output.shape, h.shape
@@ -325,7 +324,7 @@ class SlicedRNN(nn.Module):
         return flat.view(num_slices * slice_len, batch, -1), summary
 
     def _fast_gru(self, rnn: nn.Module, x: Tensor) -> bool:
-        """Whether ``rnn`` over ``x`` may run :func:`parrnn.gru_rows.gru_rows` (a GRU of the expected shape)."""
+        """Whether ``rnn`` over ``x`` may run `parrnn.gru_rows.gru_rows` (a GRU of the expected shape)."""
         return (
             fast_gru_applies(rnn, x)
             and rnn.input_size == x.shape[-1]

@@ -1,7 +1,7 @@
 r"""Simple Recurrent Units (Lei et al., 2018): the layer, its stack, and loading from the ``sru`` package.
 
 All matrix products of an SRU depend only on the input, so they run for every time step at once; what stays
-sequential is an elementwise recurrence, run by a fused kernel (:mod:`parrnn.ops`).
+sequential is an elementwise recurrence, run by a fused kernel (`parrnn.ops`).
 """
 
 from __future__ import annotations
@@ -23,61 +23,62 @@ VERSIONS = ("v1", "v2")
 class SRUCell(nn.Module):
     r"""One SRU layer (both directions when ``bidirectional``), with the semantics of the ``sru`` 2.6 package.
 
-    For every time step :math:`t` and hidden unit (``U = x W`` is one matrix product for all steps):
+    For every time step $t$ and hidden unit (``U = x W`` is one matrix product for all steps):
 
-    .. math::
-        \begin{array}{ll}
-        f_t = \sigma(U^{(1)}_t + v_f \odot c_{t-1} + b_f) \\
-        r_t = \sigma(U^{(2)}_t + v_r \odot c_{t-1} + b_r) \\
-        c_t = f_t \odot c_{t-1} + (1 - f_t) \odot U^{(0)}_t \\
-        h_t = r_t \odot g(c_t) + (1 - r_t) \odot x'_t
-        \end{array}
+    $$
+    \begin{aligned}
+    f_t &= \sigma(U^{(1)}_t + v_f \odot c_{t-1} + b_f) \\
+    r_t &= \sigma(U^{(2)}_t + v_r \odot c_{t-1} + b_r) \\
+    c_t &= f_t \odot c_{t-1} + (1 - f_t) \odot U^{(0)}_t \\
+    h_t &= r_t \odot g(c_t) + (1 - r_t) \odot x'_t
+    \end{aligned}
+    $$
 
-    ``version="v2"`` has the peephole terms :math:`v \odot c_{t-1}`; ``"v1"`` drops them, which makes
-    :math:`c_t` linear in :math:`c_{t-1}` (and enables the time-parallel ``scan`` backend). :math:`g` is the
-    identity or ``tanh`` (``use_tanh``). The highway input :math:`x'_t` is :math:`\alpha x_t` when
-    ``input_size == dirs * hidden_size`` (:math:`\alpha = \sqrt{1 + 2 e^{b}}` with ``rescale``, else 1;
-    :math:`b` = ``highway_bias``), otherwise a 4th projection :math:`U^{(3)}_t`. The reverse direction runs
+    ``version="v2"`` has the peephole terms $v \odot c_{t-1}$; ``"v1"`` drops them, which makes
+    $c_t$ linear in $c_{t-1}$ (and enables the time-parallel ``scan`` backend). $g$ is the
+    identity or ``tanh`` (``use_tanh``). The highway input $x'_t$ is $\alpha x_t$ when
+    ``input_size == dirs * hidden_size`` ($\alpha = \sqrt{1 + 2 e^{b}}$ with ``rescale``, else 1;
+    $b$ = ``highway_bias``), otherwise a 4th projection $U^{(3)}_t$. The reverse direction runs
     from the last step to the first.
 
     Args:
         input_size: features of the input, ``H_in``.
         hidden_size: features of the state per direction, ``H``.
         bidirectional: add a second direction that runs backwards in time. Default: ``False``.
-        dropout: variational dropout on the recurrent branch :math:`r_t(g(c_t) - x'_t)` with one mask per
-            sequence (``sru``'s semantics; :class:`SRU` applies it to every layer but the last). Default: 0.
+        dropout: variational dropout on the recurrent branch $r_t(g(c_t) - x'_t)$ with one mask per
+            sequence (``sru``'s semantics; [SRU][parrnn.SRU] applies it to every layer but the last). Default: 0.
         rnn_dropout: variational dropout on the input of the matrix product, one mask per sequence. Default: 0.
         layer_norm: apply ``nn.LayerNorm`` to the input (or to the output with ``normalize_after``).
         normalize_after: layer-normalise the output instead of the input. Default: ``False``.
-        highway_bias: initial value of the reset-gate bias :math:`b_r`. Default: -2.
-        rescale: scale the highway input by :math:`\alpha`. Default: ``True``.
-        use_tanh: :math:`g = \tanh` instead of the identity. Default: ``False``.
+        highway_bias: initial value of the reset-gate bias $b_r$. Default: -2.
+        rescale: scale the highway input by $\alpha$. Default: ``True``.
+        use_tanh: $g = \tanh$ instead of the identity. Default: ``False``.
         projection_size: if > 0, factor ``W`` as ``weight_proj @ weight`` with this inner size (must be smaller
             than ``input_size`` and ``dirs * hidden_size``). Default: 0.
         version: ``"v2"`` (peephole, default) or ``"v1"`` (linear).
-        has_skip_term: include the highway term :math:`(1 - r_t) x'_t`. Default: ``True``.
+        has_skip_term: include the highway term $(1 - r_t) x'_t$. Default: ``True``.
         batch_first: inputs and outputs are ``(N, L, *)`` instead of ``(L, N, *)``. Default: ``False``.
         backend: ``"auto"`` (fastest that works here), ``"cpu"``, ``"cuda"``, ``"scan"`` (v1 only) or
-            ``"reference"``; see :func:`parrnn.available_backends`.
+            ``"reference"``; see [parrnn.available_backends][].
 
-    Inputs: input, c0, lengths, mask_pad
+    Inputs:
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``), float16/bfloat16/float32/float64.
         * **c0**: ``(N, dirs * H)`` initial cell state; zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding.
         * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps. Padded steps
           keep ``c`` unchanged and output ``h = 0``. Give ``lengths`` or ``mask_pad``, not both.
 
-    Outputs: output, c_n
+    Outputs:
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``).
         * **c_n**: ``(N, dirs * H)`` last cell state of each direction (the reverse direction's is at t = 0).
 
     Attributes:
         weight: ``(H_in or projection_size, K * dirs * H)``, columns ordered (matrix k, direction, unit);
             ``K = 4`` when the highway needs its own projection, else 3.
-            Initialised :math:`\mathcal{U}(-\sqrt{3/\text{fan\_in}}, \sqrt{3/\text{fan\_in}})` as in ``sru``.
+            Initialised $\mathcal{U}(-\sqrt{3/\text{fan\_in}}, \sqrt{3/\text{fan\_in}})$ as in ``sru``.
         weight_proj: ``(H_in, projection_size)`` or ``None``.
-        weight_c: ``(2, dirs * H)`` peephole weights :math:`(v_f, v_r)`, ``None`` for ``version="v1"``.
-        bias: ``(2, dirs * H)`` gate biases :math:`(b_f, b_r)`; :math:`b_r` starts at ``highway_bias``.
+        weight_c: ``(2, dirs * H)`` peephole weights $(v_f, v_r)$, ``None`` for ``version="v1"``.
+        bias: ``(2, dirs * H)`` gate biases $(b_f, b_r)$; $b_r$ starts at ``highway_bias``.
     """
 
     def __init__(
@@ -256,42 +257,41 @@ def _padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, ba
 
 
 class SRU(nn.Module):
-    r"""A stack of SRU layers: a drop-in replacement for :class:`torch.nn.LSTM` (see :class:`SRUCell` for the
+    r"""A stack of SRU layers: a drop-in replacement for `torch.nn.LSTM` (see [SRUCell][parrnn.SRUCell] for the
     equations and every option).
 
     Args:
         input_size: features of the input, ``H_in``.
         hidden_size: features of the state per direction, ``H``.
         num_layers: stacked layers. Default: 2.
-        bidirectional: as in :class:`SRUCell`.
-        dropout: as in :class:`SRUCell`, applied to every layer but the last.
-        rnn_dropout: as in :class:`SRUCell`.
-        layer_norm: as in :class:`SRUCell`.
-        normalize_after: as in :class:`SRUCell`.
-        highway_bias: as in :class:`SRUCell`.
-        rescale: as in :class:`SRUCell`.
-        use_tanh: as in :class:`SRUCell`.
-        projection_size: as in :class:`SRUCell`, for every layer; or a sequence with one size per layer
+        bidirectional: as in [SRUCell][parrnn.SRUCell].
+        dropout: as in [SRUCell][parrnn.SRUCell], applied to every layer but the last.
+        rnn_dropout: as in [SRUCell][parrnn.SRUCell].
+        layer_norm: as in [SRUCell][parrnn.SRUCell].
+        normalize_after: as in [SRUCell][parrnn.SRUCell].
+        highway_bias: as in [SRUCell][parrnn.SRUCell].
+        rescale: as in [SRUCell][parrnn.SRUCell].
+        use_tanh: as in [SRUCell][parrnn.SRUCell].
+        projection_size: as in [SRUCell][parrnn.SRUCell], for every layer; or a sequence with one size per layer
             (0 = no projection on that layer), e.g. ``[0, 8]``.
-        version: ``"v2"`` (peephole) or ``"v1"`` (linear), as in :class:`SRUCell`.
-        has_skip_term: as in :class:`SRUCell`.
-        batch_first: as in :class:`SRUCell`.
-        backend: as in :class:`SRUCell`; settable later with ``model.backend = name``.
+        version: ``"v2"`` (peephole) or ``"v1"`` (linear), as in [SRUCell][parrnn.SRUCell].
+        has_skip_term: as in [SRUCell][parrnn.SRUCell].
+        batch_first: as in [SRUCell][parrnn.SRUCell].
+        backend: as in [SRUCell][parrnn.SRUCell]; settable later with ``model.backend = name``.
 
-    Inputs: input, c0, lengths, mask_pad
+    Inputs:
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
-          :class:`~torch.nn.utils.rnn.PackedSequence`.
+          `torch.nn.utils.rnn.PackedSequence`.
         * **c0**: ``(num_layers, N, dirs * H)`` initial cell states; zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``.
         * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps.
 
-    Outputs: output, c_n
+    Outputs:
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``); a ``PackedSequence``
           when the input was one. Padded steps are 0.
         * **c_n**: ``(num_layers, N, dirs * H)`` last cell state of every layer.
 
-    Example::
-
+    Examples:
         >>> rnn = SRU(16, 32, num_layers=2)
         >>> output, c_n = rnn(torch.randn(50, 4, 16))
         >>> output.shape, c_n.shape

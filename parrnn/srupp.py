@@ -466,7 +466,7 @@ class SRUpp(nn.Module):
         batch_first: inputs, outputs, memory and masks are batch-major. Default: `False`.
         backend: recurrence backend, as in [SRU][parrnn.SRU]: `"auto"`, `"cpu"`, `"cuda"` or `"reference"`.
 
-    Inputs: input, c0, lengths, mask_pad, attn_mask, memory, memory_mask_pad
+    Inputs:
         * **input**: `(L, N, H_in)` (`(N, L, H_in)` with `batch_first`).
         * **c0**: `(num_layers, N, dirs * H)` initial cell states; zeros if None.
         * **lengths** / **mask_pad**: padding, as in [SRU][parrnn.SRU] (`mask_pad` `(L, N)`, non-zero on
@@ -478,12 +478,12 @@ class SRUpp(nn.Module):
           layer inputs (pass the previous call's `memory_out`), or None.
         * **memory_mask_pad**: `(M, N)` non-zero on padded memory steps, or None.
 
-    Outputs: output, c_n, memory_out
+    Outputs:
         * **output**: `(L, N, dirs * H)` (`(N, L, dirs * H)` with `batch_first`).
         * **c_n**: `(num_layers, N, dirs * H)` last cell state of every layer.
         * **memory_out**: list of every layer's input `(L, N, H_in of that layer)`: the next segment's memory.
 
-    Example:
+    Examples:
         >>> model = SRUpp(16, 32, 8, num_layers=2, num_heads=2)
         >>> x = torch.randn(10, 4, 16)
         >>> out, c_n, memory = model(x, attn_mask="causal")

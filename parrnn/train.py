@@ -15,7 +15,7 @@ Guarantees:
   steps, at the end, and when ``stop_at`` / ``max_time`` interrupts a run; ``resume=True`` continues from it
   to the same parameters an uninterrupted run reaches.
 * **Distributed**: under ``torchrun --nproc_per_node=K`` (``WORLD_SIZE`` > 1 in the environment) the model is
-  wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on CPU, nccl on CUDA) and rank ``r``
+  wrapped in `torch.nn.parallel.DistributedDataParallel` (gloo on CPU, nccl on CUDA) and rank ``r``
   trains on the examples ``r, r+K, ...`` of each global batch, so the global batch and the result match a
   single-process run. Only rank 0 evaluates and writes files.
 
@@ -351,7 +351,7 @@ def train(config: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.task`` (or on a prebuilt ``task``) and return the result.
 
     ``config.threads`` sets torch's CPU thread count for the duration of the call; ``config.retain_memory``
-    tunes glibc malloc for the rest of the process (:func:`parrnn._allocator.retain_freed_memory`).
+    tunes glibc malloc for the rest of the process (`parrnn._allocator.retain_freed_memory`).
     """
     if config.retain_memory:
         retain_freed_memory()

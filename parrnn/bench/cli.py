@@ -1,6 +1,6 @@
 """``parrnn-bench``: throughput of parrnn's recurrences vs torch.nn.LSTM, in one run on one device.
 
-Examples::
+Example commands:
 
     parrnn-bench                                    # the default preset (what `make bench` runs), table only
     parrnn-bench --preset issue3 --out benchmarks/results/issue3

@@ -12,7 +12,7 @@ Model names (``--models``):
   ``proj_size`` = H/4, heads of width 64, ``backend="auto"``;
 * ``transformer``                        -- the baseline of the same width and depth: ``nn.TransformerEncoder``
   of pre-norm ``nn.TransformerEncoderLayer`` (d_model H, heads of width 64, feed-forward 4H), causal;
-* ``rec-<backend>-<v1|v2>``              -- the SRU recurrence alone (:func:`parrnn.ops.sru_recurrence`, no
+* ``rec-<backend>-<v1|v2>``              -- the SRU recurrence alone ([parrnn.ops.sru_recurrence][], no
   matrix products), for the kernel's bytes/s and fraction of copy bandwidth.
 
 Every model is configured like the others of its size: ``input_size`` D, ``hidden_size`` H, ``num_layers``,
@@ -254,7 +254,7 @@ def build_model(name: str, *, input_size: int, hidden: int, layers: int, device:
                 dtype: torch.dtype, seed: int = 0) -> BenchModel:
     """Build model ``name`` on ``device``/``dtype`` with a fixed seed.
 
-    Raises ``ValueError`` for an unknown name and :class:`ModelUnavailable` when it cannot run here.
+    Raises ``ValueError`` for an unknown name and `ModelUnavailable` when it cannot run here.
     """
     spec = parse_model_name(name)
     torch.manual_seed(seed)

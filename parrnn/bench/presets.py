@@ -61,7 +61,7 @@ PRESET_NAMES = ("default", "quick", "full", "issue3", "srupp", "streaming", "gpu
 
 
 def preset(name: str) -> dict[str, Any]:
-    """A fresh copy of preset ``name``: ``sweeps`` plus :class:`~parrnn.bench.runner.BenchConfig` fields."""
+    """A fresh copy of preset ``name``: ``sweeps`` plus `parrnn.bench.runner.BenchConfig` fields."""
     presets = _presets()
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESET_NAMES)}")

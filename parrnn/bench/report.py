@@ -3,7 +3,7 @@
 Files written into ``--out DIR``:
 
 * ``results.json`` -- ``{"metadata", "rows", "skipped", "targets"}``, rows as in
-  :data:`parrnn.bench.runner.ROW_KEYS`;
+  `parrnn.bench.runner.ROW_KEYS`;
 * ``results.csv``  -- the rows;
 * ``results.md``   -- the metadata, the table and the targets in markdown;
 * ``throughput_vs_length.png`` and ``speedup_vs_lstm.png``.
@@ -77,7 +77,7 @@ def _parrnn_info() -> tuple[str | None, dict[str, list[Any]] | str]:
 
 
 def _machine_info() -> dict[str, Any]:
-    """:func:`parrnn.machine.describe` plus its one-line ``summary`` (an error text if that fails)."""
+    """[parrnn.machine.describe][] plus its one-line ``summary`` (an error text if that fails)."""
     try:
         from parrnn import machine
         info = machine.describe()
@@ -196,7 +196,7 @@ def write_json(path: Path, metadata: dict[str, Any], result: BenchResult,
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
-    """The rows, one line each, columns :data:`~parrnn.bench.runner.ROW_KEYS`."""
+    """The rows, one line each, columns `parrnn.bench.runner.ROW_KEYS`."""
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(ROW_KEYS))
         writer.writeheader()

@@ -1,7 +1,7 @@
 """Run benchmark sweeps: build each model once per size, time each mode, compare against nn.LSTM.
 
-A :class:`Sweep` is a Cartesian grid (models x modes x dtypes x layers x hidden x batch x seq_len); a
-:class:`BenchConfig` is a list of sweeps plus how to time them. ``nn.LSTM`` (model ``lstm``) is always part of
+A `Sweep` is a Cartesian grid (models x modes x dtypes x layers x hidden x batch x seq_len); a
+`BenchConfig` is a list of sweeps plus how to time them. ``nn.LSTM`` (model ``lstm``) is always part of
 every grid, so each row's ``speedup_vs_lstm`` (LSTM ms / model ms) comes from the same run, device, sizes,
 mode and dtype. A model that cannot run (missing package, unavailable backend, unsupported dtype, out of
 memory) is recorded in ``skipped`` with the reason and the run goes on.
@@ -81,7 +81,7 @@ class Sweep:
 
 @dataclass
 class BenchConfig:
-    """What to run and how to time it (see :mod:`parrnn.bench.timing`)."""
+    """What to run and how to time it (see `parrnn.bench.timing`)."""
 
     sweeps: list[Sweep]
     device: str = "cpu"
@@ -132,7 +132,7 @@ class Case:
 
 @dataclass
 class BenchResult:
-    """Rows (see :data:`ROW_KEYS`), skipped cases with reasons, and how they were measured."""
+    """Rows (see `ROW_KEYS`), skipped cases with reasons, and how they were measured."""
 
     rows: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
@@ -253,7 +253,7 @@ def _release(device: torch.device) -> None:
 
 
 def attach_speedups(rows: list[dict[str, Any]]) -> None:
-    """Set ``speedup_vs_lstm`` = LSTM ms / row ms for rows with an LSTM row of the same :data:`SIZE_KEYS`.
+    """Set ``speedup_vs_lstm`` = LSTM ms / row ms for rows with an LSTM row of the same `SIZE_KEYS`.
 
     ``rec-*`` rows (the recurrence alone, no matrix products) get ``None``: they are not a layer's cost.
     """

@@ -135,7 +135,7 @@ def _reset_rss_peak() -> bool:
 
 
 def memory_method(device: torch.device) -> str:
-    """How :func:`peak_memory` measures: ``cuda_max_allocated``, ``rss_hwm_delta`` or ``none``."""
+    """How `peak_memory` measures: ``cuda_max_allocated``, ``rss_hwm_delta`` or ``none``."""
     if torch.device(device).type == "cuda":
         return "cuda_max_allocated"
     return "rss_hwm_delta" if _read_status_kib("VmHWM") is not None and _reset_rss_peak() else "none"

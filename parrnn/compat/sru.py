@@ -42,7 +42,7 @@ def _no_custom_m(custom_m: object) -> None:
 
 class SRUCell(nn.Module):
     r"""One SRU layer with `sru.SRUCell` 2.6's arguments, parameters and behaviour (see
-    [parrnn.SRUCell][parrnn.SRUCell] for the equations).
+    [parrnn.SRUCell][] for the equations).
 
     Args are `sru`'s: `input_size`, `hidden_size`, `dropout`, `rnn_dropout`, `bidirectional`, `n_proj`
     (used only where it is smaller than both `input_size` and `dirs * hidden_size`, as in `sru`), `use_tanh`,

@@ -1,4 +1,4 @@
-"""The SRU recurrence contract and its backends (see :mod:`parrnn.ops.dispatch`)."""
+"""The SRU recurrence contract and its backends (see `parrnn.ops.dispatch`)."""
 
 from parrnn.ops.dispatch import BACKENDS, available_backends, backend_availability, precompile, sru_recurrence
 

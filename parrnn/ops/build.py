@@ -4,7 +4,7 @@ Used by the CPU backend (``kernels/sru_cpu.cpp``) and by the tests that run the 
 CPU behind ``kernels/host_shim.h``. No torch headers are involved, so a build takes a second or two; the
 library is cached under ``$PARRNN_CACHE_DIR`` (default ``~/.cache/parrnn``) keyed by a hash of the sources,
 the included headers, the flags and the compiler, so a changed kernel is rebuilt and an unchanged one is not.
-A ``-march=native`` build is also keyed by this CPU's identity ([cpu_tag][parrnn.ops.build.cpu_tag]), so a cache
+A ``-march=native`` build is also keyed by this CPU's identity (`cpu_tag`), so a cache
 directory shared by machines with different CPUs never loads a library built for another CPU (SIGILL).
 """
 
@@ -82,7 +82,7 @@ def build_library(name: str, sources: Sequence[Path], flags: Sequence[str] = ())
     """Compile ``sources`` (C++; ``.cu`` files are compiled as C++) into ``lib<name>.so`` and load it.
 
     Flags always include ``-O3 -shared -fPIC -std=c++17`` and ``-I kernels/``. Raises `BuildError` with
-    the compiler output when compilation fails. Cached under [cache_key][parrnn.ops.build.cache_key].
+    the compiler output when compilation fails. Cached under `cache_key`.
     """
     compiler = find_compiler()
     all_flags = ["-O3", "-std=c++17", "-shared", "-fPIC", f"-I{kernel_dir()}", *flags]

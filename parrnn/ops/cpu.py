@@ -1,12 +1,12 @@
 """The ``cpu`` backend: fused C++ forward and backward of the SRU recurrence (OpenMP over columns, SIMD).
 
 The C++ source is ``kernels/sru_cpu.cpp``; its per-step math is ``kernels/sru_step.cuh``, the same header the
-CUDA kernel includes. The same library carries the fused GRU step kernels of :mod:`parrnn.gru_rows`
-(``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by :mod:`parrnn.ops.build` into a cached
+CUDA kernel includes. The same library carries the fused GRU step kernels of `parrnn.gru_rows`
+(``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by `parrnn.ops.build` into a cached
 shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
 allocated with torch. This module implements the *fused backend module* contract of
-:mod:`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
-:func:`parrnn.ops.reference.sru_recurrence` (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
+`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
+[parrnn.ops.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
 
 * storage dtypes float32, float64, bfloat16, float16 (``u``, ``x``, ``h`` and their gradients stay in ``u``'s
   dtype); arithmetic in float32, or float64 for float64 input;
@@ -73,7 +73,7 @@ def _configure(lib: ctypes.CDLL) -> None:
 def load_library() -> ctypes.CDLL:
     """Compile (first call only; cached on disk) and load ``kernels/sru_cpu.cpp``.
 
-    Raises :class:`parrnn.ops.build.BuildError` with the compiler's output when no flag set compiles.
+    Raises `parrnn.ops.build.BuildError` with the compiler's output when no flag set compiles.
     """
     global _lib, _flags_used, _error
     with _lock:

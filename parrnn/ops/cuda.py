@@ -1,6 +1,6 @@
 """CUDA backend: the fused SRU kernels of ``kernels/sru_recurrence.cu`` launched through CuPy.
 
-Implements the *fused backend module* contract of :mod:`parrnn.ops.dispatch` (``availability``,
+Implements the *fused backend module* contract of `parrnn.ops.dispatch` (``availability``,
 ``forward``, ``backward``). Nothing here touches CUDA at import time: CuPy is imported and the kernels are
 compiled (NVRTC, through ``cupy.RawModule``) by ``availability(device, dtype)`` (available = compiled and loaded
 for that device and dtype), once per (device, storage dtype, variant), and CuPy's on-disk cache keeps the
@@ -9,7 +9,7 @@ tensors' own device (a model on ``cuda:1`` works), outputs are allocated by torc
 and passed by data pointer.
 
 Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hidden), as in
-:mod:`parrnn.ops.reference`:
+`parrnn.ops.reference`:
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c (2, C) | None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``,
@@ -24,8 +24,8 @@ small per-column tensors (``weight_c``, ``bias``, ``c0``, ``drop_mask``, ``grad_
 dtype.
 
 The glue (argument order, dtype conversions, output allocation, the partial-gradient reduction) is independent
-of how a kernel is launched: :func:`forward_with` / :func:`backward_with` take a *launcher*. On a GPU that is
-CuPy (:func:`cupy_launcher`); the CPU test suite passes :func:`make_host_launcher`, which compiles the same
+of how a kernel is launched: `forward_with` / `backward_with` take a *launcher*. On a GPU that is
+CuPy (`cupy_launcher`); the CPU test suite passes `make_host_launcher`, which compiles the same
 ``.cu`` as C++ behind ``kernels/host_shim.h`` and runs every (block, thread) on the CPU, so CI checks the very
 kernels and glue the GPU runs.
 """
@@ -222,7 +222,7 @@ def nvrtc_options(suffix: str | None = None, prefetch: int | None = None,
                   nvrtc_major: int | None = None) -> tuple[str, ...]:
     """NVRTC options: the pip CUDA headers for NVRTC ``nvrtc_major``; ``suffix`` restricts the module to one storage
     dtype, ``prefetch`` sets the kernels' PARRNN_PREFETCH. No ``-I`` of the kernel folder: the local headers are
-    inlined by [kernel_code][parrnn.ops.cuda.kernel_code], so the options do not depend on the install path."""
+    inlined by `kernel_code`, so the options do not depend on the install path."""
     opts = ["-std=c++17", *(f"-I{d}" for d in cuda_include_dirs(nvrtc_major))]
     if suffix is not None:
         opts.append(f"-DPARRNN_ONLY_{suffix.upper()}")

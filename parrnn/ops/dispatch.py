@@ -3,13 +3,13 @@
 The layers call [sru_recurrence][parrnn.ops.dispatch.sru_recurrence]; it validates every argument
 ([parrnn.ops.glue.validate][]) and routes to
 
-* ``"reference"`` -- :mod:`parrnn.ops.reference`, autograd through a Python loop (any device, any dtype);
-* ``"cpu"``       -- :mod:`parrnn.ops.cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
-* ``"cuda"``      -- :mod:`parrnn.ops.cuda`, fused CUDA kernels launched through CuPy;
-* ``"scan"``      -- :mod:`parrnn.ops.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
+* ``"reference"`` -- `parrnn.ops.reference`, autograd through a Python loop (any device, any dtype);
+* ``"cpu"``       -- `parrnn.ops.cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
+* ``"cuda"``      -- `parrnn.ops.cuda`, fused CUDA kernels launched through CuPy;
+* ``"scan"``      -- `parrnn.ops.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
 * ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.dispatch.AUTO_RULES] that applies and works.
 
-The fused backends share one contract (a *fused backend module*)::
+The fused backends share one contract (a *fused backend module*):
 
     availability(...) -> (ok: bool, reason: str)     # per device (and dtype, where kernels compile per dtype)
     forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
@@ -316,7 +316,7 @@ def sru_recurrence(
     scale_x: float = 1.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """The SRU recurrence on the chosen backend; same contract as :func:`parrnn.ops.reference.sru_recurrence`.
+    """The SRU recurrence on the chosen backend; same contract as [parrnn.ops.reference.sru_recurrence][].
 
     Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend.
     Under TorchScript there is no backend choice and no validation (that is Python): ``backend="scan"`` runs the
@@ -357,7 +357,8 @@ def _export_recurrence(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bia
 @torch.jit.unused
 def _validated_backend(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
                        mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, backend: str) -> str:
-    """Validate every argument of :func:`sru_recurrence` and resolve ``backend`` (eager only: TorchScript skips it)."""
+    """Validate every argument of [sru_recurrence][parrnn.ops.sru_recurrence] and resolve ``backend``
+    (eager only: TorchScript skips it)."""
     if backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
     length, batch, _, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,

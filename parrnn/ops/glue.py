@@ -1,7 +1,7 @@
 """What the fused backends (``cpu``, ``cuda``, ``scan``) share: the dtype table, the validation of every recurrence
 argument, dtype conversions, pointers, and the kernel argument list.
 
-Shapes are those of :func:`parrnn.ops.reference.sru_recurrence` (``L`` steps, ``N`` batch, ``K`` = 3 or 4,
+Shapes are those of [parrnn.ops.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``K`` = 3 or 4,
 ``C`` columns = directions * hidden):
 
 * ``u (L, N, K, C)``, ``x (L, N, C) | None`` (``None`` when ``K = 4``), ``weight_c (2, C) | None``,
@@ -23,7 +23,7 @@ from torch import Tensor
 #: Storage dtypes of the fused kernels and the suffix of their C/CUDA function names.
 SUFFIX: dict[torch.dtype, str] = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
                                   torch.bfloat16: "bf16"}
-#: The suffixes, in the order of :data:`SUFFIX`.
+#: The suffixes, in the order of `SUFFIX`.
 DTYPE_SUFFIXES: tuple[str, ...] = tuple(SUFFIX.values())
 
 
@@ -115,7 +115,7 @@ def ptr_arg(t: Tensor | None) -> Arg:
 
 
 def ptr_args(*tensors: Tensor | None) -> list[Arg]:
-    """[ptr_arg][parrnn.ops.glue.ptr_arg] of each tensor."""
+    """`ptr_arg` of each tensor."""
     return [ptr_arg(t) for t in tensors]
 
 

@@ -1,6 +1,6 @@
 """The SRU recurrence written for ONNX export: one ``scan`` over time that exports as an ONNX ``Scan`` node.
 
-[parrnn.ops.dispatch.sru_recurrence][] routes here while ``torch.onnx.export(..., dynamo=True)`` traces a
+[parrnn.ops.sru_recurrence][] routes here while ``torch.onnx.export(..., dynamo=True)`` traces a
 model (``torch.onnx.is_in_onnx_export()``). The fused backends are a custom op (``parrnn::sru_forward``) that
 no ONNX runtime knows, and the reference's Python loop would be unrolled for one fixed length; a
 ``torch._higher_order_ops.scan`` instead becomes an ONNX ``Scan`` whose body is one time step, so the exported

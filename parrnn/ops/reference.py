@@ -1,8 +1,8 @@
 """The SRU elementwise recurrence in plain PyTorch: the definition of correct.
 
-Every other backend (``cpu``, ``cuda``, ``scan``) implements :func:`sru_recurrence` with the same signature and
-is tested against this function, values and gradients. Autograd differentiates through the Python time loop,
-so this is slow; it exists to be obviously right.
+Every other backend (``cpu``, ``cuda``, ``scan``) implements [sru_recurrence][parrnn.ops.reference.sru_recurrence]
+with the same signature and is tested against this function, values and gradients. Autograd differentiates
+through the Python time loop, so this is slow; it exists to be obviously right.
 
 Shapes (``L`` sequence length, ``N`` batch, ``D`` directions (1 or 2), ``H`` hidden size, ``C = D * H``):
 
@@ -16,7 +16,7 @@ Shapes (``L`` sequence length, ``N`` batch, ``D`` directions (1 or 2), ``H`` hid
 * ``mask_pad``  ``(L, N)`` bool, ``True`` marks padding (c is carried unchanged, h = 0), or ``None``.
 * ``drop_mask`` ``(N, C)`` multiplicative dropout mask on the highway branch (already scaled by 1/(1-p)), or ``None``.
 
-Per column, with direction 1 running from ``t = L-1`` down to ``0``::
+Per column, with direction 1 running from ``t = L-1`` down to ``0``:
 
     f_t = sigmoid(u1_t + v_f * c_{t-1} + b_f)
     r_t = sigmoid(u2_t + v_r * c_{t-1} + b_r)

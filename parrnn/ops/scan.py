@@ -1,8 +1,8 @@
 """The ``scan`` backend: time-parallel chunked scan for the linear (v1) SRU -- its contract and routing.
 
-Implements the *fused backend module* contract of :mod:`parrnn.ops.dispatch` (``availability``, ``forward``,
-``backward``) for CPU and CUDA tensors; the implementations are :mod:`parrnn.ops.scan_cpu` (C++ threads) and
-:mod:`parrnn.ops.scan_cuda` (CuPy). Availability is per device: the CPU scan needs a C++ compiler, the CUDA scan
+Implements the *fused backend module* contract of `parrnn.ops.dispatch` (``availability``, ``forward``,
+``backward``) for CPU and CUDA tensors; the implementations are `parrnn.ops.scan_cpu` (C++ threads) and
+`parrnn.ops.scan_cuda` (CuPy). Availability is per device: the CPU scan needs a C++ compiler, the CUDA scan
 its kernels compiled for that device and dtype.
 
 For v1 the gates do not depend on the state, so every step is an affine map ``c_t = a_t c_{t-1} + b_t`` and
@@ -16,7 +16,7 @@ runs of steps compose associatively (``kernels/sru_scan.cuh``). Each column's st
 The backward is the same scan run in reverse on ``dL/dc`` (``g_{t-1} = a_t g_t + e_t``). No running product is
 ever divided by (see ``docs/scan.md`` for the stability argument and the measurements).
 
-Shapes as in :mod:`parrnn.ops.reference` (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns):
+Shapes as in `parrnn.ops.reference` (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns):
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c`` must be ``None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``, ``c_n (N, C)``

@@ -1,7 +1,7 @@
 """The CPU implementation of the time-parallel scan (``kernels/sru_scan_cpu.cpp``): ctypes glue.
 
-The three phases of :mod:`parrnn.ops.scan` with columns innermost (SIMD) and std::threads over chunks of time.
-Shapes as in :mod:`parrnn.ops.reference`; float16/bfloat16 run in float32 copies.
+The three phases of `parrnn.ops.scan` with columns innermost (SIMD) and std::threads over chunks of time.
+Shapes as in `parrnn.ops.reference`; float16/bfloat16 run in float32 copies.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The CUDA implementation of the time-parallel scan (``kernels/sru_scan.cu``): the kernels' glue and CuPy launch.
 
-[forward_with][parrnn.ops.scan_cuda.forward_with] / [backward_with][parrnn.ops.scan_cuda.backward_with] take a
-*launcher* (as in :mod:`parrnn.ops.cuda`): on a GPU the CuPy launcher, in the CPU test suite the very same ``.cu``
-compiled as C++ behind ``kernels/host_shim.h`` ([make_host_launcher][parrnn.ops.scan_cuda.make_host_launcher]).
-Chunks: ``ceil(L / chunk_len)``, see [gpu_chunk_len][parrnn.ops.scan_cuda.gpu_chunk_len].
+`forward_with` / `backward_with` take a *launcher* (as in `parrnn.ops.cuda`): on a GPU the CuPy launcher, in the
+CPU test suite the very same ``.cu`` compiled as C++ behind ``kernels/host_shim.h`` (`make_host_launcher`).
+Chunks: ``ceil(L / chunk_len)``, see `gpu_chunk_len`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ GPU_MIN_CHUNK = 16
 
 def gpu_chunk_len(length: int, columns: int) -> int:
     """Chunk length of the CUDA scan for ``length`` steps and ``columns = N*C``: enough chunks that
-    ``chunks * columns`` is about :data:`GPU_TARGET_THREADS`, but chunks of at least :data:`GPU_MIN_CHUNK` steps.
+    ``chunks * columns`` is about `GPU_TARGET_THREADS`, but chunks of at least `GPU_MIN_CHUNK` steps.
     """
     if length <= 0:
         return 1
@@ -46,7 +45,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
                  drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
                  chunk_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
-    ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to :func:`gpu_chunk_len`."""
+    ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to `gpu_chunk_len`."""
     length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
     u = u.contiguous()

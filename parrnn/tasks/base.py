@@ -1,4 +1,4 @@
-"""What every accuracy task is made of: batches, datasets and the :class:`Task` description.
+"""What every accuracy task is made of: batches, datasets and the `Task` description.
 
 A dataset is *indexed*: ``dataset.batch(indices)`` returns the examples at those indices. Generated datasets
 compute example ``i`` from ``(seed, i)`` alone, so a batch depends only on the indices the trainer asks for --
@@ -94,7 +94,7 @@ class GeneratedDataset:
     """``size`` examples computed on demand: example ``i`` is ``make(rng)`` with ``rng`` seeded by
     ``(seed, i)``.
 
-    ``make`` receives a :class:`random.Random`; examples are cached when ``cache`` is set (useful when
+    ``make`` receives a `random.Random`; examples are cached when ``cache`` is set (useful when
     generating is slow, e.g. ListOps).
     """
 

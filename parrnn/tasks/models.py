@@ -1,12 +1,12 @@
 """Models for the accuracy tasks: an optional embedding, a recurrent encoder, and a linear head.
 
-Stateful tasks (``Task.stateful``: character-level language modelling) get a :class:`LanguageModel` instead,
-whose encoder carries its state across segments; it also accepts ``srupp`` (:class:`parrnn.SRUpp` with the
-previous segment as attention memory) and ``transformer`` (:class:`CausalTransformer`, context = one segment).
+Stateful tasks (``Task.stateful``: character-level language modelling) get a `LanguageModel` instead,
+whose encoder carries its state across segments; it also accepts ``srupp`` ([parrnn.SRUpp][] with the
+previous segment as attention memory) and ``transformer`` (`CausalTransformer`, context = one segment).
 
-Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` (:class:`parrnn.SRU`,
+Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` ([parrnn.SRU][],
 the peephole v2 and the linear v1 recurrence), and ``sliced-gru`` / ``sliced-lstm`` / ``sliced-sru``
-(:class:`parrnn.SlicedRNN` over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
+([parrnn.SlicedRNN][] over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
 optional ``lengths`` to ``(outputs, last)``: per-step outputs ``(L, N, H)`` (``None`` for sliced encoders,
 which only produce one state per sequence) and the state after each sequence's last valid step ``(N, H)``.
 """
@@ -63,7 +63,7 @@ class TorchRNNEncoder(nn.Module):
 
 
 class SRUEncoder(nn.Module):
-    """:class:`parrnn.SRU` (``version`` ``"v2"`` or ``"v1"``); padded steps leave the state unchanged."""
+    """[parrnn.SRU][] (``version`` ``"v2"`` or ``"v1"``); padded steps leave the state unchanged."""
 
     def __init__(self, version: str, input_size: int, spec: ModelSpec) -> None:
         super().__init__()
@@ -85,10 +85,10 @@ class SRUEncoder(nn.Module):
 
 
 class SlicedEncoder(nn.Module):
-    """:class:`parrnn.SlicedRNN` over a GRU, LSTM or SRU base: one state per sequence, no per-step outputs.
+    """[parrnn.SlicedRNN][] over a GRU, LSTM or SRU base: one state per sequence, no per-step outputs.
 
     The slice length follows from the padded length ``L``, so every batch is cut as if padded to ``pad_to``
-    steps (the task's longest sequence; ``total_length`` of :class:`parrnn.SlicedRNN`, no copy): then an
+    steps (the task's longest sequence; ``total_length`` of [parrnn.SlicedRNN][], no copy): then an
     example's result does not depend on its batch.
     """
 
@@ -115,7 +115,7 @@ class SlicedEncoder(nn.Module):
 
 
 def build_encoder(input_size: int, spec: ModelSpec, pad_to: int | None = None) -> nn.Module:
-    """The encoder named ``spec.name`` (one of ``MODEL_NAMES``); ``pad_to``: see :class:`SlicedEncoder`."""
+    """The encoder named ``spec.name`` (one of ``MODEL_NAMES``); ``pad_to``: see `SlicedEncoder`."""
     name = spec.name
     if name in ("lstm", "gru"):
         return TorchRNNEncoder(name, input_size, spec)
@@ -127,7 +127,7 @@ def build_encoder(input_size: int, spec: ModelSpec, pad_to: int | None = None) -
 
 
 class SequenceModel(nn.Module):
-    """Embedding (token tasks) -> recurrent encoder -> linear head, shaped for one :class:`Task`.
+    """Embedding (token tasks) -> recurrent encoder -> linear head, shaped for one `Task`.
 
     Inputs: ``inputs`` ``(N, L, F)`` float or ``(N, L)`` token ids, ``lengths`` ``(N,)`` or ``None``.
     Output: ``(N,)`` for regression, ``(N, C)`` for sequence classification, ``(N, L, C)`` for per-step tasks.
@@ -152,7 +152,7 @@ class SequenceModel(nn.Module):
         return x.transpose(0, 1)
 
     def forward_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Predictions from encoder features ``x`` ``(L, N, F)`` (see :meth:`features`)."""
+        """Predictions from encoder features ``x`` ``(L, N, F)`` (see `features`)."""
         outputs, last = self.encoder(x, lengths)
         if self.readout == "every":
             return self.head(outputs).transpose(0, 1)
@@ -233,10 +233,10 @@ class StatefulEncoder(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """Embedding -> :class:`StatefulEncoder` -> linear head over the vocabulary, for stateful tasks.
+    """Embedding -> `StatefulEncoder` -> linear head over the vocabulary, for stateful tasks.
 
     ``forward(inputs (N, L) ids)`` returns logits ``(N, L, V)`` and keeps the (detached) encoder state for the
-    next call, which continues the same streams; :meth:`reset_state` starts over.
+    next call, which continues the same streams; `reset_state` starts over.
     """
 
     def __init__(self, task: Task, spec: ModelSpec) -> None:
@@ -261,7 +261,7 @@ class LanguageModel(nn.Module):
 
 
 def build_model(task: Task, spec: ModelSpec) -> nn.Module:
-    """A :class:`SequenceModel` for ``task`` (a :class:`LanguageModel` for stateful tasks), with
+    """A `SequenceModel` for ``task`` (a `LanguageModel` for stateful tasks), with
     ``spec.memory_bias`` applied when set."""
     model = LanguageModel(task, spec) if task.stateful else SequenceModel(task, spec)
     if spec.memory_bias is not None:

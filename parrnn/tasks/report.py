@@ -1,6 +1,6 @@
 """Side-by-side reports of training runs: a markdown table and learning curves (used by ``parrnn-compare``).
 
-A run folder is what :func:`parrnn.train.train` writes: ``config.json``, ``metrics.jsonl``,
+A run folder is what `parrnn.train.train` writes: ``config.json``, ``metrics.jsonl``,
 ``summary.json``.
 """
 
@@ -130,7 +130,7 @@ def write_report(
 
 
 def report_runs(out: str | Path, names: Sequence[str], *, title: str | None = None, command: str | None = None) -> Path:
-    """Write the report of the run folders ``out/<name>`` into ``out`` (see :func:`write_report`)."""
+    """Write the report of the run folders ``out/<name>`` into ``out`` (see `write_report`)."""
     runs = [Run.load(Path(out) / name, name) for name in names]
     first = runs[0]
     title = title or f"{first.config['task']} (seq_len={first.config.get('seq_len')}): {', '.join(names)}"
