@@ -12,7 +12,7 @@ Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hi
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c (2, C) | None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``,
-  ``c_n (N, C)`` (dtype of ``u``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
+  ``c_n (N, C)`` (dtype of ``c0``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
 * backward: adds ``grad_h (L, N, C)``, ``grad_c_n (N, C)``, ``c_all`` -> ``grad_u (L, N, K, C)``, ``grad_x``,
   ``grad_weight_c (2, C)``, ``grad_bias (2, C)``, ``grad_c0 (N, C)`` (``None`` where the input was ``None``).
   The kernel writes per-(row, column) partial gradients of ``weight_c`` and ``bias`` (shape ``(2, N, C)``,
@@ -20,7 +20,8 @@ Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hi
 
 Storage dtypes: float32, float64, float16, bfloat16 (arithmetic in float32, float64 for float64). The
 small per-column tensors (``weight_c``, ``bias``, ``c0``, ``drop_mask``, ``grad_c_n``) cross in the arithmetic
-dtype.
+dtype, whatever their own (float32 parameters and state with 16-bit ``u`` under autocast); their gradients and
+``c_n`` come back in their own dtype.
 
 The glue (argument order, dtype conversions, output allocation, the partial-gradient reduction) is independent
 of how a kernel is launched: :func:`forward_with` / :func:`backward_with` take a *launcher*. On a GPU that is
@@ -116,6 +117,26 @@ def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype).contiguous()
 
 
+def final_state(c_n: Tensor, c_all: Tensor, c0: Tensor, state_dtype: torch.dtype, bidirectional: bool) -> Tensor:
+    """``c_n`` ``(N, C)`` in ``state_dtype`` (the dtype of the caller's ``c0``).
+
+    The kernels store ``c_n`` in the storage dtype of ``u``. Where the state dtype is wider (float32 ``c0`` with
+    float16/bfloat16 ``u``, as under autocast), it is read from ``c_all`` ``(L, N, C)`` (arithmetic dtype; the
+    kernels write every step, padded ones too) instead of rounding it to 16 bits: the last step of the forward
+    direction, the first of the reverse one; ``c0`` itself for ``L = 0``. Always a new tensor (custom-op outputs
+    must not alias).
+    """
+    if c_n.dtype == state_dtype:
+        return c_n
+    if c_all.shape[0] == 0:
+        return c0.to(state_dtype, copy=True)
+    hidden = c_all.shape[2] // (2 if bidirectional else 1)
+    last = c_all[-1, :, :hidden]
+    if bidirectional:
+        last = torch.cat([last, c_all[0, :, hidden:]], dim=1)
+    return last.to(state_dtype, copy=True)
+
+
 def forward_with(
     launch: Launcher,
     u: Tensor,
@@ -131,7 +152,7 @@ def forward_with(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
     length, batch, k, cols = _check(u, x, bidirectional)
-    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
     u = u.contiguous()
     x = as_dtype(x, dtype)
     weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
@@ -146,7 +167,7 @@ def forward_with(
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
             Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
         ], dev)
-    return h, c_n, c_all
+    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
 
 
 def backward_with(

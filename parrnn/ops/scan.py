@@ -19,7 +19,7 @@ Shapes as in :mod:`parrnn.ops.reference` (``L`` length, ``N`` batch, ``K`` 3 or 
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c`` must be ``None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``, ``c_n (N, C)``
-  (dtype of ``u``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
+  (dtype of ``c0``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
 * backward: adds ``grad_h (L, N, C)``, ``grad_c_n (N, C)`` and ``c_all`` -> ``(grad_u, grad_x, None, grad_bias,
   grad_c0)``.
 
@@ -49,7 +49,7 @@ from torch import Tensor
 
 from parrnn._paths import kernel_source
 from parrnn.ops import cuda as _cuda
-from parrnn.ops.cuda import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, check_shapes, ptr_args
+from parrnn.ops.cuda import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, check_shapes, final_state, ptr_args
 
 KERNEL_FILE = "sru_scan.cu"
 CPU_FILE = "sru_scan_cpu.cpp"
@@ -152,7 +152,7 @@ def cpu_forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad:
     h = torch.empty((length, batch, cols), dtype=acc)
     c_all = torch.empty((length, batch, cols), dtype=acc)
     if length == 0 or batch * cols == 0:
-        return h.to(dtype), c0_.to(dtype), c_all  # type: ignore[union-attr]
+        return h.to(dtype), c0_.to(c0.dtype, copy=True), c_all  # type: ignore[union-attr]
     c_n = torch.empty((batch, cols), dtype=acc)
     bounds = torch.tensor(cpu_chunk_bounds(length, threads, CPU_REDUCE_COST["forward"]), dtype=torch.int64)
     fn = getattr(cpu_library(), f"sru_scan_cpu_forward_{SUFFIX[acc]}")
@@ -161,7 +161,7 @@ def cpu_forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad:
             len(bounds) - 1, max(1, threads))
     if rc != 0:
         raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
-    return h.to(dtype), c_n.to(dtype), c_all
+    return h.to(dtype), c_n.to(c0.dtype), c_all
 
 
 def cpu_backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,
@@ -213,7 +213,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     length, batch, k, cols = check_shapes(u, x, bidirectional)
     if u.dtype not in SUFFIX:
         raise TypeError(f"parrnn scan: unsupported dtype {u.dtype} (float32, float64, float16, bfloat16)")
-    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
     u = u.contiguous()
     x = as_dtype(x, dtype)
     bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
@@ -222,7 +222,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
     if length == 0 or nc == 0:
-        return h, c0.to(dtype), c_all  # type: ignore[union-attr]
+        return h, c0.to(state_dtype, copy=True), c_all  # type: ignore[union-attr]
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
     n_chunks = -(-length // chunk_len)
@@ -238,7 +238,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     launch(f"sru_scan_fwd_apply_{sfx}", n_chunks * nc,
            [*ptr_args(u, x, bias, carry, mask_pad, drop_mask, h, c_n, c_all), *shape,
             Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    return h, c_n, c_all
+    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
 
 
 def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor,

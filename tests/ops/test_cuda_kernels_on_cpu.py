@@ -229,6 +229,9 @@ def test_mixed_dtypes_cross_in_arithmetic_type(launch):
     assert got["grad_weight_c"].dtype == torch.float32 and got["grad_c0"].dtype == torch.float32
     want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
     assert_close(got["h"], want["h"], TOL[torch.bfloat16], "h")
+    # c_n in the state's dtype (c0's), read from the float32 c_all, not rounded to bfloat16
+    assert got["c_n"].dtype == torch.float32
+    assert_close(got["c_n"], want["c_n"], TOL[torch.float32], "c_n")
     assert_close(got["grad_bias"], want["grad_bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=18)
 
 

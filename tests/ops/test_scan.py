@@ -295,6 +295,23 @@ def test_underflowing_products_stay_finite(split_short):
         torch.testing.assert_close(c_all[:, 0], case.u[:, 0, 0], rtol=1e-5, atol=1e-5)  # c_t ~ u0_t
 
 
+def test_float32_state_with_half_storage(split_short):
+    """Autocast-style call: bfloat16 u/x, float32 bias and c0: h in bfloat16, c_n and the bias/c0 gradients in
+    float32, c_n at float32 accuracy (not rounded to bfloat16), for the CPU scan and the kernels."""
+    case = make_case(40, 3, 4, skip="x", bidirectional=True, mask=True, drop=True, dtype=torch.float32, seed=13)
+    case.u, case.x = case.u.to(torch.bfloat16), case.x.to(torch.bfloat16)
+    gh, gcn = random_grads(40, 3, 8, torch.bfloat16, seed=2)
+    gcn = gcn.float()
+    h_ref, c_ref, g_ref = reference_values_and_grads(*case.tensors(), gh, gcn, **case.options())
+    for (h, c_n, _), (g_u, g_x, _, g_b, g_c0) in (run_cpu(case, gh, gcn, 2), run_kernels(case, gh, gcn, 7)):
+        assert h.dtype == torch.bfloat16 and g_u.dtype == torch.bfloat16 and g_x.dtype == torch.bfloat16
+        assert c_n.dtype == g_b.dtype == g_c0.dtype == torch.float32
+        assert_close(h, h_ref, TOL[torch.bfloat16], "h")
+        assert_close(c_n, c_ref, TOL[torch.float32], "c_n")
+        assert_close(g_b, g_ref["bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=40)
+        assert_close(g_c0, g_ref["c0"], TOL[torch.bfloat16], "grad_c0")
+
+
 def _extreme_case(length: int) -> Case:
     """float32 v1 inputs with extreme states: c0 = +-inf and +-1e35 in some columns, u0 = +-1e30 and
     saturating gates (u1, u2 = +-60: f, r ~1 or ~1e-26, never exactly 0) at some steps, and forget gates ~0.1
