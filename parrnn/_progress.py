@@ -17,7 +17,7 @@ class SilentBar:
 
 
 def progress_bar(enabled: bool, *, extra: str, **tqdm_kwargs: Any) -> Any:
-    """``tqdm(**tqdm_kwargs)`` when ``enabled`` and tqdm imports; else a [SilentBar][parrnn._progress.SilentBar]
+    """``tqdm(**tqdm_kwargs)`` when ``enabled`` and tqdm imports; else a `SilentBar`
     (with a one-line note on stderr naming the extra to install when a bar was wanted)."""
     if not enabled:
         return SilentBar()
