@@ -138,8 +138,8 @@ __device__ __forceinline__ void fwd_apply(const T* __restrict__ u, const T* __re
             if (st.pad) {  // c carried unchanged, h = 0
                 store_as(h + st.o, A(0));
             } else {
-                store_as(h + st.o, sru_forward_step<A>(st.u0, st.u1, st.u2, st.xp, A(0), A(0), bf, br, m, has_skip,
-                                                       use_tanh != 0, c));
+                store_as(h + st.o, sru_forward_step<A, false>(st.u0, st.u1, st.u2, st.xp, A(0), A(0), bf, br, m,
+                                                              has_skip, use_tanh != 0, c));
             }
             c_all[st.o] = c;
         }
@@ -236,8 +236,8 @@ __device__ __forceinline__ void bwd_apply(const T* __restrict__ grad_h, const T*
             }
             const A c_prev = c_before<A>(c0, c_all, s, reverse, b, col, idx, sh);
             const SruStepGrads<A> g =
-                sru_backward_step<A>(st.u0, st.u1, st.u2, st.xp, A(0), A(0), bf, br, m, has_skip, use_tanh != 0,
-                                     c_prev, load<T, A>(grad_h, st.o), gc, gvf, gvr, gbf, gbr);
+                sru_backward_step<A, false>(st.u0, st.u1, st.u2, st.xp, A(0), A(0), bf, br, m, has_skip,
+                                            use_tanh != 0, c_prev, load<T, A>(grad_h, st.o), gc, gvf, gvr, gbf, gbr);
             store_as(grad_u + st.ub, g.u0);
             store_as(grad_u + st.ub + sh.cols, g.u1);
             store_as(grad_u + st.ub + 2 * sh.cols, g.u2);

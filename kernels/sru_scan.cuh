@@ -15,7 +15,9 @@
 //
 // The per-step coefficients are computed by calling the recurrence's own step functions from sru_step.cuh
 // (the single source of the math): b_t is sru_forward_step from state 0, e_t is sru_backward_step with an
-// incoming gradient of 0. The "fix-up" passes run sru_forward_step / sru_backward_step directly.
+// incoming gradient of 0. The "fix-up" passes run sru_forward_step / sru_backward_step directly. Every call uses
+// the no-peephole step (`peephole = false`): v1 has no v * c terms, and computing them with v = 0 would turn an
+// infinite state into NaN (0 * inf) where the sequential kernels and the reference stay finite or infinite.
 #pragma once
 
 #include "sru_step.cuh"
@@ -40,16 +42,19 @@ PARRNN_HD Affine<A> compose(const Affine<A>& later, const Affine<A>& earlier) {
     return Affine<A>{later.a * earlier.a, later.a * earlier.b + later.b};
 }
 
+// A run's `a` is a product of forget gates, each > 0, which underflows to 0 over a long run. The sequential
+// recurrence keeps an infinite state infinite through such a run (inf * f = inf at every step), so an infinite `x`
+// passes through a = 0 instead of becoming NaN (0 * inf). `x - x != 0` tests "x is +-inf or NaN" without <cmath>.
 template <typename A>
 PARRNN_HD A apply(const Affine<A>& m, A x) {
-    return m.a * x + m.b;
+    return m.a == A(0) && !(x - x == A(0)) ? x + m.b : m.a * x + m.b;
 }
 
 // Forward coefficients of one (unpadded) v1 step: a = f, b = (1 - f) * u0 (= sru_forward_step from c = 0).
 template <typename A>
 PARRNN_HD Affine<A> forward_coeffs(A u0, A u1, A bf) {
     A b = A(0);
-    (void)sru_forward_step<A>(u0, u1, A(0), A(0), A(0), A(0), bf, A(0), A(1), false, false, b);
+    (void)sru_forward_step<A, false>(u0, u1, A(0), A(0), A(0), A(0), bf, A(0), A(1), false, false, b);
     return Affine<A>{sigmoid<A>(u1 + bf), b};
 }
 
@@ -60,8 +65,8 @@ template <typename A>
 PARRNN_HD Affine<A> backward_coeffs(A u0, A u1, A u2, A xp, A bf, A br, A m, bool has_skip, bool use_tanh,
                                     A c_prev, A gh) {
     A e = A(0), gvf = A(0), gvr = A(0), gbf = A(0), gbr = A(0);
-    (void)sru_backward_step<A>(u0, u1, u2, xp, A(0), A(0), bf, br, m, has_skip, use_tanh, c_prev, gh, e, gvf, gvr,
-                               gbf, gbr);
+    (void)sru_backward_step<A, false>(u0, u1, u2, xp, A(0), A(0), bf, br, m, has_skip, use_tanh, c_prev, gh, e, gvf,
+                                      gvr, gbf, gbr);
     return Affine<A>{sigmoid<A>(u1 + bf), e};
 }
 

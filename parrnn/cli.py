@@ -57,6 +57,14 @@ def _command_line(prog: str, argv: Sequence[str] | None) -> str:
     return " ".join([prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
 
 
+def _require_matplotlib(parser: argparse.ArgumentParser) -> None:
+    """Exit with the install hint before any work when matplotlib (the ``tasks`` extra) is missing."""
+    try:
+        import matplotlib  # noqa: F401, PLC0415 - optional dependency, only checked here
+    except ImportError:
+        parser.exit(2, f"{parser.prog}: the plots need matplotlib: pip install parrnn[tasks]\n")
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``parrnn-train``: train one model; print the result as JSON."""
     parser = argparse.ArgumentParser(prog="parrnn-train", description="Train a recurrent model on an accuracy task.")
@@ -85,6 +93,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("--out is required (the comparison folder)")
+    _require_matplotlib(parser)
     if args.report_only:
         print(f"report: {report_runs(args.out, args.models.split(','))}")
         return 0
@@ -132,6 +141,7 @@ def gradflow_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="folder for gradflow.json and gradflow.png")
     args = parser.parse_args(argv)
+    _require_matplotlib(parser)
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = ModelSpec(

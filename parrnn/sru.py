@@ -196,11 +196,13 @@ class SRUCell(nn.Module):
         if self.training and self.dropout > 0:
             drop_mask = self._dropout_mask(batch, self.output_size, self.dropout, u)
         if c0 is None:
-            c0 = u.new_zeros(batch, self.output_size)
+            c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
         skip = _cast(skip, u)
+        # weight_c, bias and c0 keep their dtype (float32 under autocast): the op computes in float32 and returns
+        # their gradients in that dtype, without a float16 round trip that overflows.
         h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), self.bias.to(u.dtype), c0.to(u.dtype), mask_pad, drop_mask,
+            u, skip, self.weight_c, self.bias, c0, mask_pad, drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)

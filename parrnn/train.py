@@ -37,9 +37,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
 
 from parrnn._allocator import retain_freed_memory
+from parrnn._progress import progress_bar
 from parrnn.tasks import Task, make_task
 from parrnn.tasks.models import ModelSpec, build_model, count_parameters
 
@@ -434,10 +434,11 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         if _reached(task, value, config.target) and run.target_step is None:
             run.target_step = run.step
 
-    bar = tqdm(
+    bar = progress_bar(
+        config.progress and ddp.main,
+        extra="tasks",
         total=config.steps,
         initial=run.step,
-        disable=not (config.progress and ddp.main),
         dynamic_ncols=True,
         desc=f"{config.model}/{task.name}",
     )

@@ -2,6 +2,11 @@
 under torchrun is exercised by the distributed test in test_train.py)."""
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +141,67 @@ def test_bad_arguments():
     with pytest.raises(SystemExit):
         cli.compare_main(["--models", "gru"])  # --out is required
     assert cli.main([]) == 2
+
+
+# ---- console scripts with the core dependencies only (no tqdm, no matplotlib) -------------------------------------
+
+#: Run in a fresh interpreter: hide the optional packages (every import finder reports them absent, as if not
+#: installed), then call the entry point ``sys.argv[1]`` with the remaining arguments; its return value (or
+#: SystemExit) is the exit code.
+_BLOCKED_RUN = """
+import importlib, importlib.abc, sys
+
+class Hide(importlib.abc.MetaPathFinder):
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tqdm", "matplotlib"):
+            return None
+        find = getattr(self.finder, "find_spec", None)
+        return None if find is None else find(name, path, target)
+
+sys.meta_path[:] = [Hide(finder) for finder in sys.meta_path]
+for name in [m for m in sys.modules if m.partition(".")[0] in ("tqdm", "matplotlib")]:
+    del sys.modules[name]
+module, function = sys.argv[1].split(":")
+sys.exit(getattr(importlib.import_module(module), function)(sys.argv[2:]))
+"""
+
+
+def _console_scripts() -> dict[str, str]:
+    """``[project.scripts]`` of pyproject.toml: name -> ``module:function``."""
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+:\w+)"', section, flags=re.MULTILINE))
+
+
+def _run_blocked(*args: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, *args], capture_output=True, text=True, cwd=root,
+                          env=env, timeout=300)
+
+
+def test_console_scripts_help_without_optional_packages():
+    scripts = _console_scripts()
+    assert set(scripts) == {"parrnn-bench", "parrnn-train", "parrnn-compare", "parrnn-gradflow"}
+    for name, target in scripts.items():
+        proc = _run_blocked(target, "--help")
+        assert proc.returncode == 0, f"{name} --help: {proc.stderr[-2000:]}"
+        assert "usage:" in proc.stdout, name
+
+
+def test_train_without_tqdm_runs_without_a_bar(tmp_path):
+    proc = _run_blocked("parrnn.cli:train_main", "--task", "adding", "--model", "gru",
+                        *[a for a in TINY if a != "--no-progress"], "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pip install parrnn[tasks]" in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == 4
+
+
+@pytest.mark.parametrize("command", [["parrnn.cli:compare_main", "--models", "gru"], ["parrnn.cli:gradflow_main"]])
+def test_plots_without_matplotlib_exit_with_the_extra_to_install(tmp_path, command):
+    proc = _run_blocked(*command, "--out", str(tmp_path))
+    assert proc.returncode == 2 and "pip install parrnn[tasks]" in proc.stderr, proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # it stopped before any work

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import parrnn
-from parrnn import SRU
+from parrnn import SRU, SRUCell
 
 
 def _cpu_backend_or_skip() -> None:
@@ -157,3 +157,37 @@ def test_sliced_rnn_accepts_packed_sequence() -> None:
     torch.testing.assert_close(out, out_ref)
     with pytest.raises(ValueError, match="PackedSequence"):
         model(pack_padded_sequence(x, lengths, enforce_sorted=False), lengths=lengths)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_autocast_parameter_gradients_do_not_overflow(backend: str, dtype: torch.dtype) -> None:
+    """weight_c, bias and c0 stay float32 under autocast: their gradients (sums over L*N steps, scaled like a
+    GradScaler loss) exceed float16's 65504 yet come back finite, float32 and close to the float32 run's."""
+    if backend == "cpu":
+        _cpu_backend_or_skip()
+    torch.manual_seed(0)
+    length, batch, hidden = (1000, 16, 16) if backend == "cpu" else (200, 16, 16)
+    cell = SRUCell(hidden, hidden, backend=backend)
+    x = torch.randn(length, batch, hidden)
+    c0 = torch.randn(batch, hidden, requires_grad=True)
+
+    def run(autocast: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cell.zero_grad()
+        c0.grad = None
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            h, c_n = cell(x, c0)
+            loss = 1024.0 * (h.float().sum() + c_n.float().sum())
+        loss.backward()
+        return {"c0": c0.grad.clone(), **{n: p.grad.clone() for n, p in cell.named_parameters()}}, c_n
+
+    want, c_want = run(False)
+    got, c_n = run(True)
+    assert c_n.dtype == torch.float32  # the state dtype (c0's), not the 16-bit activations'
+    torch.testing.assert_close(c_n, c_want, rtol=0, atol=6e-2)
+    assert want["bias"].abs().max() > 65504  # the float32 gradient would overflow float16
+    rtol = 2e-3 if dtype == torch.float16 else 2e-2
+    for name in ("weight_c", "bias", "c0"):  # (the projection weight's gradient is autocast's 16-bit matmul)
+        g = got[name]
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        assert ((g - want[name]).norm() / want[name].norm()).item() < rtol, name

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from parrnn._progress import progress_bar
 from parrnn.bench import timing
 from parrnn.bench.models import BenchModel, ModelUnavailable, build_model, parse_model_name
 
@@ -342,14 +343,5 @@ def _run(config: BenchConfig, progress: bool) -> BenchResult:
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is in the bench extra; without it, run silently
-        enabled = False
-    if not enabled:
-        class _Silent:
-            def set_postfix_str(self, *_: object) -> None: ...
-            def update(self, *_: object) -> None: ...
-            def close(self) -> None: ...
-        return _Silent()
-    return tqdm(total=total, desc="parrnn-bench", unit="run", file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(enabled, extra="bench", total=total, desc="parrnn-bench", unit="run", file=sys.stderr,
+                        dynamic_ncols=True)

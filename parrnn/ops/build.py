@@ -68,7 +68,7 @@ def cache_key(name: str, sources: Sequence[Path], flags: Sequence[str], compiler
 
 def _digest(sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str:
     h = hashlib.sha256()
-    for header in sorted(kernel_dir().glob("*.h*")):
+    for header in sorted(p for p in kernel_dir().iterdir() if p.suffix in (".h", ".cuh")):
         h.update(header.name.encode())
         h.update(header.read_bytes())
     for src in sources:

@@ -10,7 +10,9 @@ allocated with torch. This module implements the *fused backend module* contract
 
 * storage dtypes float32, float64, bfloat16, float16 (``u``, ``x``, ``h`` and their gradients stay in ``u``'s
   dtype); arithmetic in float32, or float64 for float64 input;
-* ``weight_c``, ``bias``, ``c0``, ``drop_mask`` (small) are converted to the arithmetic dtype; the state
+* ``weight_c``, ``bias``, ``c0``, ``drop_mask`` (small, any float dtype, e.g. float32 parameters with float16
+  ``u`` under autocast) are converted to the arithmetic dtype; their gradients and ``c_n`` come back in their
+  own dtype (``c_n`` in ``c0``'s); the state
   ``c_all`` ``(L, N, C)`` is kept in the arithmetic dtype (float32 for 16-bit storage);
 * threads: ``torch.get_num_threads()`` (fewer for small problems, at least 32k elements per thread).
 """
@@ -151,7 +153,7 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
             scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
     """Fused forward.
 
-    Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)`` in ``u``'s dtype, ``c_all``
+    Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` in ``u``'s dtype, ``c_n`` ``(N, C)`` in ``c0``'s, ``c_all``
     ``(L, N, C)`` every ``c_t`` in the arithmetic dtype (float64 for float64 input, else float32).
     """
     length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
@@ -171,7 +173,7 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
             float(scale_x), _threads(length * batch * cols))
     if rc != 0:
         raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
-    return h, c_n.to(dtype), c_all
+    return h, c_n.to(c0.dtype), c_all
 
 
 def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,

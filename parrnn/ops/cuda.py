@@ -13,7 +13,7 @@ Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hi
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c (2, C) | None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``,
-  ``c_n (N, C)`` (dtype of ``u``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
+  ``c_n (N, C)`` (dtype of ``c0``), ``c_all (L, N, C)`` (float32; float64 for float64 input).
 * backward: adds ``grad_h (L, N, C)``, ``grad_c_n (N, C)``, ``c_all`` -> ``grad_u (L, N, K, C)``, ``grad_x``,
   ``grad_weight_c (2, C)``, ``grad_bias (2, C)``, ``grad_c0 (N, C)`` (``None`` where the input was ``None``).
   The kernel writes per-(row, column) partial gradients of ``weight_c`` and ``bias`` (shape ``(2, N, C)``,
@@ -21,7 +21,8 @@ Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hi
 
 Storage dtypes: float32, float64, float16, bfloat16 (arithmetic in float32, float64 for float64). The
 small per-column tensors (``weight_c``, ``bias``, ``c0``, ``drop_mask``, ``grad_c_n``) cross in the arithmetic
-dtype.
+dtype, whatever their own (float32 parameters and state with 16-bit ``u`` under autocast); their gradients and
+``c_n`` come back in their own dtype.
 
 The glue (argument order, dtype conversions, output allocation, the partial-gradient reduction) is independent
 of how a kernel is launched: `forward_with` / `backward_with` take a *launcher*. On a GPU that is
@@ -47,7 +48,18 @@ import torch
 from torch import Tensor
 
 from parrnn._paths import kernel_dir, kernel_source
-from parrnn.ops.glue import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, ptr_args, require_device, validate
+from parrnn.ops.glue import (
+    SUFFIX,
+    Arg,
+    Launcher,
+    acc_arg,
+    acc_dtype,
+    as_dtype,
+    final_state,
+    ptr_args,
+    require_device,
+    validate,
+)
 
 KERNEL_FILE = "sru_recurrence.cu"
 #: The kernels of ``kernels/sru_recurrence.cu``, without the dtype suffix.
@@ -80,7 +92,7 @@ def forward_with(
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
     length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
                                       backend="cuda")
-    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
     u = u.contiguous()
     x = as_dtype(x, dtype)
     weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
@@ -95,7 +107,7 @@ def forward_with(
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
             Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
         ], dev)
-    return h, c_n, c_all
+    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
 
 
 def backward_with(

@@ -245,7 +245,7 @@ def sru_forward_op(
 def _(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend):
     length, batch, _, cols = u.shape
     state_dtype = torch.promote_types(u.dtype, torch.float32)
-    return (u.new_empty(length, batch, cols), u.new_empty(batch, cols),
+    return (u.new_empty(length, batch, cols), u.new_empty(batch, cols, dtype=c0.dtype),
             u.new_empty(length, batch, cols, dtype=state_dtype))
 
 

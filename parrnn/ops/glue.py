@@ -93,6 +93,26 @@ def validate(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor,
     return length, batch, k, cols
 
 
+def final_state(c_n: Tensor, c_all: Tensor, c0: Tensor, state_dtype: torch.dtype, bidirectional: bool) -> Tensor:
+    """``c_n`` ``(N, C)`` in ``state_dtype`` (the dtype of the caller's ``c0``).
+
+    The kernels store ``c_n`` in the storage dtype of ``u``. Where the state dtype is wider (float32 ``c0`` with
+    float16/bfloat16 ``u``, as under autocast), it is read from ``c_all`` ``(L, N, C)`` (arithmetic dtype; the
+    kernels write every step, padded ones too) instead of rounding it to 16 bits: the last step of the forward
+    direction, the first of the reverse one; ``c0`` itself for ``L = 0``. Always a new tensor (custom-op outputs
+    must not alias).
+    """
+    if c_n.dtype == state_dtype:
+        return c_n
+    if c_all.shape[0] == 0:
+        return c0.to(state_dtype, copy=True)
+    hidden = c_all.shape[2] // (2 if bidirectional else 1)
+    last = c_all[-1, :, :hidden]
+    if bidirectional:
+        last = torch.cat([last, c_all[0, :, hidden:]], dim=1)
+    return last.to(state_dtype, copy=True)
+
+
 def require_device(device: torch.device, kinds: Sequence[str], backend: str) -> None:
     """``ValueError`` unless ``device.type`` is one of ``kinds``."""
     if device.type not in kinds:

@@ -23,7 +23,12 @@ Per column, with direction 1 running from ``t = L-1`` down to ``0``:
     c_t = f_t * c_{t-1} + (1 - f_t) * u0_t
     h_t = r_t * m * g(c_t) + (1 - r_t * m) * xp_t      g = identity or tanh, xp_t = scale_x * x_t or u3_t
 
-Returns ``(h, c_n)``: ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)`` the last state of each direction.
+Returns ``(h, c_n)``: ``h`` ``(L, N, C)`` in ``u``'s dtype and ``c_n`` ``(N, C)`` the last state of each
+direction, in ``c0``'s dtype (the state dtype).
+
+Mixed precision: ``weight_c``, ``bias``, ``c0`` and ``drop_mask`` may be float32 while ``u`` (and ``x``) are
+float16/bfloat16 (autocast); the recurrence then runs in float32 and every backend returns each gradient in its
+input's dtype.
 
 >>> import torch
 >>> L, N, H = 5, 2, 3
@@ -56,7 +61,7 @@ def sru_recurrence(
     length, _, k, cols = u.shape
     dirs = 2 if bidirectional else 1
     hidden = cols // dirs
-    out_dtype = u.dtype
+    out_dtype, state_dtype = u.dtype, c0.dtype
     compute_dtype = torch.promote_types(u.dtype, torch.float32)  # fp32 math for half/bf16 storage
     u = u.to(compute_dtype)
     c_prev_all = c0.to(compute_dtype)
@@ -102,4 +107,4 @@ def sru_recurrence(
         finals.append(c)
     h_all = torch.cat(outputs, dim=2) if dirs == 2 else outputs[0]
     c_n = torch.cat(finals, dim=1) if dirs == 2 else finals[0]
-    return h_all.to(out_dtype), c_n.to(out_dtype)
+    return h_all.to(out_dtype), c_n.to(state_dtype)

@@ -87,7 +87,7 @@ def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Ten
     h = torch.empty((length, batch, cols), dtype=acc)
     c_all = torch.empty((length, batch, cols), dtype=acc)
     if length == 0 or batch * cols == 0:
-        return h.to(dtype), c0_.to(dtype), c_all  # type: ignore[union-attr]
+        return h.to(dtype), c0_.to(c0.dtype, copy=True), c_all  # type: ignore[union-attr]
     c_n = torch.empty((batch, cols), dtype=acc)
     bounds = torch.tensor(cpu_chunk_bounds(length, threads, CPU_REDUCE_COST["forward"]), dtype=torch.int64)
     fn = getattr(library(), f"sru_scan_cpu_forward_{SUFFIX[acc]}")
@@ -96,7 +96,7 @@ def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Ten
             len(bounds) - 1, max(1, threads))
     if rc != 0:
         raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
-    return h.to(dtype), c_n.to(dtype), c_all
+    return h.to(dtype), c_n.to(c0.dtype), c_all
 
 
 def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,

@@ -13,7 +13,18 @@ import torch
 from torch import Tensor
 
 from parrnn.ops import cuda
-from parrnn.ops.glue import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, as_dtype, ptr_args, require_device, validate
+from parrnn.ops.glue import (
+    SUFFIX,
+    Arg,
+    Launcher,
+    acc_arg,
+    acc_dtype,
+    as_dtype,
+    final_state,
+    ptr_args,
+    require_device,
+    validate,
+)
 
 KERNEL_FILE = "sru_scan.cu"
 #: The kernels of ``kernels/sru_scan.cu``, without the dtype suffix.
@@ -47,7 +58,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
     ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to `gpu_chunk_len`."""
     length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
-    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
     u = u.contiguous()
     x = as_dtype(x, dtype)
     bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
@@ -56,7 +67,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
     if length == 0 or nc == 0:
-        return h, c0.to(dtype), c_all  # type: ignore[union-attr]
+        return h, c0.to(state_dtype, copy=True), c_all  # type: ignore[union-attr]
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
     n_chunks = -(-length // chunk_len)
@@ -72,7 +83,7 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     launch(f"sru_scan_fwd_apply_{sfx}", n_chunks * nc,
            [*ptr_args(u, x, bias, carry, mask_pad, drop_mask, h, c_n, c_all), *shape,
             Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    return h, c_n, c_all
+    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
 
 
 def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor,

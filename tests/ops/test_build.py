@@ -53,3 +53,17 @@ def test_scan_library_lands_under_the_cpu_key(monkeypatch, tmp_path) -> None:
 
 def test_cpu_tag_is_stable() -> None:
     assert build.cpu_tag() == build.cpu_tag() and len(build.cpu_tag()) == 8
+
+
+@pytest.mark.parametrize("header", ["host_shim.h", "sru_step.cuh"])
+def test_digest_changes_with_every_header(tmp_path, monkeypatch, header):
+    """A library that includes a changed header must be rebuilt, not loaded stale from the cache."""
+    monkeypatch.setattr(build, "kernel_dir", lambda: tmp_path)
+    source = tmp_path / "lib.cpp"
+    source.write_text('#include "sru_step.cuh"\n')
+    for name in ("host_shim.h", "sru_step.cuh"):
+        (tmp_path / name).write_text("// v1\n")
+    before = build._digest([source], ["-O3"], "g++")
+    assert build._digest([source], ["-O3"], "g++") == before  # deterministic
+    (tmp_path / header).write_text("// v2\n")
+    assert build._digest([source], ["-O3"], "g++") != before

@@ -146,7 +146,7 @@ def test_kernels_match_reference(launch, case: Case, dtype: torch.dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
-def test_half_rounding_matches_torch(launch, dtype: torch.dtype):
+def test_half_rounding_matches_torch(launch, monkeypatch, dtype: torch.dtype):
     """The shim's float -> half/bfloat16 conversion rounds to nearest even exactly like torch (and the GPU):
     ties, subnormals, overflow to inf, values next to the largest half."""
     g = torch.Generator().manual_seed(3)
@@ -156,13 +156,17 @@ def test_half_rounding_matches_torch(launch, dtype: torch.dtype):
     wanted = torch.cat([torch.randn(1000, generator=g) * 10, torch.randn(1000, generator=g) * 1e-6,
                         (torch.rand(1000, generator=g) * 2 - 1) * 7e4, special]).to(torch.float32)
     cols = wanted.numel()
-    # v1, u = 0, bias = 0: f = 1/2, so c_1 = c0 / 2 exactly (float32 arithmetic); c_n is that float rounded
-    # by the kernel's Store<T> and c_all keeps it in float32
+    # v1, u = 0, bias = 0: f = 1/2, so c_1 = c0 / 2 exactly (float32 arithmetic); the kernel stores c_n as that
+    # float rounded by its Store<T> and c_all keeps it in float32. forward_with returns c_n in c0's dtype (float32,
+    # from c_all); to see the kernel's rounding, keep the kernel's c_n.
     u = torch.zeros(1, 1, 3, cols, dtype=dtype)
     c0 = (wanted * 2).view(1, cols)
-    _, c_n, c_all = cuda_backend.forward_with(launch, u, None, None, torch.zeros(2, cols), c0, None, None,
-                                              False, False, 1.0)
-    assert torch.equal(c_all[0, 0], wanted)
+    args = (u, None, None, torch.zeros(2, cols), c0, None, None, False, False, 1.0)
+    _, c_n32, _ = cuda_backend.forward_with(launch, *args)
+    assert c_n32.dtype == torch.float32 and torch.equal(c_n32[0], wanted)
+    monkeypatch.setattr(cuda_backend, "final_state", lambda c_n, *_: c_n)
+    _, c_n, c_all = cuda_backend.forward_with(launch, *args)
+    assert c_n.dtype == dtype and torch.equal(c_all[0, 0], wanted)
     # (compare with torch's rounding of c_all itself: -0.0 / 2 becomes +0.0 in c = u0 + (c_prev - u0) * f)
     assert torch.equal(c_n[0].view(torch.int16), c_all[0, 0].to(dtype).view(torch.int16))
 
@@ -229,6 +233,9 @@ def test_mixed_dtypes_cross_in_arithmetic_type(launch):
     assert got["grad_weight_c"].dtype == torch.float32 and got["grad_c0"].dtype == torch.float32
     want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
     assert_close(got["h"], want["h"], TOL[torch.bfloat16], "h")
+    # c_n in the state's dtype (c0's), read from the float32 c_all, not rounded to bfloat16
+    assert got["c_n"].dtype == torch.float32
+    assert_close(got["c_n"], want["c_n"], TOL[torch.float32], "c_n")
     assert_close(got["grad_bias"], want["grad_bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=18)
 
 

@@ -204,9 +204,8 @@ def _grads(loss, params):
 @pytest.mark.parametrize("engine", AVAILABLE)
 def test_layers_on_every_engine_match_mm(engine):
     """The SRU projection (with projection_size) and the SlicedRNN GRU rows: values and gradients."""
-    from parrnn.gru_rows import gru_rows
-
     import parrnn
+    from parrnn.gru_rows import gru_rows
 
     torch.manual_seed(0)
     sru = parrnn.SRU(12, 10, num_layers=2, projection_size=6, backend="reference")

@@ -296,6 +296,80 @@ def test_underflowing_products_stay_finite(split_short):
         torch.testing.assert_close(c_all[:, 0], case.u[:, 0, 0], rtol=1e-5, atol=1e-5)  # c_t ~ u0_t
 
 
+def test_float32_state_with_half_storage(split_short):
+    """Autocast-style call: bfloat16 u/x, float32 bias and c0: h in bfloat16, c_n and the bias/c0 gradients in
+    float32, c_n at float32 accuracy (not rounded to bfloat16), for the CPU scan and the kernels."""
+    case = make_case(40, 3, 4, skip="x", bidirectional=True, mask=True, drop=True, dtype=torch.float32, seed=13)
+    case.u, case.x = case.u.to(torch.bfloat16), case.x.to(torch.bfloat16)
+    gh, gcn = random_grads(40, 3, 8, torch.bfloat16, seed=2)
+    gcn = gcn.float()
+    h_ref, c_ref, g_ref = reference_values_and_grads(*case.tensors(), gh, gcn, **case.options())
+    for (h, c_n, _), (g_u, g_x, _, g_b, g_c0) in (run_cpu(case, gh, gcn, 2), run_kernels(case, gh, gcn, 7)):
+        assert h.dtype == torch.bfloat16 and g_u.dtype == torch.bfloat16 and g_x.dtype == torch.bfloat16
+        assert c_n.dtype == g_b.dtype == g_c0.dtype == torch.float32
+        assert_close(h, h_ref, TOL[torch.bfloat16], "h")
+        assert_close(c_n, c_ref, TOL[torch.float32], "c_n")
+        assert_close(g_b, g_ref["bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=40)
+        assert_close(g_c0, g_ref["c0"], TOL[torch.bfloat16], "grad_c0")
+
+
+def _extreme_case(length: int) -> Case:
+    """float32 v1 inputs with extreme states: c0 = +-inf and +-1e35 in some columns, u0 = +-1e30 and
+    saturating gates (u1, u2 = +-60: f, r ~1 or ~1e-26, never exactly 0) at some steps, and forget gates ~0.1
+    elsewhere, so every chunk's product of forget gates underflows to 0."""
+    case = make_case(length, 2, 4, skip="x", bidirectional=True, use_tanh=False, mask=True, dtype=torch.float32,
+                     seed=12)
+    case.u[:, :, 1] -= 2.0
+    case.c0[0, 0], case.c0[0, 5], case.c0[1, 2], case.c0[1, 7] = float("inf"), -float("inf"), 1e35, -1e35
+    case.c0[1, 1] = float("inf")
+    case.u[length // 3, :, 0, 3] = 1e30
+    case.u[length // 2, :, 0, 6] = -1e30
+    case.u[length // 4, :, 1, 1] = -60.0
+    case.u[length // 5, :, 1, 4] = 60.0
+    case.u[length // 6, :, 2, :] = -60.0
+    return case
+
+
+def _assert_same_nonfinite(got: Tensor, want: Tensor, what: str) -> None:
+    """NaN and +-inf at the same positions, finite values close (relative)."""
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-5, equal_nan=True,
+                               msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("use_tanh", [False, True])
+def test_extreme_states_match_sequential(split_short, use_tanh):
+    """c0 = +-inf, huge u: the scan (CPU, and the CUDA kernels on the host) has NaN and inf exactly where the
+    sequential cpu backend has them, and its forward matches the reference. The v1 step has no peephole terms,
+    so an infinite state must not meet a zero peephole weight (0 * inf = NaN), nor a forget-gate product that
+    underflowed to 0 at a chunk boundary."""
+    ok, why = dispatch.backend_availability("cpu")
+    if not ok:
+        pytest.skip(f"cpu backend unavailable: {why}")
+    from parrnn.ops import cpu  # noqa: PLC0415
+
+    length = 600
+    case = _extreme_case(length)
+    case.use_tanh = use_tanh
+    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
+                                *case.flags())
+    assert not torch.isfinite(c_all).all()  # the case does exercise infinite states
+    h_ref, c_ref = dispatch.sru_recurrence(*case.tensors(), **case.options(), backend="reference")
+    _assert_same_nonfinite(h, h_ref, "sequential h vs reference")
+    _assert_same_nonfinite(c_n, c_ref, "sequential c_n vs reference")
+    gh, gcn = random_grads(length, 2, 8, torch.float32, seed=3)
+    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
+                         c_all, *case.flags())
+    for name, run in (("cpu scan", lambda: run_cpu(case, gh, gcn, 2)),
+                      ("kernels", lambda: run_kernels(case, gh, gcn, 150))):
+        (h2, c_n2, c_all2), g2 = run()
+        for what, a, b in (("h", h2, h), ("c_n", c_n2, c_n), ("c_all", c_all2, c_all),
+                           *((f"grad {i}", a, b) for i, (a, b) in enumerate(zip(g2, g_seq, strict=True)))):
+            if b is None:
+                assert a is None
+            else:
+                _assert_same_nonfinite(a, b, f"{name} {what}")
+
+
 def _numpy_reference(u: np.ndarray, x: np.ndarray, bias: np.ndarray, c0: np.ndarray, scale_x: float):
     """float64 forward of the v1 SRU with highway, one direction, no masks (an independent, vectorised loop)."""
     c = c0.copy()
