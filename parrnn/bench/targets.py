@@ -1,10 +1,10 @@
-"""The speed targets of issue 3 (CPU) and issue 10 (GPU), checked against a run's rows.
+"""The speed targets of issues 3 and 14 (CPU) and issue 10 (GPU), checked against a run's rows.
 
 A ratio target compares a model with a baseline at the same sizes, mode and dtype in the same run
 (``baseline ms / model ms``); a bandwidth target reads a ``rec-*`` row's fraction of the measured copy
 bandwidth.
 Only targets whose rows are present are reported, so any run can be checked (``parrnn-bench --preset issue3``
-covers issue 3, ``--preset gpu`` issue 10).
+covers issues 3 and 14, ``--preset streaming`` issue 14's latency target, ``--preset gpu`` issue 10).
 """
 
 from __future__ import annotations
@@ -57,6 +57,15 @@ TARGETS: tuple[Target, ...] = (
     Target(3, "SRU forward (no_grad) >= 1.5x nn.LSTM (same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 1.5,
            lambda r: r["device"] == "cpu" and r["mode"] == "fwd" and r["dtype"] == "float32"
            and r["layers"] == 2 and _ISSUE3(r)),
+    Target(14, "SRU forward (no_grad) >= 2x nn.LSTM (same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 2.0,
+           lambda r: r["device"] == "cpu" and r["mode"] == "fwd" and r["dtype"] == "float32"
+           and r["layers"] == 2 and _ISSUE3(r)),
+    Target(14, "SRU fwd+bwd >= 2.2x nn.LSTM (stretch 2.5x; same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 2.2,
+           lambda r: r["device"] == "cpu" and r["mode"] == "fwdbwd" and r["dtype"] == "float32"
+           and r["layers"] == 2 and _ISSUE3(r)),
+    Target(14, "streaming: SRU latency per call <= 0.5x nn.LSTM's (N=1, H=512, 2 layers, CPU)",
+           _ratio_pairs(_SRU_CPU, "lstm"), 2.0,
+           lambda r: r["device"] == "cpu" and r["mode"] == "stream" and r["batch"] == 1 and r["hidden"] == 512),
     Target(10, "SRU >= 10x cuDNN nn.LSTM at (128,32,512) and (512,64,1024), fp32/bf16, fwd and fwd+bwd",
            _ratio_pairs(_SRU_CUDA, "lstm"), 10.0,
            lambda r: r["device"] == "cuda" and r["dtype"] in ("float32", "bfloat16") and _ISSUE10(r)),

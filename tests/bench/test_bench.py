@@ -175,6 +175,15 @@ def test_speedups_and_bytes() -> None:
     assert recurrence_bytes("fwdbwd", torch.float32, 1) == 24 + 40
 
 
+def test_streaming_target_is_checked() -> None:
+    size = {"device": "cpu", "dtype": "float32", "batch": 1, "hidden": 512, "input_size": 512, "layers": 2,
+            "mode": "stream"}
+    rows = [{**size, "seq_len": length, "model": model, "ms": ms}
+            for length, model, ms in ((1, "lstm", 1.0), (1, "sru", 0.4), (16, "lstm", 2.0), (16, "sru", 1.5))]
+    results = check_targets(rows)
+    assert [(r.issue, r.case.split()[2], r.passed) for r in results] == [(14, "L=1", True), (14, "L=16", False)]
+
+
 def test_issue3_targets_are_checked() -> None:
     size = {"device": "cpu", "dtype": "float32", "seq_len": 256, "batch": 32, "hidden": 512,
             "input_size": 512, "layers": 2}
@@ -183,7 +192,8 @@ def test_issue3_targets_are_checked() -> None:
         ("fwd", "lstm", 172.0), ("fwd", "sru-cpu-v2", 130.0))]
     results = check_targets(rows)
     assert [(r.issue, r.baseline, r.passed) for r in results] == [
-        (3, "lstm", True), (3, "sru26", True), (3, "lstm", False)]  # fwd: 172 / 130 = 1.32 < 1.5
+        (3, "lstm", True), (3, "sru26", True), (3, "lstm", False),  # fwd: 172 / 130 = 1.32 < 1.5
+        (14, "lstm", False), (14, "lstm", True)]  # fwd 1.32 < 2; fwd+bwd 645 / 290 = 2.22 >= 2.2
     assert results[1].value == pytest.approx(897 / 290)
 
 
