@@ -94,7 +94,7 @@ def sru_recurrence(
     c_n, h = scan(step, c0.to(compute_dtype).clone(), xs)
     if bidirectional:
         h = _flip_second_half(h, hidden)
-    return h.to(out_dtype), c_n.to(out_dtype)
+    return h.to(out_dtype), c_n.to(c0.dtype)
 
 
 def gru(rnn: nn.GRU, x: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def test_sru_recurrence_half_storage_computes_in_float32() -> None:
     x, bias, c0 = torch.randn(5, 2, 4).to(torch.bfloat16), torch.zeros(2, 4), torch.zeros(2, 4)
     h, c_n = onnx_export.sru_recurrence(u, x, None, bias, c0, None, None)
     h_ref, c_ref = reference.sru_recurrence(u, x, None, bias, c0, None, None)
-    assert h.dtype == c_n.dtype == torch.bfloat16
+    assert h.dtype == torch.bfloat16 and c_n.dtype == torch.float32  # c_n in the state's (c0's) dtype
     torch.testing.assert_close(h, h_ref)
     torch.testing.assert_close(c_n, c_ref)
 
