@@ -5,9 +5,10 @@ row). ``torch.nn.GRU`` on CPU records ~15 autograd nodes per step for such a bat
 intermediates anew and stacks the per-step gradients afterwards. `gru_rows` computes exactly the same
 function (same equations, same parameters) with fewer passes over memory:
 
-* forward: one GEMM for every step's input projection (r/z biases folded in), reading the input where it lies;
-  per step one GEMM ``h @ W_hh^T`` (none for the first step's zero state) written into a saved buffer, then
-  one fused C++ pass for the gates and the new state (``kernels/gru_rows_cpu.cpp``, OpenMP over rows);
+* forward: the input projections of a block of steps in one GEMM into one reused, cache-sized buffer
+  (`BLOCK_ELEMENTS`; the biases are added in the step kernel); per step one GEMM ``h @ W_hh^T`` (none for the
+  first step's zero state) written into a saved buffer, then one fused C++ pass for the gates and the new
+  state (``kernels/gru_rows_cpu.cpp``, OpenMP over rows);
 * backward: per step one fused C++ pass writing the gate gradients into one buffer and one GEMM for the
   previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
   steps.
