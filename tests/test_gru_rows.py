@@ -184,3 +184,27 @@ def test_second_order_gradients_raise() -> None:
     (grad,) = torch.autograd.grad(finals.sum(), x4, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         grad.sum().backward()
+
+
+def test_float_step_tanh_accuracy_and_special_values(steps_impl) -> None:
+    """The C++ float step's tanh (a rational approximation): within 4e-7 of tanh, NaN stays NaN, +-inf gives +-1.
+    With a zero state and z = sigmoid(-100) = 0 the step's new state is exactly tanh(W_in x + b_in)."""
+    if steps_impl != "kernels":
+        pytest.skip("the C++ step's own tanh")
+    forward = step_kernels(torch.float32)[0]
+    grid = torch.linspace(-12, 12, 240001, dtype=torch.float64)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e-30, -3e-4, 7.9, -8.5, 9.0, 88.0])
+    values = torch.cat([grid, special.double()]).float()
+    hidden = values.numel()
+    gx = torch.zeros(1, 3 * hidden)
+    gx[0, hidden:2 * hidden] = -100.0  # z = 0: h' = n
+    gx[0, 2 * hidden:] = values
+    zeros = torch.zeros(3 * hidden)
+    gh, new, h = torch.empty(1, 3 * hidden), torch.empty(1, hidden), torch.empty(1, hidden)
+    forward(1, 1, hidden, gx.data_ptr(), 3 * hidden, zeros.data_ptr(), gh.data_ptr(), zeros.data_ptr(),
+            new.data_ptr(), None, h.data_ptr(), 1)
+    want = torch.tanh(values.double())
+    finite = values.isfinite()
+    assert (h[0, finite].double() - want[finite]).abs().max() < 4e-7
+    torch.testing.assert_close(h[0, ~finite].double(), want[~finite], equal_nan=True, atol=0, rtol=0)
+    torch.testing.assert_close(h, new, equal_nan=True, atol=0, rtol=0)
