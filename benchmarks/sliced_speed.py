@@ -13,6 +13,7 @@ suite and by tests.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     baseline, sliced = build_models(args.size, cells, args.slices, args.levels)
     results = []
@@ -131,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# T={seq_len} N={batch}: " + ", ".join(
                 f"{name} {ms:.1f} ms" for name, ms in [("nn.GRU", result.baseline_ms), *result.sliced_ms.items()]),
                 file=sys.stderr, flush=True)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"Forward (no_grad), float32, D=H={args.size}, slices={args.slices}, levels={args.levels}, "
           f"{args.threads} threads, {cpu_model()}, torch {torch.__version__}; median of {args.repeats} "
-          f"interleaved repeats.\n")
+          f"interleaved repeats; 1-min load average {load_before:.2f} before, {load_after:.2f} after "
+          f"({os.cpu_count()} CPUs: a load above the thread count means the timings are shared).\n")
     print(markdown_table(results))
     return 0
 

@@ -5,9 +5,10 @@ row). ``torch.nn.GRU`` on CPU records ~15 autograd nodes per step for such a bat
 intermediates anew and stacks the per-step gradients afterwards. `gru_rows` computes exactly the same
 function (same equations, same parameters) with fewer passes over memory:
 
-* forward: one GEMM for every step's input projection (r/z biases folded in), reading the input where it lies;
-  per step one GEMM ``h @ W_hh^T`` (none for the first step's zero state) written into a saved buffer, then
-  one fused C++ pass for the gates and the new state (``kernels/gru_rows_cpu.cpp``, OpenMP over rows);
+* forward: the input projections of a block of steps in one GEMM into one reused, cache-sized buffer
+  (`BLOCK_ELEMENTS`; the biases are added in the step kernel); per step one GEMM ``h @ W_hh^T`` (none for the
+  first step's zero state) written into a saved buffer, then one fused C++ pass for the gates and the new
+  state (``kernels/gru_rows_cpu.cpp``, OpenMP over rows);
 * backward: per step one fused C++ pass writing the gate gradients into one buffer and one GEMM for the
   previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
   steps.
@@ -114,18 +115,53 @@ class _GRUDirection(torch.autograd.Function):
         return tuple(g if need else None for g, need in zip(grads, needs[:5], strict=True)) + (None,)
 
 
-def _time_major_rows(x4: Tensor) -> Tensor | None:
-    """``x4`` ``(S, L, B, F)`` as a ``(L * S * B, F)`` matrix in time-major row order, if that is a view."""
-    x_tm = x4.permute(1, 0, 2, 3)
-    return x_tm.reshape(-1, x4.shape[3]) if x_tm.is_contiguous() else None
+#: Elements of one block of input projections (6 MB in float32). `_forward` computes ``W_ih x`` for a block of
+#: steps at a time into one reused buffer that stays in cache, instead of for all steps at once (at T=32768 that
+#: is 50 MB: fresh pages on every call and a round trip through DRAM).
+BLOCK_ELEMENTS = 1 << 21
 
 
-def _input_projection(x4: Tensor, weight: Tensor) -> Tensor:
+class _InputProjection:
+    """``W_ih x`` of ``x4`` ``(S, L, B, F)`` in blocks of steps, each one GEMM into one reused buffer.
+
+    ``step(t)`` returns step ``t``'s ``(S, B, 3H)`` projection (no bias), computing its block first if needed;
+    rows ``(s, b)`` are ``step(t)[s, b]`` with a slice stride that need not be ``B * 3H``. When every step fits
+    one block the projection is one GEMM over ``x4`` in its own memory order (no copy); otherwise each block's
+    inputs are read time-major, copied into one reused buffer first unless they are contiguous already."""
+
+    def __init__(self, x4: Tensor, weight: Tensor) -> None:
+        num_slices, steps, batch, feat = x4.shape
+        width = weight.shape[0]
+        self.weight = weight
+        self.block = max(1, min(steps, BLOCK_ELEMENTS // max(num_slices * batch * width, 1)))
+        self.x_tm = x4.permute(1, 0, 2, 3)  # (L, S, B, F)
+        self.current = -1
+        if self.block == steps:  # one GEMM, in x4's memory order
+            self.whole = _whole_projection(x4, weight)
+            return
+        self.out = x4.new_empty(self.block, num_slices, batch, width)
+        self.copy = None if self.x_tm.is_contiguous() else x4.new_empty(self.block, num_slices, batch, feat)
+
+    def step(self, t: int) -> Tensor:
+        if self.block == self.x_tm.shape[0]:
+            return self.whole[:, t]
+        index, start = t // self.block, t - t % self.block
+        if index != self.current:
+            part = self.x_tm[start:start + self.block]
+            if self.copy is not None:
+                part = self.copy[:part.shape[0]].copy_(part)
+            count = part.shape[0]
+            gemm.linear(part.reshape(-1, part.shape[3]), self.weight, out=self.out[:count].view(-1, self.out.shape[3]))
+            self.current = index
+        return self.out[t - start]
+
+
+def _whole_projection(x4: Tensor, weight: Tensor) -> Tensor:
     """``x4 @ weight^T`` as a logical ``(S, L, B, 3H)`` tensor in ``x4``'s memory order (one GEMM)."""
     num_slices, steps, batch, feat = x4.shape
-    rows_tm = _time_major_rows(x4)
-    if rows_tm is not None:
-        return gemm.linear(rows_tm, weight).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3)
+    x_tm = x4.permute(1, 0, 2, 3)
+    if x_tm.is_contiguous():
+        return gemm.linear(x_tm.reshape(-1, feat), weight).view(steps, num_slices, batch, -1).permute(1, 0, 2, 3)
     return gemm.linear(x4.reshape(-1, feat), weight).view(num_slices, steps, batch, -1)
 
 
@@ -160,12 +196,12 @@ def _forward(
     num_slices, steps, batch, _ = x4.shape
     hidden = w_hh.shape[1]
     rows, h2 = num_slices * batch, 2 * hidden
-    gates_x = _input_projection(x4, w_ih)  # bias b_x added in the steps
+    gates_x = _InputProjection(x4, w_ih)  # bias b_x added in the steps
     b_x = torch.cat([b_ih[:h2] + b_hh[:h2], b_ih[h2:]])
     b_hn = b_hh[h2:].contiguous()
     kernels = step_kernels(x4.dtype)
     threads = torch.get_num_threads()
-    saved = steps if keep_outputs else 1
+    saved = steps if keep_outputs else 1  # inference: one reused buffer each
     gates_h = x4.new_empty(saved, num_slices, batch, 3 * hidden)
     new = x4.new_empty(saved, num_slices, batch, hidden)
     out_tm = x4.new_empty(steps if keep_outputs else 2, num_slices, batch, hidden)
@@ -173,7 +209,7 @@ def _forward(
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for i, t in enumerate(order):
         k = t if keep_outputs else 0
-        g_x, g_h, target = gates_x[:, t], gates_h[k], out_tm[t if keep_outputs else i % 2]
+        g_x, g_h, target = gates_x.step(t), gates_h[k], out_tm[t if keep_outputs else i % 2]
         if h is not None:
             gemm.linear(h.view(rows, hidden), w_hh, out=g_h.view(rows, 3 * hidden))
         if kernels is not None:

@@ -88,6 +88,33 @@ def test_sequence_order_view_and_float32() -> None:
     torch.testing.assert_close(grad_fast, seq.grad, atol=2e-6, rtol=0)
 
 
+@pytest.mark.parametrize("block_steps", [1, 2])
+@pytest.mark.parametrize("layout", ["sequence", "rows"])
+def test_input_projection_in_blocks_of_steps(monkeypatch, block_steps, layout) -> None:
+    """Long inputs get their input projection a block of steps at a time (a partial last block, read in reverse
+    by the backward direction; copied when the block is not contiguous time-major): same values and gradients."""
+    import parrnn.gru_rows as module
+
+    slices, steps, batch, feat, hidden = (3, 5, 2, 3, 4) if layout == "sequence" else (1, 5, 6, 3, 4)
+    monkeypatch.setattr(module, "BLOCK_ELEMENTS", block_steps * slices * batch * 3 * hidden)
+    rnn = _gru(feat, hidden, torch.float64, num_layers=2, bidirectional=True)
+    if layout == "sequence":  # (S*L, B, F) viewed as (S, L, B, F): blocks of steps are copied
+        x4 = torch.randn(slices * steps, batch, feat, dtype=torch.float64).view(slices, steps, batch, feat)
+    else:  # rows (L, R, F): time-major blocks are read in place
+        x4 = torch.randn(steps, batch, feat, dtype=torch.float64).unsqueeze(0)
+    x4.requires_grad_()
+    out, finals = gru_rows(rnn, x4, need_output=True)
+    want_out, want_finals = _rows_reference(rnn, x4)
+    torch.testing.assert_close(out, want_out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(finals, want_finals, atol=1e-12, rtol=0)
+    got = torch.autograd.grad(out.sum() + finals.square().sum(), [x4, *rnn.parameters()])
+    want = torch.autograd.grad(want_out.sum() + want_finals.square().sum(), [x4, *rnn.parameters()])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-11, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(gru_rows(rnn, x4, need_output=False)[1], want_finals, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_gradcheck_float64(bidirectional) -> None:
     rnn = _gru(2, 3, torch.float64, num_layers=2, bidirectional=bidirectional)
@@ -157,3 +184,27 @@ def test_second_order_gradients_raise() -> None:
     (grad,) = torch.autograd.grad(finals.sum(), x4, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
         grad.sum().backward()
+
+
+def test_float_step_tanh_accuracy_and_special_values(steps_impl) -> None:
+    """The C++ float step's tanh (a rational approximation): within 4e-7 of tanh, NaN stays NaN, +-inf gives +-1.
+    With a zero state and z = sigmoid(-100) = 0 the step's new state is exactly tanh(W_in x + b_in)."""
+    if steps_impl != "kernels":
+        pytest.skip("the C++ step's own tanh")
+    forward = step_kernels(torch.float32)[0]
+    grid = torch.linspace(-12, 12, 240001, dtype=torch.float64)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e-30, -3e-4, 7.9, -8.5, 9.0, 88.0])
+    values = torch.cat([grid, special.double()]).float()
+    hidden = values.numel()
+    gx = torch.zeros(1, 3 * hidden)
+    gx[0, hidden:2 * hidden] = -100.0  # z = 0: h' = n
+    gx[0, 2 * hidden:] = values
+    zeros = torch.zeros(3 * hidden)
+    gh, new, h = torch.empty(1, 3 * hidden), torch.empty(1, hidden), torch.empty(1, hidden)
+    forward(1, 1, hidden, gx.data_ptr(), 3 * hidden, zeros.data_ptr(), gh.data_ptr(), zeros.data_ptr(),
+            new.data_ptr(), None, h.data_ptr(), 1)
+    want = torch.tanh(values.double())
+    finite = values.isfinite()
+    assert (h[0, finite].double() - want[finite]).abs().max() < 4e-7
+    torch.testing.assert_close(h[0, ~finite].double(), want[~finite], equal_nan=True, atol=0, rtol=0)
+    torch.testing.assert_close(h, new, equal_nan=True, atol=0, rtol=0)
