@@ -376,11 +376,12 @@ class SRU(nn.Module):
         zeros: Tensor | None = None
         if c0 is None:
             zeros = torch.zeros(x.size(1), self.output_size, dtype=self.layers[0].bias.dtype, device=x.device)
+        states: list[Tensor] = [] if c0 is None else c0.unbind(0)
         finals: list[Tensor] = []
         for i, layer in enumerate(self.layers):
             state: Tensor | None = None
             if c0 is not None:
-                state = c0[i]
+                state = states[i]
             elif zeros is not None and zeros.dtype == layer.bias.dtype:
                 state = zeros
             x, c_n = layer.run(x, state, mask)

@@ -180,9 +180,9 @@ def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias
     c_n = torch.empty((batch, cols), dtype=arith)
     c_all = torch.empty((length, batch, cols), dtype=arith)
     fn = getattr(lib, f"parrnn_sru_cpu_forward_{SUFFIX[dtype]}")
-    rc = fn(ptr(u), ptr(x_), ptr(wc), ptr(b), ptr(c0_), ptr(mask), ptr(dm), ptr(h), ptr(c_n),
-            ptr(c_all), length, batch, cols, k, int(bidirectional), int(use_tanh), _skip_mode(k, x_),
-            float(scale_x), _threads(length * batch * cols))
+    rc = fn(u.data_ptr(), ptr(x_), ptr(wc), b.data_ptr(), c0_.data_ptr(), ptr(mask), ptr(dm), h.data_ptr(),
+            c_n.data_ptr(), c_all.data_ptr(), length, batch, cols, k, int(bidirectional), int(use_tanh),
+            _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
     if rc != 0:
         raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
     return h, (c_n if c_n.dtype == c0.dtype else c_n.to(c0.dtype)), c_all

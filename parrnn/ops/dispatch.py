@@ -392,9 +392,12 @@ def _direct_forward(backend: str, u: Tensor, x: Tensor | None, weight_c: Tensor 
     """The fused forward without the custom op (inference); the same call the op makes, without validating the
     arguments again (`_validated_backend` did) where the backend offers ``forward_validated``."""
     mod = _fused_module(backend)
-    forward = getattr(mod, "forward_validated", None) or mod.forward
-    h, c_n, _ = forward(u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-                        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
+    forward = getattr(mod, "forward_validated", None)
+    if forward is not None:  # it makes its arguments contiguous itself (copying only what is not)
+        h, c_n, _ = forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, float(scale_x))
+        return h, c_n
+    h, c_n, _ = mod.forward(u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+                            _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
     return h, c_n
 
 
