@@ -163,7 +163,7 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
 def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
                       scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
-    """[forward][parrnn.ops.cpu.forward] for arguments that [validate][parrnn.ops.glue.validate] has passed
+    """`forward` for arguments that `parrnn.ops.glue.validate` has passed
     (`parrnn.ops.sru_recurrence` validates once, then calls this: the streaming per-call path)."""
     require_device(u.device, ("cpu",), "cpu")
     lib = _lib if _lib is not None else load_library()
