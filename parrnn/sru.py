@@ -371,9 +371,20 @@ class SRU(nn.Module):
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None and not torch.jit.is_scripting():
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
+        # without c0, every layer starts from the same zeros (read only): one allocation, not one per layer (a layer
+        # whose parameters have another dtype makes its own, in that dtype)
+        zeros: Tensor | None = None
+        if c0 is None:
+            zeros = torch.zeros(x.size(1), self.output_size, dtype=self.layers[0].bias.dtype, device=x.device)
+        states: list[Tensor] = [] if c0 is None else c0.unbind(0)
         finals: list[Tensor] = []
         for i, layer in enumerate(self.layers):
-            x, c_n = layer.run(x, None if c0 is None else c0[i], mask)
+            state: Tensor | None = None
+            if c0 is not None:
+                state = states[i]
+            elif zeros is not None and zeros.dtype == layer.bias.dtype:
+                state = zeros
+            x, c_n = layer.run(x, state, mask)
             finals.append(c_n)
         return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
 

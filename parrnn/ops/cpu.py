@@ -30,7 +30,7 @@ from parrnn._paths import kernel_source
 from parrnn.ops import build
 from parrnn.ops.glue import SUFFIX, acc_dtype, as_dtype, ptr, require_device, validate
 
-__all__ = ["availability", "backward", "build_info", "forward", "load_library"]
+__all__ = ["availability", "backward", "build_info", "forward", "forward_validated", "load_library"]
 
 _COMMON_FLAGS = ["-fno-math-errno", "-fno-trapping-math"]  # never -ffast-math: NaN/inf must propagate
 # Tried in order; the first that compiles is used (a compiler without -march=native or OpenMP still works).
@@ -156,24 +156,36 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
     Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` in ``u``'s dtype, ``c_n`` ``(N, C)`` in ``c0``'s, ``c_all``
     ``(L, N, C)`` every ``c_t`` in the arithmetic dtype (float64 for float64 input, else float32).
     """
-    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
+    validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
+    return forward_validated(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+
+
+def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                      mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
+                      scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward` for arguments that `parrnn.ops.glue.validate` has passed
+    (`parrnn.ops.sru_recurrence` validates once, then calls this: the streaming per-call path)."""
     require_device(u.device, ("cpu",), "cpu")
-    lib = load_library()
-    dtype, arith = u.dtype, acc_dtype(u.dtype)
+    lib = _lib if _lib is not None else load_library()
+    length, batch, k, cols = u.shape
+    dtype = u.dtype
+    if dtype not in SUFFIX:  # validated without the dtype check (backend="auto"): the same TypeError as forward
+        validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
+    arith = acc_dtype(dtype)
     u = u.contiguous()
     x_ = as_dtype(x, dtype)
-    wc, b, c0_, dm = (as_dtype(t, arith) for t in (weight_c, bias, c0, drop_mask))
+    wc, b, c0_, dm = as_dtype(weight_c, arith), as_dtype(bias, arith), as_dtype(c0, arith), as_dtype(drop_mask, arith)
     mask = _mask(mask_pad)
     h = torch.empty((length, batch, cols), dtype=dtype)
     c_n = torch.empty((batch, cols), dtype=arith)
     c_all = torch.empty((length, batch, cols), dtype=arith)
     fn = getattr(lib, f"parrnn_sru_cpu_forward_{SUFFIX[dtype]}")
-    rc = fn(ptr(u), ptr(x_), ptr(wc), ptr(b), ptr(c0_), ptr(mask), ptr(dm), ptr(h), ptr(c_n),
-            ptr(c_all), length, batch, cols, k, int(bidirectional), int(use_tanh), _skip_mode(k, x_),
-            float(scale_x), _threads(length * batch * cols))
+    rc = fn(u.data_ptr(), ptr(x_), ptr(wc), b.data_ptr(), c0_.data_ptr(), ptr(mask), ptr(dm), h.data_ptr(),
+            c_n.data_ptr(), c_all.data_ptr(), length, batch, cols, k, int(bidirectional), int(use_tanh),
+            _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
     if rc != 0:
         raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
-    return h, c_n.to(c0.dtype), c_all
+    return h, (c_n if c_n.dtype == c0.dtype else c_n.to(c0.dtype)), c_all
 
 
 def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,

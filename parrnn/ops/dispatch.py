@@ -26,6 +26,7 @@ models without graph breaks.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ _warned: set[str] = set()
 
 
 def _module(name: str) -> ModuleType:
-    return importlib.import_module(_FUSED_MODULES[name])
+    path = _FUSED_MODULES[name]
+    return sys.modules.get(path) or importlib.import_module(path)
 
 
 def _default_device(name: str) -> torch.device:
@@ -66,8 +68,14 @@ def backend_availability(name: str, device: torch.device | str | None = None,
         return True, "pure PyTorch"
     if name not in _FUSED_MODULES:
         raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
-    dev = _default_device(name) if device is None else torch.device(device)
+    if device is None:
+        dev = _default_device(name)
+    else:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
     key = (name, str(dev), dtype)
+    hit = _availability.get(key)  # the per-call path: a dict read needs no lock
+    if hit is not None:
+        return hit
     with _lock:
         if key not in _availability:
             _availability[key] = _check(name, dev, dtype)
@@ -325,7 +333,8 @@ def sru_recurrence(
     if torch.jit.is_scripting():
         name = "scan" if backend == "scan" else ("cuda" if u.is_cuda else "cpu")
     else:
-        if torch.onnx.is_in_onnx_export():
+        # ONNX export traces (TorchScript exporter) or compiles (dynamo exporter); is_in_onnx_export() costs more
+        if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
             return _export_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
                                       scale_x)
         name = _validated_backend(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend)
@@ -380,10 +389,15 @@ def _direct_call_ok(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: 
 def _direct_forward(backend: str, u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
                     mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
                     scale_x: float) -> tuple[Tensor, Tensor]:
-    """The fused forward without the custom op (inference); the same call the op makes."""
-    h, c_n, _ = _fused_module(backend).forward(
-        u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
+    """The fused forward without the custom op (inference); the same call the op makes, without validating the
+    arguments again (`_validated_backend` did) where the backend offers ``forward_validated``."""
+    mod = _fused_module(backend)
+    forward = getattr(mod, "forward_validated", None)
+    if forward is not None:  # it makes its arguments contiguous itself (copying only what is not)
+        h, c_n, _ = forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, float(scale_x))
+        return h, c_n
+    h, c_n, _ = mod.forward(u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+                            _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
     return h, c_n
 
 

@@ -48,9 +48,8 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -130,8 +129,7 @@ def _supports(name: str, dtype: torch.dtype) -> bool:
     return dtype in (torch.float32, torch.bfloat16)
 
 
-@dataclass(frozen=True)
-class _Operand:
+class _Operand(NamedTuple):  # a NamedTuple: built on every product, several times cheaper than a dataclass
     """The right operand ``b`` (K, N) of a product; ``owner`` is the parameter it comes from (``b`` is
     ``owner`` or ``owner.t()``, ``transposed`` says which) or ``None`` for an activation."""
 
@@ -392,17 +390,17 @@ def _product(a: Tensor, operand: _Operand, out: Tensor | None = None, accumulate
     """``a @ operand.b`` on the chosen engine (no autograd); into ``out`` (added to it with ``accumulate``)."""
     b = operand.b
     kind = "weight" if operand.owner is not None else "any"
-    m, k, n = a.size(0), a.size(1), b.size(1)
-
-    def measure(name: str) -> Callable[[], object]:
-        if operand.owner is not None:  # weights: time the call, the (cached) preparation is paid once
-            prepared = _prepare(name, b, m)
-            return lambda: _run(name, a, prepared)
-        return lambda: _run(name, a, _prepare(name, b, m))
-
+    (m, k), n = a.shape, b.shape[1]
     exact = (kind, m, k, n, a.dtype, torch.get_num_threads())
-    name = _exact.get(exact)
+    name = _exact.get(exact)  # the per-call path: one dict read
     if name is None:
+
+        def measure(name: str) -> Callable[[], object]:
+            if operand.owner is not None:  # weights: time the call, the (cached) preparation is paid once
+                prepared = _prepare(name, b, m)
+                return lambda: _run(name, a, prepared)
+            return lambda: _run(name, a, _prepare(name, b, m))
+
         name = choose(kind, m, k, n, a.dtype, exact[5], measure=measure)
         _exact[exact] = name
     result = None
@@ -421,8 +419,9 @@ def _product(a: Tensor, operand: _Operand, out: Tensor | None = None, accumulate
 
 
 def _engine_applies(a: Tensor, b: Tensor) -> bool:
-    return (not _plain() and a.device.type == "cpu" and _engine_dtype(a) and a.dtype == b.dtype and a.dim() == 2
-            and b.dim() == 2 and not torch.is_autocast_enabled("cpu"))
+    # the cheap tensor checks first: this runs for every product
+    return (a.is_cpu and a.dtype == b.dtype and _engine_dtype(a) and a.dim() == 2 and b.dim() == 2
+            and not _plain() and not torch.is_autocast_enabled("cpu"))
 
 
 def mm(a: Tensor, b: Tensor, *, out: Tensor | None = None, accumulate: bool = False) -> Tensor:

@@ -40,8 +40,10 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """``t`` converted to ``dtype`` and made contiguous (``None`` stays ``None``)."""
-    return None if t is None else t.to(dtype).contiguous()
+    """``t`` converted to ``dtype`` and made contiguous (``None`` stays ``None``; ``t`` itself when it already is)."""
+    if t is None:
+        return None
+    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
 
 
 def ptr(t: Tensor | None) -> int:
@@ -50,11 +52,6 @@ def ptr(t: Tensor | None) -> int:
 
 
 # ---- validation ---------------------------------------------------------------------------------------------------
-
-def _check_shape(prefix: str, name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
-    if t is not None and tuple(t.shape) != shape:
-        raise ValueError(f"{prefix}{name} must have shape {shape}, got {tuple(t.shape)}")
-
 
 def validate(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
              mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, *,
@@ -73,23 +70,26 @@ def validate(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor,
     if check_dtype and u.dtype not in SUFFIX:
         raise TypeError(f"{prefix}u has dtype {u.dtype}; supported dtypes are "
                         f"{', '.join(str(d) for d in SUFFIX)}")
-    length, batch, k, cols = (int(s) for s in u.shape)
+    length, batch, k, cols = map(int, u.shape)
     if bidirectional and cols % 2:
         raise ValueError(f"{prefix}bidirectional needs an even number of columns, got C = {cols}")
     if k == 4 and x is not None:
         raise ValueError(f"{prefix}x must be None when u has K = 4 (the 4th projection is the highway input)")
-    tensors = {"x": (x, (length, batch, cols)), "weight_c": (weight_c, (2, cols)), "bias": (bias, (2, cols)),
-               "c0": (c0, (batch, cols)), "mask_pad": (mask_pad, (length, batch)),
-               "drop_mask": (drop_mask, (batch, cols)), "grad_h": (grad_h, (length, batch, cols)),
-               "grad_c_n": (grad_c_n, (batch, cols)), "c_all": (c_all, (length, batch, cols))}
-    for name in ("bias", "c0"):
-        if not isinstance(tensors[name][0], Tensor):
-            raise TypeError(f"{prefix}{name} must be a tensor of shape {tensors[name][1]}, "
-                            f"got {type(tensors[name][0]).__name__}")
-    for name, (t, shape) in tensors.items():
-        _check_shape(prefix, name, t, shape)
-        if t is not None and t.device != u.device:
-            raise ValueError(f"{prefix}{name} must be on u's device {u.device}, got {t.device}")
+    state, seq = (batch, cols), (length, batch, cols)
+    for name, t, shape in (("bias", bias, (2, cols)), ("c0", c0, state)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{prefix}{name} must be a tensor of shape {shape}, got {type(t).__name__}")
+    # the per-call path (every layer, every step of a streaming model): only the given tensors are looked at
+    device = u.device
+    for name, t, shape in (("x", x, seq), ("weight_c", weight_c, (2, cols)), ("bias", bias, (2, cols)),
+                           ("c0", c0, state), ("mask_pad", mask_pad, (length, batch)), ("drop_mask", drop_mask, state),
+                           ("grad_h", grad_h, seq), ("grad_c_n", grad_c_n, state), ("c_all", c_all, seq)):
+        if t is None:
+            continue
+        if t.shape != shape:
+            raise ValueError(f"{prefix}{name} must have shape {shape}, got {tuple(t.shape)}")
+        if t.device != device:
+            raise ValueError(f"{prefix}{name} must be on u's device {device}, got {t.device}")
     return length, batch, k, cols
 
 
