@@ -39,24 +39,7 @@ inline T gru_tanh(T x) {
 
 template <>
 inline float gru_tanh<float>(float x) {
-    const float clamp = 7.90531110763549805f;
-    float xc = x > clamp ? clamp : x;  // comparisons (not fmin/fmax) so that NaN passes through
-    xc = xc < -clamp ? -clamp : xc;
-    const float x2 = xc * xc;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * xc;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    const float ax = x < 0.0f ? -x : x;
-    return ax < 0.0004f ? x : p / q;
+    return parrnn::detail::tanh_rational_(x);
 }
 
 // One row of the forward step; `restrict` (no aliasing) and inline math let the compiler vectorize the loop.
