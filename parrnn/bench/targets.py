@@ -46,23 +46,25 @@ def _ratio_pairs(models: tuple[str, ...], baseline: str) -> tuple[tuple[str, str
 _ISSUE3 = _sizes((256, 32, 512))
 _ISSUE10 = _sizes((128, 32, 512), (512, 64, 1024))
 
+
+def _cpu_issue3(mode: str) -> Callable[[Row], bool]:
+    """CPU float32 rows of ``mode`` at issue 3's sizes (2 layers, L=256, N=32, D=H=512)."""
+    return lambda r: (r["device"] == "cpu" and r["mode"] == mode and r["dtype"] == "float32" and r["layers"] == 2
+                      and _ISSUE3(r))
+
+
 TARGETS: tuple[Target, ...] = (
     Target(3, "SRU fwd+bwd >= 2x nn.LSTM (2 layers, L=256, N=32, D=H=512, fp32, CPU)",
            _ratio_pairs(_SRU_CPU, "lstm"), 2.0,
-           lambda r: r["device"] == "cpu" and r["mode"] == "fwdbwd" and r["dtype"] == "float32"
-           and r["layers"] == 2 and _ISSUE3(r)),
+           _cpu_issue3("fwdbwd")),
     Target(3, "SRU fwd+bwd >= 3x sru 2.6 (same sizes, CPU)", _ratio_pairs(_SRU_CPU, "sru26"), 3.0,
-           lambda r: r["device"] == "cpu" and r["mode"] == "fwdbwd" and r["dtype"] == "float32"
-           and r["layers"] == 2 and _ISSUE3(r)),
+           _cpu_issue3("fwdbwd")),
     Target(3, "SRU forward (no_grad) >= 1.5x nn.LSTM (same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 1.5,
-           lambda r: r["device"] == "cpu" and r["mode"] == "fwd" and r["dtype"] == "float32"
-           and r["layers"] == 2 and _ISSUE3(r)),
+           _cpu_issue3("fwd")),
     Target(14, "SRU forward (no_grad) >= 2x nn.LSTM (same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 2.0,
-           lambda r: r["device"] == "cpu" and r["mode"] == "fwd" and r["dtype"] == "float32"
-           and r["layers"] == 2 and _ISSUE3(r)),
+           _cpu_issue3("fwd")),
     Target(14, "SRU fwd+bwd >= 2.2x nn.LSTM (stretch 2.5x; same sizes, CPU)", _ratio_pairs(_SRU_CPU, "lstm"), 2.2,
-           lambda r: r["device"] == "cpu" and r["mode"] == "fwdbwd" and r["dtype"] == "float32"
-           and r["layers"] == 2 and _ISSUE3(r)),
+           _cpu_issue3("fwdbwd")),
     Target(14, "streaming: SRU latency per call <= 0.5x nn.LSTM's (N=1, H=512, 2 layers, CPU)",
            _ratio_pairs(_SRU_CPU, "lstm"), 2.0,
            lambda r: r["device"] == "cpu" and r["mode"] == "stream" and r["batch"] == 1 and r["hidden"] == 512),
