@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from parrnn.ops import gemm
 from parrnn.train import BatchOrder, TrainConfig, compare, evaluate, read_metrics, resolve_device, train
 
 TINY = TrainConfig(
@@ -66,6 +67,21 @@ def test_resume_reaches_the_same_parameters(tmp_path, model):
     del part_log[3]
     assert _without_times(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _without_times(part_log)
     assert resumed.eval == full.eval
+
+
+@pytest.mark.parametrize("engine", [e for e in ("mkl-packed", "onednn-packed") if gemm.engine_available(e)[0]])
+def test_training_on_a_packed_matrix_engine_matches_mm(engine):
+    """The packed engines cache the weight's layout; the fused AdamW of `train` changes weights without
+    bumping their version, so a stale layout once made every evaluation after the first one wrong."""
+    cfg = replace(TINY, model="sru", sru_backend="reference", layers=2)
+    try:
+        gemm.set_engine("mm")
+        expected = train(cfg)
+        gemm.set_engine(engine)
+        got = train(cfg)
+    finally:
+        gemm.set_engine(None)
+    assert got.eval == pytest.approx(expected.eval, rel=1e-4)
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):

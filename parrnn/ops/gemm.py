@@ -34,9 +34,14 @@ Disk cache (opt-in): with ``PARRNN_GEMM_CACHE=1`` the choices are also stored in
 the ISA flags, torch's version and config, so another machine or torch never reads them. Off by default:
 a choice timed on a busy machine would otherwise stick.
 
-Packed weights are cached per weight tensor (weakly: they go with the tensor) and keyed by its
-``_version`` and ``data_ptr``, so an optimizer step or ``load_state_dict`` (in-place updates bump the
-version) re-packs, and nothing else does.
+Packed weights are cached per weight tensor (weakly: they go with the tensor). A cached layout is reused
+only while all of these are unchanged: the tensor's ``_version`` (bumped by in-place ops and
+``load_state_dict``), its ``data_ptr``, shape and dtype, the count of ``torch.optim`` steps taken in this
+process (fused optimizers such as ``AdamW(fused=True)`` update parameters *without* bumping ``_version``:
+a global optimizer-step hook counts them), and a fingerprint of `FINGERPRINT_SIZE` evenly spaced elements
+(catches writes through ``.data``, which bypass the version counter). A write through ``.data`` that changes
+none of those elements, with no optimizer step since the last product, is the one change not seen: call
+`forget_prepared` after such a write.
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ _timer: Timer | None = None
 _disk_loaded = False
 _availability: dict[str, tuple[bool, str]] = {}
 _MAX_PREPARED = 8  # prepared layouts kept per weight
+#: Elements of a weight compared (exactly) before a cached layout of it is reused.
+FINGERPRINT_SIZE = 32
+_optimizer_steps = 0  # torch.optim steps taken in this process (counted once a layout has been cached)
+_step_hook: Any = None
 
 
 # ---------------------------------------------------------------- engines
@@ -160,27 +169,68 @@ def _run(name: str, a: Tensor, prepared: Any) -> Tensor:
     return torch.ops.mkl._mkl_linear(a, packed, w_nk, None, a.size(0))
 
 
+def _count_optimizer_step(*_: object) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+def _watch_optimizer_steps() -> None:
+    """Count every ``torch.optim`` step from now on (fused optimizers leave ``_version`` alone)."""
+    global _step_hook
+    if _step_hook is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _step_hook = register_optimizer_step_post_hook(_count_optimizer_step)
+
+
+def _sample(weight: Tensor) -> Tensor:
+    """A view of `FINGERPRINT_SIZE` evenly spaced elements spanning ``weight``, from the first (all of
+    them when there are fewer)."""
+    flat = weight.detach().reshape(-1)
+    n = flat.numel()
+    if n <= FINGERPRINT_SIZE:
+        return flat
+    return flat.as_strided((FINGERPRINT_SIZE,), ((n - 1) // (FINGERPRINT_SIZE - 1),))
+
+
+def _fingerprint(weight: Tensor) -> Tensor:
+    """A copy of `_sample`, kept with a cached layout of ``weight``."""
+    return _sample(weight).clone()
+
+
+def _same_fingerprint(weight: Tensor, saved: Tensor) -> bool:
+    return bool(torch.equal(_sample(weight), saved))
+
+
 def _cached_prepare(name: str, operand: _Operand, rows: int) -> Any:
-    """`_prepare` of a parameter, reused while the parameter is unchanged (same version and storage)."""
+    """`_prepare` of a parameter, reused while the parameter is unchanged (see the module docstring)."""
     owner = operand.owner
     if owner is None or name == "mm" or owner.is_inference():
         return _prepare(name, operand.b, rows)
     key = (name, operand.transposed, rows if name == "mkl-packed" or name == "onednn-packed" else 0)
-    stamp = (owner._version, owner.data_ptr(), tuple(owner.shape), owner.dtype)
+    stamp = (owner._version, owner.data_ptr(), tuple(owner.shape), owner.dtype, _optimizer_steps)
     with _lock:
         per_weight = _prepared.get(owner)
         if per_weight is None:
             per_weight = _prepared[owner] = {}
         hit = per_weight.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
+    if hit is not None and hit[0] == stamp and _same_fingerprint(owner, hit[1]):
+        return hit[2]
+    _watch_optimizer_steps()
     with torch.no_grad():
         obj = _prepare(name, operand.b.detach(), rows)
     with _lock:
-        if len(per_weight) >= _MAX_PREPARED:  # e.g. mkl-packed for many row counts: keep the newest
+        if key not in per_weight and len(per_weight) >= _MAX_PREPARED:  # e.g. mkl-packed, many row counts
             per_weight.pop(next(iter(per_weight)))
-        per_weight[key] = (stamp, obj)
+        per_weight[key] = (stamp, _fingerprint(owner), obj)
     return obj
+
+
+def forget_prepared() -> None:
+    """Drop every cached weight layout: call after writing a weight through ``.data`` (which bypasses the
+    version counter) outside an optimizer step, if the write may leave the fingerprint's elements unchanged."""
+    with _lock:
+        _prepared.clear()
 
 
 # ---------------------------------------------------------------- choice

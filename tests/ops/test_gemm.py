@@ -94,6 +94,56 @@ def test_packed_weight_is_reused_until_the_weight_changes():
         gemm._prepare = real
 
 
+CACHING = [e for e in ("mkl-packed", "onednn-packed", "onednn") if e in AVAILABLE]
+
+
+@pytest.mark.parametrize("engine", CACHING)
+@pytest.mark.parametrize("optimizer", ["adamw-fused", "adamw-foreach", "sgd"])
+def test_optimizer_steps_are_seen_even_when_they_leave_the_version_alone(engine, optimizer):
+    """A fused AdamW updates parameters without bumping ``_version``; a cached layout must not outlive it
+    (it once made evaluation after a training step use the weights of the previous evaluation)."""
+    gemm.set_engine(engine)
+    x, w = _operands()
+    make = {
+        "adamw-fused": lambda: torch.optim.AdamW([w], lr=0.1, fused=True),
+        "adamw-foreach": lambda: torch.optim.AdamW([w], lr=0.1, foreach=True),
+        "sgd": lambda: torch.optim.SGD([w], lr=0.1),
+    }[optimizer]
+    opt = make()
+    for _ in range(3):
+        with torch.no_grad():
+            torch.testing.assert_close(gemm.matmul(x, w), x @ w, rtol=1e-5, atol=1e-5)
+        loss = gemm.matmul(x, w).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.testing.assert_close(w.grad, torch.autograd.grad((x @ w).square().mean(), w)[0], rtol=1e-5, atol=1e-6)
+        opt.step()
+
+
+@pytest.mark.parametrize("engine", CACHING)
+def test_writes_through_data_are_seen(engine):
+    gemm.set_engine(engine)
+    x, w = _operands()
+    with torch.no_grad():
+        gemm.matmul(x, w)
+        version = w._version
+        w.data.mul_(-0.5)  # .data bypasses the version counter
+        assert w._version == version
+        torch.testing.assert_close(gemm.matmul(x, w), x @ w, rtol=1e-5, atol=1e-5)
+        w.data[3, 5] += 1.0  # one element the fingerprint does not sample: forget_prepared is the way
+        gemm.forget_prepared()
+        torch.testing.assert_close(gemm.matmul(x, w), x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_fingerprint_samples_first_last_and_evenly_spaced():
+    w = torch.arange(1000.0).reshape(10, 100)
+    fp = gemm._fingerprint(w)
+    assert fp.numel() == gemm.FINGERPRINT_SIZE and fp[0] == 0 and fp[-1] >= 1000 - 1000 // gemm.FINGERPRINT_SIZE
+    assert gemm._same_fingerprint(w, fp) and not gemm._same_fingerprint(w + (w == fp[7]), fp)
+    small = torch.ones(3, 4)
+    assert torch.equal(gemm._fingerprint(small), small.reshape(-1))
+
+
 def test_pin_by_environment_variable(monkeypatch):
     monkeypatch.setenv("PARRNN_GEMM", "mm")
     assert gemm.pinned_engine() == "mm"
