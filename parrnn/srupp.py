@@ -610,8 +610,13 @@ class SRUpp(nn.Module):
         at a time: each attention layer appends this token's key and value to its cache and attends to all
         cached positions; the recurrence advances one step from the cached cell state.
         """
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.dim() != 2 or input.size(-1) != self.input_size:
             raise ValueError(f"input must be (N, input_size) = (N, {self.input_size}), got {tuple(input.shape)}")
+        if not isinstance(state, SRUppState):
+            raise TypeError(f"state must be the SRUppState from init_state or step, got {type(state).__name__}")
+        check.check_state(state.c, (self.num_layers, input.size(0), self.output_size), input, "state.c")
         x = input.unsqueeze(0)  # (1, N, H_in)
         new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(
             [state.key_padding, state.key_padding.new_zeros(input.size(0), 1)], dim=1))

@@ -339,6 +339,9 @@ def test_bad_input_is_named() -> None:
         (lambda: model(x, c0=torch.zeros(2, 4)), ValueError, "c0 must have shape"),
         (lambda: model(torch.randn(5, 2, 3)), ValueError, "input_size"),
         (lambda: model.step(x, model.init_state(2)), ValueError, r"\(N, input_size\)"),
+        (lambda: model.step(x[0], model.init_state(3)), ValueError, r"state.c must have shape \(2, 2, 4\)"),
+        (lambda: model.step(x[0].double(), model.init_state(2)), TypeError, "state.c dtype must match"),
+        (lambda: model.step(x[0], model.init_state(2).c), TypeError, "SRUppState"),
         (lambda: SRUpp(4, 2, 4, bidirectional=True).init_state(2), ValueError, "unidirectional"),
     ]
     for call, exc, message in cases:
