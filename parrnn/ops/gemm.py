@@ -18,9 +18,9 @@ Engines (`ENGINES`):
 Choice: per *shape class* -- ``(kind, M, K, N, dtype, threads)`` with M, K, N rounded up to powers of two and
 ``kind`` ``"weight"`` (the right operand is a parameter: the packed engines may cache its layout) or ``"any"``
 (both operands are activations, e.g. ``dW = X^T dY``: only ``mm`` and ``onednn``) -- the first product of a
-class times every usable engine on the real operands (one warm-up call each, then the fastest of 2 to 5
-calls, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine) and keeps the fastest
-engine for the process. An engine that raises is skipped for that class.
+class times every usable engine on the real operands (one warm-up call each, then 2 to 5 rounds calling
+every engine once in turn, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine; the
+fastest call of each) and keeps the fastest engine for the process. An engine that raises is skipped for that class.
 
 Pinning: ``PARRNN_GEMM=<engine>`` or `set_engine` (``"auto"`` restores timing). A pinned engine that
 cannot run a product (another dtype, a missing op) falls back to ``mm`` for it.
@@ -273,7 +273,8 @@ def pinned_engine() -> str:
 
 
 def set_timer(timer: Timer | None) -> None:
-    """Replace how candidates are timed (``None``: the default wall-clock timer); clears the choices."""
+    """Time candidates with ``timer``, called once per engine (``None``: the default, interleaved wall-clock
+    rounds); clears the choices."""
     global _timer
     with _lock:
         _timer = timer
@@ -315,17 +316,35 @@ def choices() -> dict[str, str]:
         return {_format_class(k): v for k, v in sorted(_choices.items())}
 
 
-def _default_timer(name: str, run: Callable[[], object]) -> float:
-    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "20")) / 1e3
-    run()  # warm-up: first calls pay for oneDNN primitive creation, page faults...
-    samples: list[float] = []
-    spent = 0.0
-    while len(samples) < 5 and (len(samples) < 2 or spent < budget):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-        spent += samples[-1]
-    return min(samples)  # noise (other processes, page faults) only ever adds time
+def _interleaved_times(runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Seconds per call of each thunk in ``runs``: one warm-up call each (first calls pay for oneDNN primitive
+    creation, packing, page faults), then rounds that call every engine once in turn -- 2 to 5 rounds, as many
+    as fit ``PARRNN_GEMM_BUDGET_MS`` per engine (default 20 ms) -- and the fastest call of each. Interleaving
+    means a burst of load from another process slows every engine's samples of that moment, not all samples
+    of one engine (timed one engine after another, a busy moment once made oneDNN win a 1-row product it ran
+    10x slower than ``mm``). An engine whose thunk raises is left out."""
+    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "20")) / 1e3 * max(len(runs), 1)
+    live: dict[str, Callable[[], object]] = {}
+    for name, run in runs.items():
+        try:
+            run()
+            live[name] = run
+        except Exception:  # this engine cannot run this product here (dtype, shape, build)
+            continue
+    best = {name: float("inf") for name in live}
+    spent, rounds = 0.0, 0
+    while live and rounds < 5 and (rounds < 2 or spent < budget):
+        for name, run in list(live.items()):
+            start = time.perf_counter()
+            try:
+                run()
+            except Exception:
+                del live[name], best[name]
+                continue
+            took = time.perf_counter() - start
+            best[name], spent = min(best[name], took), spent + took
+        rounds += 1
+    return best  # the minimum: noise (other processes, page faults) only ever adds time
 
 
 def choose(kind: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int | None = None,
@@ -351,15 +370,23 @@ def choose(kind: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int |
     candidates = _candidates(kind, dtype)
     if len(candidates) == 1 or measure is None:
         return candidates[0] if len(candidates) == 1 else "mm"
-    timer = _timer or _default_timer
+    usable = [name for name in candidates if (key, name) not in _failed]
     times: dict[str, float] = {}
-    for name in candidates:
-        if (key, name) in _failed:
-            continue
-        try:
-            times[name] = timer(name, measure(name))
-        except Exception:  # this engine cannot run this product here (dtype, shape, build): skip it
-            _failed.add((key, name))
+    if _timer is None:  # all engines timed in interleaved rounds
+        runs = {}
+        for name in usable:
+            try:
+                runs[name] = measure(name)
+            except Exception:
+                _failed.add((key, name))
+        times = _interleaved_times(runs)
+        _failed.update((key, name) for name in runs if name not in times)
+    else:  # an injected timer, one call per engine
+        for name in usable:
+            try:
+                times[name] = _timer(name, measure(name))
+            except Exception:  # this engine cannot run this product here (dtype, shape, build): skip it
+                _failed.add((key, name))
     best = min(times, key=times.__getitem__) if times else "mm"
     with _lock:
         _choices[key] = best

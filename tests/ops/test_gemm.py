@@ -243,8 +243,30 @@ def test_disk_cache_round_trip(monkeypatch, tmp_path):
     assert gemm.choose("weight", 64, 64, 64, torch.float32, 2, measure=lambda n: lambda: None) == first
 
 
-def test_default_timer_returns_a_duration():
-    assert gemm._default_timer("mm", lambda: torch.mm(torch.ones(4, 4), torch.ones(4, 4))) >= 0.0
+def test_default_timing_interleaves_engines_and_drops_those_that_raise():
+    calls = []
+
+    def engine(name, fail_at=None):
+        def run():
+            calls.append(name)
+            if fail_at is not None and calls.count(name) >= fail_at:
+                raise RuntimeError("cannot")
+        return run
+
+    times = gemm._interleaved_times({"a": engine("a"), "b": engine("b"), "c": engine("c", fail_at=1),
+                                     "d": engine("d", fail_at=3)})
+    assert set(times) == {"a", "b"} and all(t >= 0.0 for t in times.values())
+    timed = [n for n in calls if n in "ab"]
+    assert timed[:6] == ["a", "b", "a", "b", "a", "b"]  # warm-ups, then rounds over every engine in turn
+    assert 3 <= calls.count("a") <= 6 and calls.count("c") == 1 and calls.count("d") == 3
+
+
+def test_default_choice_times_real_engines(monkeypatch):
+    gemm.set_timer(None)
+    a, b = torch.randn(64, 32), torch.randn(32, 48)
+    measure = lambda n: lambda: gemm._run(n, a, gemm._prepare(n, b, 64))  # noqa: E731
+    name = gemm.choose("any", 64, 32, 48, torch.float32, measure=measure)
+    assert name in AVAILABLE and gemm.choices() == {f"any 64x32@32x64 float32 t{torch.get_num_threads()}": name}
 
 
 def _grads(loss, params):
