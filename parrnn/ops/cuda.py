@@ -54,8 +54,8 @@ from parrnn.ops.glue import (
     Launcher,
     acc_arg,
     acc_dtype,
-    as_dtype,
     final_state,
+    gpu_operands,
     ptr_args,
     require_device,
     validate,
@@ -92,22 +92,19 @@ def forward_with(
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
     length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
                                       backend="cuda")
-    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
-    u = u.contiguous()
-    x = as_dtype(x, dtype)
-    weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
-    mask_pad = as_dtype(mask_pad, torch.bool)  # one byte per element, 1 = padding
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    ops = gpu_operands(u, x, weight_c, bias, c0, mask_pad, drop_mask)  # mask_pad: one byte, 1 = padding
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
     total = batch * cols
     if total > 0:
         launch(f"sru_forward_{SUFFIX[dtype]}", total, [
-            *ptr_args(u, x, weight_c, bias, c0, mask_pad, drop_mask, h, c_n, c_all),
+            *ptr_args(ops.u, ops.x, ops.weight_c, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, h, c_n, c_all),
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
             Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
         ], dev)
-    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
+    return h, final_state(c_n, c_all, ops.c0, c0.dtype, bidirectional), c_all
 
 
 def backward_with(
@@ -131,16 +128,8 @@ def backward_with(
     length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
                                       grad_c_n=grad_c_n, c_all=c_all, backend="cuda")
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    x_dtype = None if x is None else x.dtype
-    wc_dtype = None if weight_c is None else weight_c.dtype
-    bias_dtype, c0_dtype = bias.dtype, c0.dtype
-    u = u.contiguous()
-    x = as_dtype(x, dtype)
-    grad_h = grad_h.to(dtype).contiguous()
-    grad_c_n, c_all = as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
-    weight_c, bias, c0, drop_mask = (as_dtype(t, acc) for t in (weight_c, bias, c0, drop_mask))
-    mask_pad = as_dtype(mask_pad, torch.bool)
-
+    ops = gpu_operands(u, x, weight_c, bias, c0, mask_pad, drop_mask, grad_h=grad_h, grad_c_n=grad_c_n,
+                       c_all=c_all)
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
     grad_wc_part = None if weight_c is None else torch.empty((2, batch, cols), dtype=acc, device=dev)
@@ -149,7 +138,8 @@ def backward_with(
     total = batch * cols
     if total > 0:
         launch(f"sru_backward_{SUFFIX[dtype]}", total, [
-            *ptr_args(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all),
+            *ptr_args(ops.grad_h, ops.grad_c_n, ops.u, ops.x, ops.weight_c, ops.bias, ops.c0, ops.mask_pad,
+                      ops.drop_mask, ops.c_all),
             *ptr_args(grad_u, grad_x, grad_wc_part, grad_bias_part, grad_c0),
             Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
             Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
@@ -161,10 +151,10 @@ def backward_with(
         if grad_wc_part is not None:
             grad_wc_part.zero_()
         grad_bias_part.zero_()
-    grad_weight_c = None if grad_wc_part is None else grad_wc_part.sum(1).to(wc_dtype)
-    grad_bias = grad_bias_part.sum(1).to(bias_dtype)
-    return (grad_u, None if grad_x is None else grad_x.to(x_dtype), grad_weight_c, grad_bias,
-            grad_c0.to(c0_dtype))
+    grad_weight_c = None if grad_wc_part is None else grad_wc_part.sum(1).to(weight_c.dtype)  # type: ignore[union-attr]
+    grad_bias = grad_bias_part.sum(1).to(bias.dtype)
+    return (grad_u, None if grad_x is None else grad_x.to(x.dtype), grad_weight_c, grad_bias,  # type: ignore[union-attr]
+            grad_c0.to(c0.dtype))
 
 
 # ---- the CuPy launcher -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -44,6 +45,35 @@ def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     if t is None:
         return None
     return (t if t.dtype == dtype else t.to(dtype)).contiguous()
+
+
+class GpuOperands(NamedTuple):
+    """The recurrence's tensors as the CUDA kernels (sequential and scan) read them: ``u``, ``x`` and
+    ``grad_h`` contiguous in ``u``'s storage dtype; ``weight_c``, ``bias``, ``c0``, ``drop_mask``, ``grad_c_n``
+    and ``c_all`` contiguous in the arithmetic dtype (`acc_dtype`); ``mask_pad`` bool. The backward-only
+    tensors are ``None`` for a forward."""
+
+    u: Tensor
+    x: Tensor | None
+    weight_c: Tensor | None
+    bias: Tensor
+    c0: Tensor
+    mask_pad: Tensor | None
+    drop_mask: Tensor | None
+    grad_h: Tensor | None = None
+    grad_c_n: Tensor | None = None
+    c_all: Tensor | None = None
+
+
+def gpu_operands(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
+                 mask_pad: Tensor | None, drop_mask: Tensor | None, *, grad_h: Tensor | None = None,
+                 grad_c_n: Tensor | None = None, c_all: Tensor | None = None) -> GpuOperands:
+    """Validated arguments converted for the CUDA kernels (see `GpuOperands`)."""
+    dtype, acc = u.dtype, acc_dtype(u.dtype)
+    return GpuOperands(
+        u.contiguous(), as_dtype(x, dtype), as_dtype(weight_c, acc), as_dtype(bias, acc),  # type: ignore[arg-type]
+        as_dtype(c0, acc), as_dtype(mask_pad, torch.bool), as_dtype(drop_mask, acc),  # type: ignore[arg-type]
+        as_dtype(grad_h, dtype), as_dtype(grad_c_n, acc), as_dtype(c_all, acc))
 
 
 def ptr(t: Tensor | None) -> int:

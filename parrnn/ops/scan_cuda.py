@@ -19,8 +19,8 @@ from parrnn.ops.glue import (
     Launcher,
     acc_arg,
     acc_dtype,
-    as_dtype,
     final_state,
+    gpu_operands,
     ptr_args,
     require_device,
     validate,
@@ -58,16 +58,13 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
     ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to `gpu_chunk_len`."""
     length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
-    dtype, acc, dev, state_dtype = u.dtype, acc_dtype(u.dtype), u.device, c0.dtype
-    u = u.contiguous()
-    x = as_dtype(x, dtype)
-    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
-    mask_pad = as_dtype(mask_pad, torch.bool)
+    dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
+    ops = gpu_operands(u, x, None, bias, c0, mask_pad, drop_mask)
     nc = batch * cols
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
     if length == 0 or nc == 0:
-        return h, c0.to(state_dtype, copy=True), c_all  # type: ignore[union-attr]
+        return h, c0.clone(), c_all
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
     n_chunks = -(-length // chunk_len)
@@ -78,12 +75,12 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     carry = torch.empty((n_chunks, batch, cols), dtype=acc, device=dev)
     if n_chunks > 1:
         launch(f"sru_scan_fwd_reduce_{sfx}", (n_chunks - 1) * nc,
-               [*ptr_args(u, mask_pad, bias, agg_a, agg_b), *shape], dev)
-    launch(f"sru_scan_fwd_carry_{sfx}", nc, [*ptr_args(c0, agg_a, agg_b, carry), *shape], dev)
+               [*ptr_args(ops.u, ops.mask_pad, ops.bias, agg_a, agg_b), *shape], dev)
+    launch(f"sru_scan_fwd_carry_{sfx}", nc, [*ptr_args(ops.c0, agg_a, agg_b, carry), *shape], dev)
     launch(f"sru_scan_fwd_apply_{sfx}", n_chunks * nc,
-           [*ptr_args(u, x, bias, carry, mask_pad, drop_mask, h, c_n, c_all), *shape,
+           [*ptr_args(ops.u, ops.x, ops.bias, carry, ops.mask_pad, ops.drop_mask, h, c_n, c_all), *shape,
             Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    return h, final_state(c_n, c_all, c0, state_dtype, bidirectional), c_all
+    return h, final_state(c_n, c_all, ops.c0, c0.dtype, bidirectional), c_all
 
 
 def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor,
@@ -94,14 +91,7 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
     length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
                                       grad_c_n=grad_c_n, c_all=c_all, backend="scan")
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    x_dtype = None if x is None else x.dtype
-    bias_dtype, c0_dtype = bias.dtype, c0.dtype
-    u = u.contiguous()
-    x = as_dtype(x, dtype)
-    grad_h = grad_h.to(dtype).contiguous()
-    grad_c_n, c_all = as_dtype(grad_c_n, acc), as_dtype(c_all, acc)
-    bias, c0, drop_mask = as_dtype(bias, acc), as_dtype(c0, acc), as_dtype(drop_mask, acc)
-    mask_pad = as_dtype(mask_pad, torch.bool)
+    ops = gpu_operands(u, x, None, bias, c0, mask_pad, drop_mask, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all)
     nc = batch * cols
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
@@ -109,8 +99,8 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
         grad_u.zero_()
         if grad_x is not None:
             grad_x.zero_()
-        return (grad_u, None if grad_x is None else grad_x.to(x_dtype), None,
-                torch.zeros_like(bias, dtype=bias_dtype), grad_c_n.to(c0_dtype))  # type: ignore[union-attr]
+        return (grad_u, None if grad_x is None else grad_x.to(x.dtype), None,  # type: ignore[union-attr]
+                torch.zeros_like(bias), grad_c_n.to(c0.dtype))
     chunk_len = gpu_chunk_len(length, nc) if chunk_len is None else max(1, min(int(chunk_len), length))
     n_chunks = -(-length // chunk_len)
     shape = _shape_args(length, batch, cols, k, bidirectional, chunk_len, n_chunks)
@@ -122,14 +112,17 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
     grad_c0 = torch.empty((batch, cols), dtype=acc, device=dev)
     if n_chunks > 1:
         launch(f"sru_scan_bwd_reduce_{sfx}", (n_chunks - 1) * nc,
-               [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, agg_a, agg_b), *shape,
+               [*ptr_args(ops.grad_h, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, ops.c_all,
+                          agg_a, agg_b), *shape,
                 Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(grad_c_n, agg_a, agg_b, carry), *shape], dev)
+    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(ops.grad_c_n, agg_a, agg_b, carry), *shape], dev)
     launch(f"sru_scan_bwd_apply_{sfx}", n_chunks * nc,
-           [*ptr_args(grad_h, u, x, bias, c0, mask_pad, drop_mask, c_all, carry, grad_u, grad_x, grad_bias_part,
-                      grad_c0), *shape, Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    grad_bias = grad_bias_part.sum((1, 2)).to(bias_dtype)
-    return (grad_u, None if grad_x is None else grad_x.to(x_dtype), None, grad_bias, grad_c0.to(c0_dtype))
+           [*ptr_args(ops.grad_h, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, ops.c_all, carry,
+                      grad_u, grad_x, grad_bias_part, grad_c0), *shape, Arg("i32", int(use_tanh)),
+            acc_arg(scale_x, acc)], dev)
+    grad_bias = grad_bias_part.sum((1, 2)).to(bias.dtype)
+    return (grad_u, None if grad_x is None else grad_x.to(x.dtype), None, grad_bias,  # type: ignore[union-attr]
+            grad_c0.to(c0.dtype))
 
 
 def kernel_code() -> str:
