@@ -106,8 +106,7 @@ class SRUCell(nn.Module):
         self.projection_size = check.check_positive_int(projection_size, "projection_size", minimum=0)
         if version not in VERSIONS:
             raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
-        if backend not in dispatch.BACKENDS + ("auto",):
-            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {backend!r}")
+        dispatch.check_backend(backend)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.output_size = self.num_directions * hidden_size
@@ -347,8 +346,7 @@ class SRU(nn.Module):
 
     @backend.setter
     def backend(self, name: str) -> None:
-        if name not in dispatch.BACKENDS + ("auto",):
-            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {name!r}")
+        dispatch.check_backend(name)
         for layer in self.layers:
             layer.backend = name
 

@@ -245,10 +245,7 @@ class SRUppCell(nn.Module):
         self.num_heads = check.check_positive_int(num_heads, "num_heads")
         if proj_size % num_heads != 0:
             raise ValueError(f"num_heads must divide proj_size. Got proj_size={proj_size}, num_heads={num_heads}")
-        if backend not in dispatch.BACKENDS + ("auto",):
-            raise ValueError(f"backend must be one of {dispatch.BACKENDS + ('auto',)}, got {backend!r}")
-        if backend == "scan":
-            raise ValueError("backend='scan' needs the linear SRU (v1); SRU++ uses the peephole (v2) recurrence")
+        _check_backend(backend)
         self.dropout = check.check_probability(dropout, "dropout")
         self.attn_dropout = check.check_probability(attn_dropout, "attn_dropout")
         self.recurrent_dropout = check.check_probability(recurrent_dropout, "recurrent_dropout")
@@ -347,6 +344,13 @@ class SRUppCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
+
+
+def _check_backend(name: str) -> None:
+    """A backend word (`parrnn.ops.dispatch.check_backend`) other than ``"scan"``."""
+    dispatch.check_backend(name)
+    if name == "scan":
+        raise ValueError("backend='scan' needs the linear SRU (v1); SRU++ uses the peephole (v2) recurrence")
 
 
 def _check_memory(memory: Any, batch: int, width: int, like: Tensor, batch_first: bool, name: str) -> Tensor:
@@ -536,8 +540,7 @@ class SRUpp(nn.Module):
 
     @backend.setter
     def backend(self, name: str) -> None:
-        if name not in dispatch.BACKENDS + ("auto",) or name == "scan":
-            raise ValueError(f"backend must be one of ('reference', 'cpu', 'cuda', 'auto'), got {name!r}")
+        _check_backend(name)
         for layer in self.layers:
             layer.backend = name
 

@@ -343,6 +343,8 @@ def test_bad_input_is_named() -> None:
         (lambda: model.step(x[0].double(), model.init_state(2)), TypeError, "state.c dtype must match"),
         (lambda: model.step(x[0], model.init_state(2).c), TypeError, "SRUppState"),
         (lambda: SRUpp(4, 2, 4, bidirectional=True).init_state(2), ValueError, "unidirectional"),
+        (lambda: setattr(model, "backend", "scan"), ValueError, "peephole"),
+        (lambda: setattr(model, "backend", "tpu"), ValueError, "backend must be one of"),
     ]
     for call, exc, message in cases:
         with pytest.raises(exc, match=message):

@@ -45,6 +45,12 @@ _lock = threading.Lock()
 _warned: set[str] = set()
 
 
+def check_backend(name: str) -> None:
+    """``ValueError`` unless ``name`` is a backend word users may pass: one of `BACKENDS` or ``"auto"``."""
+    if name not in BACKENDS + ("auto",):
+        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
+
+
 def _module(name: str) -> ModuleType:
     path = _FUSED_MODULES[name]
     return sys.modules.get(path) or importlib.import_module(path)
@@ -368,8 +374,7 @@ def _validated_backend(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bia
                        mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, backend: str) -> str:
     """Validate every argument of [sru_recurrence][parrnn.ops.sru_recurrence] and resolve ``backend``
     (eager only: TorchScript skips it)."""
-    if backend not in BACKENDS + ("auto",):
-        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {backend!r}")
+    check_backend(backend)
     length, batch, _, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
                                       check_dtype=backend not in ("reference", "auto"))
     return resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
