@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 
+from parrnn.ops import reference
+
 
 def check_exporter() -> None:
     """Raise a clear error under the TorchScript-based exporter (``dynamo=False``), which cannot trace a scan."""
@@ -73,22 +75,10 @@ def sru_recurrence(
 
     def step(c: Tensor, xs_t: list[Tensor]) -> tuple[Tensor, Tensor]:
         u_t = xs_t[0]  # (N, K, C)
-        zf, zr = u_t[:, 1] + bias[0], u_t[:, 2] + bias[1]
-        if weight_c is not None:
-            zf = zf + weight_c[0] * c
-            zr = zr + weight_c[1] * c
-        f, r = torch.sigmoid(zf), torch.sigmoid(zr)
-        c_new = u_t[:, 0] + (c - u_t[:, 0]) * f
-        g = torch.tanh(c_new) if use_tanh else c_new
-        if m is not None:
-            r = r * m
         xp = u_t[:, 3] if k == 4 else xs_t[1] if skip is not None else None
-        h = g * r if xp is None else xp + (g - xp) * r
-        if pad is not None:
-            pad_t = xs_t[-1]
-            c_new = torch.where(pad_t, c, c_new)
-            h = torch.where(pad_t, torch.zeros_like(h), h)
-        return c_new, h
+        return reference.sru_step(c, u_t[:, 0], u_t[:, 1], u_t[:, 2], bias[0], bias[1],
+                                  None if weight_c is None else weight_c[0], None if weight_c is None else weight_c[1],
+                                  xp, m, None if pad is None else xs_t[-1], use_tanh)
 
     # a fresh initial carry: a view of a model input (c0[i]) fails to trace with a dynamic batch (torch 2.13)
     c_n, h = scan(step, c0.to(compute_dtype).clone(), xs)

@@ -44,6 +44,34 @@ import torch
 from torch import Tensor
 
 
+def sru_step(c: Tensor, u0: Tensor, u1: Tensor, u2: Tensor, b_f: Tensor, b_r: Tensor, v_f: Tensor | None,
+             v_r: Tensor | None, skip: Tensor | None, drop: Tensor | None, pad: Tensor | None,
+             use_tanh: bool) -> tuple[Tensor, Tensor]:
+    """One time step of the equations above, for a set of columns: ``(c_t, h_t)``, each ``(N, C')``.
+
+    ``c`` is ``c_{t-1}`` and ``u0``/``u1``/``u2`` the projections at ``t``, ``(N, C')``; ``b_f``, ``b_r``,
+    ``v_f``, ``v_r`` ``(C')`` (``v`` ``None`` for v1); ``skip`` ``xp_t`` ``(N, C')`` or ``None`` (no highway);
+    ``drop`` the dropout mask ``m`` or ``None``; ``pad`` bool, broadcastable to ``(N, C')``, ``True`` on padding
+    (``c`` carried, ``h = 0``) or ``None``. Shared by this loop and the ONNX export's scan body.
+    """
+    zf, zr = u1 + b_f, u2 + b_r
+    if v_f is not None and v_r is not None:
+        zf = zf + v_f * c
+        zr = zr + v_r * c
+    f, r = torch.sigmoid(zf), torch.sigmoid(zr)
+    c_new = u0 + (c - u0) * f
+    g = torch.tanh(c_new) if use_tanh else c_new
+    gated = g if skip is None else g - skip
+    if drop is not None:
+        gated = gated * drop
+    gated = gated * r
+    h = gated if skip is None else skip + gated
+    if pad is not None:
+        c_new = torch.where(pad, c, c_new)
+        h = torch.where(pad, torch.zeros_like(h), h)
+    return c_new, h
+
+
 def sru_recurrence(
     u: Tensor,
     x: Tensor | None,
@@ -74,35 +102,22 @@ def sru_recurrence(
         skip = None
     v_f, v_r = (None, None) if weight_c is None else weight_c.to(compute_dtype).unbind(0)
     b_f, b_r = bias.to(compute_dtype).unbind(0)
-    m = 1.0 if drop_mask is None else drop_mask.to(compute_dtype)
+    m = None if drop_mask is None else drop_mask.to(compute_dtype)
 
     outputs, finals = [], []
     for d in range(dirs):
         cols_d = slice(d * hidden, (d + 1) * hidden)
         c = c_prev_all[:, cols_d]
-        m_d = m if drop_mask is None else m[:, cols_d]
+        m_d = None if m is None else m[:, cols_d]
+        v_f_d = None if v_f is None else v_f[cols_d]
+        v_r_d = None if v_r is None else v_r[cols_d]
         h_steps: list[Tensor | None] = [None] * length
         steps = range(length) if d == 0 else range(length - 1, -1, -1)
         for t in steps:
-            u0, u1, u2 = u[t, :, 0, cols_d], u[t, :, 1, cols_d], u[t, :, 2, cols_d]
-            zf, zr = u1 + b_f[cols_d], u2 + b_r[cols_d]
-            if v_f is not None:
-                zf = zf + v_f[cols_d] * c
-                zr = zr + v_r[cols_d] * c
-            f, r = torch.sigmoid(zf), torch.sigmoid(zr)
-            c_new = u0 + (c - u0) * f
-            g = torch.tanh(c_new) if use_tanh else c_new
-            if skip is not None:
-                xp = skip[t, :, cols_d]
-                h = xp + (g - xp) * m_d * r
-            else:
-                h = g * m_d * r
-            if mask_pad is not None:
-                pad = mask_pad[t].unsqueeze(1)
-                c_new = torch.where(pad, c, c_new)
-                h = torch.where(pad, torch.zeros_like(h), h)
-            c = c_new
-            h_steps[t] = h
+            c, h_steps[t] = sru_step(
+                c, u[t, :, 0, cols_d], u[t, :, 1, cols_d], u[t, :, 2, cols_d], b_f[cols_d], b_r[cols_d], v_f_d,
+                v_r_d, None if skip is None else skip[t, :, cols_d], m_d,
+                None if mask_pad is None else mask_pad[t].unsqueeze(1), use_tanh)
         outputs.append(torch.stack(h_steps))  # type: ignore[arg-type]
         finals.append(c)
     h_all = torch.cat(outputs, dim=2) if dirs == 2 else outputs[0]
