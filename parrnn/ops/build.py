@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from parrnn._cpu import cpu_tag
 from parrnn._paths import kernel_dir
 
 _loaded: dict[str, ctypes.CDLL] = {}
@@ -42,21 +42,6 @@ def find_compiler() -> str:
         if name and shutil.which(name):
             return name
     raise BuildError("no C++ compiler found (set CXX, or install g++)")
-
-
-def cpu_tag() -> str:
-    """A short hash of this CPU's model and feature flags (the cache key of ``-march=native`` builds)."""
-    text = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    text += line
-                if line.strip() == "":
-                    break  # the first processor is enough
-    except OSError:
-        pass
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def cache_key(name: str, sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from parrnn.ops import reference
 from parrnn.ops.glue import validate
+from parrnn.ops.tracing import functorch_active
 
 BACKENDS = ("reference", "cpu", "cuda", "scan")
 _FUSED_MODULES = {"cpu": "parrnn.ops.cpu", "cuda": "parrnn.ops.cuda", "scan": "parrnn.ops.scan"}
@@ -344,7 +345,7 @@ def sru_recurrence(
             return _export_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
                                       scale_x)
         name = _validated_backend(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend)
-        if name == "reference":
+        if name == "reference" or functorch_active():  # torch.func transforms: the ops they can differentiate
             return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
                                             bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
         if _direct_call_ok(u, x, weight_c, bias, c0):  # inference: skip the custom op's per-call cost
