@@ -7,21 +7,21 @@ bootstrap:
 	@bash scripts/bootstrap.sh
 
 test: bootstrap
-	$(PY) -m ruff check parrnn tests benchmarks examples
-	$(PY) -m parrnn.nvrtc_check check
+	$(PY) -m ruff check parrnn tests benchmarks examples scripts
+	$(PY) scripts/nvrtc_check.py check
 	$(PY) -m pytest -q
 
 bench: bootstrap
-	$(PY) -m parrnn.bench.cli --preset default --out benchmarks/results/latest
+	$(PY) -m parrnn.experiments.bench.bench_command --preset default --out benchmarks/results/latest
 
 docs: bootstrap
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: bootstrap
-	$(PY) -m ruff check parrnn tests benchmarks examples
+	$(PY) -m ruff check parrnn tests benchmarks examples scripts
 
 kernels-check: bootstrap
-	$(PY) -m parrnn.nvrtc_check check
+	$(PY) scripts/nvrtc_check.py check
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

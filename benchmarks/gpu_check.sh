@@ -79,7 +79,7 @@ if [ -n "${SRU_WHEELS:-}" ]; then
 fi
 export ENV_JSON="$OUT/environment.json"
 step environment environment
-step kernels-check "$PY" -m parrnn.nvrtc_check check
+step kernels-check "$PY" scripts/nvrtc_check.py check
 step precompile "$PY" -c "import json, torch, parrnn; r = parrnn.precompile('cuda', dtypes=[torch.float32, \
 torch.float64, torch.float16, torch.bfloat16]); print(json.dumps(r, indent=1)); raise SystemExit(not all(ok for ok, _ in r.values()))"
 step pytest-gpu "$PY" -m pytest -m gpu -q -ra --maxfail=10 -p no:cacheprovider \
@@ -97,7 +97,7 @@ fi
 step kernel-bandwidth "$PY" benchmarks/kernel_bandwidth.py --dtype float32 bfloat16 --prefetch 1 2 4 \
     --out "$OUT/kernel_bandwidth.json"
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-    step benchmark "$PY" -m parrnn.bench.cli --device cuda --preset gpu --out "$OUT"
+    step benchmark "$PY" -m parrnn.experiments.bench.bench_command --device cuda --preset gpu --out "$OUT"
 fi
 
 {

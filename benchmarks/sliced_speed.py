@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from parrnn import SlicedRNN  # noqa: E402
-from parrnn.bench.report import cpu_model  # noqa: E402
+from parrnn.experiments.bench.report import cpu_model  # noqa: E402
 
 
 @dataclass

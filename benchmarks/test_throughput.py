@@ -20,9 +20,9 @@ import os
 import pytest
 import torch
 
-from parrnn.bench.models import ModelUnavailable, build_model
-from parrnn.bench.runner import make_step
-from parrnn.bench.timing import set_threads, synchronize
+from parrnn.experiments.bench.models import ModelUnavailable, build_model
+from parrnn.experiments.bench.runner import make_step
+from parrnn.experiments.bench.timing import set_threads, synchronize
 
 pytestmark = pytest.mark.filterwarnings("ignore:Running SRU on CPU")
 

@@ -1,6 +1,7 @@
 """Training-step time of the accuracy-suite models on one task, measured side by side.
 
-One step is what :func:`parrnn.train.train` times as training: forward, loss, backward, gradient clipping and
+One step is what :func:`parrnn.experiments.training.train` times as training: forward, loss, backward, gradient
+clipping and
 the optimizer step, on real batches of the task. For every thread count, each repeat runs one step of every
 model on the same batch back to back, so the ratios compare timings taken under the same machine load; the
 table reports medians (the first ``--warmup`` steps are dropped).
@@ -9,7 +10,7 @@ table reports medians (the first ``--warmup`` steps are dropped).
         --hidden 64 --embed-dim 64 --layers 1 --batch-size 64 --threads 1,2 --steps 30 \\
         --out benchmarks/results/2026-11-25-cpu-imdb-train-step
 
-Model and task options are those of ``parrnn-train`` (see :class:`parrnn.train.TrainConfig`).
+Model and task options are those of ``parrnn-train`` (see :class:`parrnn.experiments.training.TrainConfig`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parrnn._allocator import retain_freed_memory  # noqa: E402
-from parrnn.bench.report import cpu_model  # noqa: E402
-from parrnn.tasks.models import build_model  # noqa: E402
-from parrnn.train import BatchOrder, TrainConfig, make_optimizer  # noqa: E402
+from parrnn.experiments.allocator import retain_freed_memory  # noqa: E402
+from parrnn.experiments.bench.report import cpu_model  # noqa: E402
+from parrnn.experiments.tasks.models import build_model  # noqa: E402
+from parrnn.experiments.training import BatchOrder, TrainConfig, make_optimizer  # noqa: E402
 
 
 def measure(config: TrainConfig, models: list[str], threads: list[int], steps: int, warmup: int) -> dict:

@@ -6,7 +6,6 @@ NVRTC log; the scan's availability is per device. The kernels themselves run in 
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import numpy as np
@@ -196,23 +195,3 @@ def test_kernel_code_inlines_headers_with_line_markers() -> None:
     include = next(i for i, ln in enumerate(source, start=1) if ln.strip() == '#include "sru_step.cuh"')
     assert '#line 1 "sru_step.cuh"' in code
     assert f'#line {include + 1} "sru_recurrence.cu"' in code
-
-
-def test_nvrtc_error_names_the_real_file_and_line(monkeypatch, tmp_path) -> None:
-    """A compile error in an inlined header is reported at that header's own line."""
-    from parrnn import nvrtc_check
-
-    nvrtc, why = nvrtc_check.load_nvrtc()
-    if nvrtc is None:
-        pytest.skip(f"NVRTC not installed: {why}")
-    for f in _paths.kernel_dir().iterdir():
-        (tmp_path / f.name).write_bytes(f.read_bytes())
-    lines = (tmp_path / "sru_step.cuh").read_text().splitlines()
-    bad_line = len(lines) - 1
-    lines.insert(bad_line - 1, "this_is_not_cpp;")
-    (tmp_path / "sru_step.cuh").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(cuda, "kernel_dir", lambda: tmp_path)
-    monkeypatch.setattr(cuda, "kernel_source", lambda name: tmp_path / name)
-    res = nvrtc_check.compile_variant(nvrtc, cuda.kernel_code(), nvrtc_check.KERNEL_FILES[0], "f32", "sm_80")
-    assert not res.ok
-    assert re.search(rf'sru_step\.cuh\({bad_line}\): error', res.log), res.log[:2000]

@@ -1,0 +1,195 @@
+"""What every accuracy task is made of: batches, datasets and the `Task` description.
+
+A dataset is *indexed*: ``dataset.batch(indices)`` returns the examples at those indices. Generated datasets
+compute example ``i`` from ``(seed, i)`` alone, so a batch depends only on the indices the trainer asks for --
+which keeps training reproducible, resumable and splittable across distributed ranks without a data loader.
+
+Shapes (``N`` batch, ``L`` sequence length, ``F`` features per step):
+
+* ``Batch.inputs``  ``(N, L, F)`` float features, or ``(N, L)`` int64 token ids (``Task.vocab_size`` set).
+* ``Batch.targets`` ``(N,)`` (one label/value per sequence) or ``(N, L)`` (one label per step).
+* ``Batch.lengths`` ``(N,)`` int64 valid lengths when sequences are padded, else ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Example = tuple[Tensor, Tensor]
+
+
+@dataclass
+class Batch:
+    """One batch of examples (see the module docstring for shapes)."""
+
+    inputs: Tensor
+    targets: Tensor
+    lengths: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return Batch(self.inputs.to(device), self.targets.to(device), lengths)
+
+
+class SequenceDataset(Protocol):
+    """An indexed dataset: ``len(ds)`` examples, ``ds.batch(indices)`` collates some of them."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: Sequence[int]) -> Batch: ...
+
+
+def collate(examples: Sequence[Example], pad_value: float | int = 0) -> Batch:
+    """Stack ``(input, target)`` pairs; pad along time (and report ``lengths``) when lengths differ."""
+    inputs = [x for x, _ in examples]
+    targets = torch.stack([y for _, y in examples])
+    sizes = [x.shape[0] for x in inputs]
+    if len(set(sizes)) == 1:
+        return Batch(torch.stack(inputs), targets)
+    padded = torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True, padding_value=pad_value)
+    return Batch(padded, targets, torch.tensor(sizes, dtype=torch.int64))
+
+
+class TensorDataset:
+    """Fixed-length examples held in two tensors (``inputs[i]``, ``targets[i]``)."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"inputs and targets must have the same length, got {inputs.shape[0]} and {targets.shape[0]}"
+            )
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
+        return Batch(self.inputs[idx], self.targets[idx])
+
+
+class ListDataset:
+    """Variable-length examples held in a list; batches are padded with ``pad_value``."""
+
+    def __init__(self, examples: Sequence[Example], pad_value: int = 0) -> None:
+        self.examples, self.pad_value = list(examples), pad_value
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        return collate([self.examples[i] for i in indices], self.pad_value)
+
+
+class GeneratedDataset:
+    """``size`` examples computed on demand: example ``i`` is ``make(rng)`` with ``rng`` seeded by
+    ``(seed, i)``.
+
+    ``make`` receives a `random.Random`; examples are cached when ``cache`` is set (useful when
+    generating is slow, e.g. ListOps).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[random.Random], Example],
+        size: int,
+        seed: int,
+        *,
+        pad_value: int = 0,
+        cache: bool = False,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.make, self.size, self.seed, self.pad_value = make, size, seed, pad_value
+        self._cache: dict[int, Example] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def example(self, index: int) -> Example:
+        """Example ``index`` (always the same for the same seed)."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for a dataset of {self.size}")
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        item = self.make(random.Random(f"{self.seed}:{index}"))
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        return collate([self.example(i) for i in indices], self.pad_value)
+
+
+@dataclass
+class Task:
+    """A supervised sequence task: its data and how a model's outputs are scored.
+
+    Attributes:
+        name: task name (``"adding"``, ``"copy"``, ...).
+        train, test: indexed datasets; ``test`` is the held-out split used for evaluation.
+        input_size: features per time step (ignored when ``vocab_size`` is set: inputs are token ids).
+        vocab_size: number of token ids for token inputs, else ``None``.
+        num_outputs: 1 for regression, else the number of classes.
+        readout: ``"last"`` -- one prediction per sequence from the last valid step;
+            ``"every"`` -- one per step.
+        metric: ``"mse"`` (regression, lower is better), ``"accuracy"`` (higher is better) or ``"bpc"`` (bits
+            per character of a language model, lower is better).
+        baseline: loss of the best input-independent guess (e.g. 0.167 for adding), if meaningful.
+        metric_positions: for ``readout="every"``, score the metric only on the last
+            ``metric_positions`` steps.
+        max_length: longest sequence of a variable-length task: sliced models pad every batch to it, so that
+            an example is cut into the same slices whatever batch it is in.
+        stateful: the datasets are streams read in order (batch ``k`` continues batch ``k - 1``); the trainer
+            feeds the segments in order and the model carries its state across them (see
+            ``parrnn.experiments.tasks.charlm``).
+    """
+
+    name: str
+    train: SequenceDataset
+    test: SequenceDataset
+    input_size: int
+    num_outputs: int
+    readout: Literal["last", "every"] = "last"
+    metric: Literal["mse", "accuracy", "bpc"] = "accuracy"
+    vocab_size: int | None = None
+    baseline: float | None = None
+    metric_positions: int | None = None
+    max_length: int | None = None
+    stateful: bool = False
+    description: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether larger metric values are better."""
+        return self.metric == "accuracy"
+
+    def loss(self, pred: Tensor, targets: Tensor) -> Tensor:
+        """Mean loss: MSE for regression, cross-entropy (over sequences or over all steps) otherwise.
+
+        ``pred`` is ``(N,)`` for regression, ``(N, C)`` or ``(N, L, C)`` for classification.
+        """
+        if self.metric == "mse":
+            return F.mse_loss(pred, targets.to(pred.dtype))
+        return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1))
+
+    def metric_sum(self, pred: Tensor, targets: Tensor) -> tuple[float, int]:
+        """``(sum, count)`` of the metric over a batch, so that batches can be pooled exactly."""
+        if self.metric == "mse":
+            return float(((pred - targets.to(pred.dtype)) ** 2).sum()), targets.numel()
+        if self.metric == "bpc":
+            nats = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), targets.reshape(-1), reduction="sum")
+            return float(nats) / math.log(2), targets.numel()
+        if self.readout == "every" and self.metric_positions:
+            pred, targets = pred[:, -self.metric_positions :], targets[:, -self.metric_positions :]
+        correct = pred.argmax(-1) == targets
+        return float(correct.sum()), correct.numel()
