@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from parrnn.ops import cuda as cuda_backend
+from parrnn.ops.sru import sequential_cuda as cuda_backend
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}

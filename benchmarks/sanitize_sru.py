@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from parrnn.ops import cuda as cuda_backend
+from parrnn.ops.sru import sequential_cuda as cuda_backend
 
 
 def run_case(dtype: torch.dtype, *, k: int, has_x: bool, v2: bool, bidirectional: bool, mask: bool,

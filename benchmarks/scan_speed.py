@@ -1,4 +1,4 @@
-"""Time the CPU scan (``parrnn.ops.scan``) against the sequential ``cpu`` backend (docs/scan.md).
+"""Time the CPU scan (``parrnn.ops.sru.scan``) against the sequential ``cpu`` backend (docs/scan.md).
 
 Usage::
 
@@ -6,7 +6,7 @@ Usage::
 
 Forward and backward separately, float32, for each ``torch.set_num_threads(P)``; runs of the four variants are
 interleaved and each time is the median (and min) of ``--reps`` runs; prints a Markdown table. The
-``backend="auto"`` row for the CPU scan (``parrnn.ops.dispatch.AUTO_RULES``) names this measurement.
+``backend="auto"`` row for the CPU scan (``parrnn.ops.sru.dispatch.AUTO_RULES``) names this measurement.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from parrnn.ops import cpu as seq
-from parrnn.ops import scan, scan_cpu
+from parrnn.ops.sru import scan, scan_cpu
+from parrnn.ops.sru import sequential_cpu as seq
 
 
 def _bench_calls(seq: Any, u: Tensor, x: Tensor, bias: Tensor, c0: Tensor, c_all: Tensor, gh: Tensor,

@@ -1,4 +1,5 @@
-// Fused elementwise parts of one GRU step over many independent rows (parrnn/ops/gru.py, SlicedRNN's CPU path).
+// Fused elementwise parts of one GRU step over many independent rows (SlicedRNN's CPU path; loaded by
+// parrnn/ops/gru_rows/fused_cpu.py).
 //
 // The GEMMs (h @ W_hh^T before the forward step, d_gates @ W_hh after the backward step) stay in torch/MKL; each
 // step's elementwise work, five torch ops forward and ten backward, is one pass here. Gate order r, z, n as in
@@ -16,8 +17,9 @@
 //                     in the order (n, r, z), columns H:4H that of the input-side ones gx in the order (r, z, n)
 //   dh_z (R, H) = dh * z    (the caller adds d_gates[:, 0:3H] @ W_hh[(n, r, z)] to get the previous step's dh)
 //
-// Built together with sru_cpu.cpp (parrnn/ops/cpu.py) with the same flags; sigmoid is sru_step.cuh's (vectorizable
-// float version on the host, libm for double), tanh is `gru_tanh` below.
+// Built as its own library (parrnn.ops.build.LazyLibrary "gru_rows_cpu"), with the same flag ladder as the SRU
+// kernels; sigmoid is sru_step.cuh's (vectorizable float version on the host, libm for double), tanh is
+// `gru_tanh` below.
 #include "sru_step.cuh"
 
 #include <cmath>

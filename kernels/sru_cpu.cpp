@@ -1,4 +1,5 @@
-// Fused CPU forward and backward of the SRU elementwise recurrence (the `cpu` backend, parrnn/ops/cpu.py).
+// Fused CPU forward and backward of the SRU elementwise recurrence (the `cpu` backend,
+// parrnn/ops/sru/sequential_cpu.py).
 //
 // The per-step math is parrnn::sru_forward_step / parrnn::sru_backward_step from sru_step.cuh, the same inline
 // functions the CUDA kernel runs. This file only loops: time outer, columns inner (contiguous, so the compiler
@@ -15,8 +16,8 @@
 // S is the storage type (float, double, bfloat16 / float16 as uint16 bit patterns) and A the arithmetic type
 // (double for double storage, float otherwise).
 //
-// Built by parrnn/ops/_cbuild.py without torch headers: g++ -O3 -march=native -fopenmp -fno-math-errno
-// -fno-trapping-math (no -ffast-math: NaN and inf propagate as in IEEE arithmetic; -fno-trapping-math only lets
+// Built by parrnn/ops/build.py (LazyLibrary "sru_cpu") without torch headers: g++ -O3 -march=native -fopenmp
+// -fno-math-errno -fno-trapping-math (no -ffast-math: NaN and inf propagate as in IEEE arithmetic; -fno-trapping-math only lets
 // the compiler if-convert the branch-free selects in sru_step.cuh, it does not change any result).
 #include "sru_step.cuh"
 
@@ -396,7 +397,7 @@ void convert_test(const void* src, void* dst, i64 n, int to_storage) {
 
 }  // namespace
 
-// ---- C entry points (called through ctypes by parrnn/ops/cpu.py) ---------------------------------------------
+// ---- C entry points (called through ctypes by parrnn/ops/sru/sequential_cpu.py) ---------------------------
 // Return 0 on success, nonzero for inconsistent sizes/options. `skip`: 0 none, 1 scale_x * x, 2 u[:, :, 3].
 
 #define PARRNN_SRU_CPU_ENTRY(SUFFIX, S)                                                                           \

@@ -19,7 +19,8 @@
 // is an extern "C" kernel named sru_{forward,backward}_{f32,f64,f16,bf16} so CuPy's RawModule fetches it by name.
 //
 // The same file compiles as plain C++ behind host_shim.h (CPU tests run these kernels through ctypes; see
-// parrnn/ops/cuda.py). Keep it free of shared memory, barriers and warp intrinsics, or extend the shim faithfully.
+// parrnn/ops/host_launcher.py). Keep it free of shared memory, barriers and warp intrinsics, or extend the shim
+// faithfully.
 
 #include "sru_storage.cuh"
 #include "sru_step.cuh"

@@ -17,8 +17,8 @@
 // (chunk, column) with the column fastest, so a warp reads consecutive columns of one time step (coalesced).
 // There is no shared memory, no barrier and no warp intrinsic: each thread of each kernel is independent and the
 // phases are ordered by the launches on one stream. Hence, like kernels/sru_recurrence.cu, this file also
-// compiles as plain C++ behind host_shim.h, and the CPU test suite runs these very kernels (parrnn/ops/scan.py,
-// `run_host_kernels`). Keep it that way, or add a faithful CPU model of any phase that stops being independent.
+// compiles as plain C++ behind host_shim.h, and the CPU test suite runs these very kernels (parrnn/ops/host_launcher.py
+// through parrnn/ops/sru/scan_cuda.py `make_host_launcher`, tests/ops/sru/test_scan.py). Keep it that way, or add a faithful CPU model of any phase that stops being independent.
 //
 // Layouts (row-major, contiguous; L sequence length, N batch, K = 3 or 4):
 //   u (L, N, K, C)   x, h, grad_h, grad_x (L, N, C)   c_all (L, N, C) in A     mask_pad (L, N) bytes (1 = pad)

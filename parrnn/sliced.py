@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.gru_rows import fast_gru_applies, gru_rows
+from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies, gru_rows
 from parrnn.sru import SRU
 
 CellFactory = Callable[..., nn.Module]
@@ -64,7 +64,7 @@ class SlicedRNN(nn.Module):
 
     **Speed.** Padded steps are never computed on: each level gathers only its non-empty slices into batch
     rows. A `torch.nn.GRU` cell on CPU (float32/float64, no active inter-layer dropout) runs
-    `parrnn.gru_rows.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
+    `parrnn.ops.gru_rows.fused_cpu.gru_rows`, a GRU for many short rows with fused C++ steps and a hand-written
     backward (the same function as ``nn.GRU``, up to rounding).
 
     Args:
@@ -324,7 +324,7 @@ class SlicedRNN(nn.Module):
         return flat.view(num_slices * slice_len, batch, -1), summary
 
     def _fast_gru(self, rnn: nn.Module, x: Tensor) -> bool:
-        """Whether ``rnn`` over ``x`` may run `parrnn.gru_rows.gru_rows` (a GRU of the expected shape)."""
+        """Whether ``rnn`` over ``x`` may run `parrnn.ops.gru_rows.fused_cpu.gru_rows` (a GRU of the expected shape)."""
         return (
             fast_gru_applies(rnn, x)
             and rnn.input_size == x.shape[-1]
@@ -370,7 +370,7 @@ class SlicedRNN(nn.Module):
 
     def _call(self, rnn: nn.Module, x: Tensor) -> Tensor:
         if type(rnn) is nn.GRU and not rnn.batch_first and torch.onnx.is_in_onnx_export():
-            from parrnn.ops import onnx as onnx_export  # nn.GRU would export for one fixed length
+            from parrnn.ops.gru_rows import onnx as onnx_export  # nn.GRU would export for one fixed length
 
             return onnx_export.gru(rnn, x)
         result = rnn(x)

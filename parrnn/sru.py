@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.ops import dispatch, gemm
+from parrnn.ops import gemm
+from parrnn.ops.sru import dispatch
 
 VERSIONS = ("v1", "v2")
 

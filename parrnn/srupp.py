@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parrnn import _validation as check
-from parrnn.ops import dispatch
+from parrnn.ops.sru import dispatch
 from parrnn.sru import _cast, _padding_mask
 
 CAUSAL = "causal"
@@ -347,7 +347,7 @@ class SRUppCell(nn.Module):
 
 
 def _check_backend(name: str) -> None:
-    """A backend word (`parrnn.ops.dispatch.check_backend`) other than ``"scan"``."""
+    """A backend word (`parrnn.ops.sru.dispatch.check_backend`) other than ``"scan"``."""
     dispatch.check_backend(name)
     if name == "scan":
         raise ValueError("backend='scan' needs the linear SRU (v1); SRU++ uses the peephole (v2) recurrence")

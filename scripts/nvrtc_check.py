@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parrnn.ops import cuda, scan_cuda
-from parrnn.ops.glue import DTYPE_SUFFIXES
+from parrnn.ops import cuda_toolchain
+from parrnn.ops.launch import DTYPE_SUFFIXES
+from parrnn.ops.sru import scan_cuda, sequential_cuda
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class KernelFile:
 
 #: Every CUDA kernel file, checked for every dtype in ``DTYPE_SUFFIXES`` and every architecture.
 KERNEL_FILES: tuple[KernelFile, ...] = (
-    KernelFile(cuda.KERNEL_FILE, cuda.KERNELS, prefetch=True),
+    KernelFile(sequential_cuda.KERNEL_FILE, sequential_cuda.KERNELS, prefetch=True),
     KernelFile(scan_cuda.KERNEL_FILE, scan_cuda.KERNELS),
 )
 #: Always checked (when this NVRTC supports them); the newest supported architecture is added.
@@ -148,7 +149,8 @@ def compile_variant(nvrtc: Any, code: str, kernel_file: KernelFile, suffix: str,
                     prefetch: int | None = None, nvrtc_version: str = "") -> VariantResult:
     """Compile ``kernel_file``'s kernels for storage dtype ``suffix`` and ``arch`` (``sm_XX``) to PTX and CUBIN."""
     res = VariantResult(suffix, arch, ok=False)
-    opts = [*cuda.nvrtc_options(suffix, prefetch if kernel_file.prefetch else None, nvrtc_major(nvrtc_version)),
+    opts = [*cuda_toolchain.nvrtc_options(suffix, prefetch if kernel_file.prefetch else None,
+                                          nvrtc_major(nvrtc_version)),
             f"-arch={arch}", "--ptxas-options=-v"]
     err, prog = nvrtc.nvrtcCreateProgram(code.encode(), kernel_file.name.encode(), 0, [], [])
     _check(nvrtc, err)
@@ -197,14 +199,14 @@ def cmd_check(archs: list[str] | None, prefetch: int | None, require: bool) -> i
     wanted = default_archs(supported) if archs is None else archs
     skipped = [a for a in wanted if supported and a not in supported]
     targets = [a for a in wanted if a not in skipped]
-    includes = cuda.cuda_include_dirs(nvrtc_major(version))
+    includes = cuda_toolchain.cuda_include_dirs(nvrtc_major(version))
     print(f"NVRTC {version}; CUDA headers: {', '.join(includes) or 'NOT FOUND'}")
     for arch in skipped:
         print(f"SKIPPED {arch}: not supported by NVRTC {version} (supported: {' '.join(supported)})")
     failures = spills = total = 0
     print(f"{'kernel':<26} {'arch':<7} {'regs':>5} {'stack':>6} {'spill st':>9} {'spill ld':>9}  ptx bytes")
     for kernel_file in KERNEL_FILES:
-        code = cuda.kernel_code(kernel_file.name)
+        code = cuda_toolchain.kernel_code(kernel_file.name)
         for suffix in DTYPE_SUFFIXES:
             for arch in targets:
                 total += 1
@@ -239,7 +241,7 @@ def cmd_ptx(arch: str, out: Path, prefetch: int | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     status = 0
     for kernel_file in KERNEL_FILES:
-        code = cuda.kernel_code(kernel_file.name)
+        code = cuda_toolchain.kernel_code(kernel_file.name)
         for suffix in DTYPE_SUFFIXES:
             res = compile_variant(nvrtc, code, kernel_file, suffix, arch, prefetch, version)
             if not res.ok:

@@ -19,8 +19,8 @@ KERNELS = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".
 
 _PROBE = """
 import json, torch, parrnn, parrnn._paths as paths
-from parrnn import gru_rows
-from parrnn.ops import cpu
+from parrnn.ops.gru_rows import fused_cpu as gru_rows
+from parrnn.ops.sru import sequential_cpu as cpu
 print(json.dumps({"package": parrnn.__file__, "kernels": str(paths.kernel_dir()),
                   "cpu": cpu.availability()[0], "gru_steps": gru_rows.step_kernels(torch.float32) is not None}))
 """

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from parrnn import _paths
-from parrnn.ops import cuda
+from parrnn.ops import cuda_toolchain
+from parrnn.ops.sru import sequential_cuda as cuda
 
 
 def _load_script(name: str):
@@ -69,9 +70,8 @@ def test_compile_failure_is_reported(monkeypatch, capsys):
     nvrtc, why = nvrtc_check.load_nvrtc()
     if nvrtc is None:
         pytest.skip(f"NVRTC not installed: {why}")
-    import parrnn.ops.cuda as cuda_backend
 
-    monkeypatch.setattr(cuda_backend, "kernel_code", lambda name: "this is not CUDA;")
+    monkeypatch.setattr(cuda_toolchain, "kernel_code", lambda name: "this is not CUDA;")
     assert nvrtc_check.main(["check", "--arch", "sm_80"]) == 1
     assert "FAILED" in capsys.readouterr().out
 
@@ -116,8 +116,8 @@ def test_nvrtc_error_names_the_real_file_and_line(monkeypatch, tmp_path) -> None
     bad_line = len(lines) - 1
     lines.insert(bad_line - 1, "this_is_not_cpp;")
     (tmp_path / "sru_step.cuh").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(cuda, "kernel_dir", lambda: tmp_path)
-    monkeypatch.setattr(cuda, "kernel_source", lambda name: tmp_path / name)
+    monkeypatch.setattr(cuda_toolchain, "kernel_dir", lambda: tmp_path)
+    monkeypatch.setattr(cuda_toolchain, "kernel_source", lambda name: tmp_path / name)
     res = nvrtc_check.compile_variant(nvrtc, cuda.kernel_code(), nvrtc_check.KERNEL_FILES[0], "f32", "sm_80")
     assert not res.ok
     assert re.search(rf'sru_step\.cuh\({bad_line}\): error', res.log), res.log[:2000]

@@ -114,7 +114,7 @@ def test_levels0_is_the_base_rnn(cell, bidirectional) -> None:
     lengths = torch.tensor([11, 6, 1])
     out, h = model(x)
     base_out, state = model.base(x)
-    exact = 1e-14 if cell == "gru" else 0  # CPU GRUs run parrnn.gru_rows: same math, other rounding
+    exact = 1e-14 if cell == "gru" else 0  # CPU GRUs run parrnn.ops.gru_rows.fused_cpu: same math, other rounding
     _close(out, base_out, atol=exact)
     if cell == "sru":  # SRU returns cell states; its final hidden state is the output at the last step
         want_h = _summary_rows(base_out, torch.full((3,), 11), bidirectional)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.ops import dispatch
+from parrnn.ops.sru import dispatch
 from parrnn.sru import _cast
 
 __version__ = "2.6.0"

@@ -17,11 +17,11 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from parrnn._cpu import cpu_tag
-from parrnn._paths import kernel_dir
+from parrnn._paths import kernel_dir, kernel_source
 
 _loaded: dict[str, ctypes.CDLL] = {}
 _lock = threading.Lock()
@@ -91,3 +91,57 @@ def build_library(name: str, sources: Sequence[Path], flags: Sequence[str] = ())
         lib = ctypes.CDLL(str(target))
         _loaded[key] = lib
         return lib
+
+
+#: Flag sets tried in order by `LazyLibrary` (the first that compiles is used, so a compiler without
+#: ``-march=native`` or OpenMP still works). Never ``-ffast-math``: NaN and inf must propagate.
+COMMON_FLAGS = ("-fno-math-errno", "-fno-trapping-math")
+FLAG_LADDER: tuple[tuple[str, ...], ...] = (
+    ("-march=native", "-fopenmp", *COMMON_FLAGS),
+    ("-fopenmp", *COMMON_FLAGS),
+    ("-march=native", *COMMON_FLAGS),
+    COMMON_FLAGS,
+)
+
+
+class LazyLibrary:
+    """One op's C++ library: built on first use (`FLAG_LADDER`, first flag set that builds and whose
+    ``configure(lib)`` -- setting the ctypes signatures -- succeeds), loaded once per process; a failure is
+    remembered and raised again (`BuildError` with the compiler output). Each op has its own, so one op's
+    build failure never disables another's."""
+
+    def __init__(self, name: str, sources: Sequence[str], configure: Callable[[ctypes.CDLL], None],
+                 flag_sets: Sequence[Sequence[str]] = FLAG_LADDER) -> None:
+        self.name, self.sources, self.configure, self.flag_sets = name, tuple(sources), configure, flag_sets
+        self.flags_used: tuple[str, ...] = ()
+        self._lib: ctypes.CDLL | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> ctypes.CDLL:
+        """The loaded library (compiled on the first call, cached on disk); `BuildError` when nothing builds."""
+        with self._lock:
+            if self._lib is not None:
+                return self._lib
+            if self._error is not None:
+                raise BuildError(self._error)
+            errors = []
+            for flags in self.flag_sets:
+                try:
+                    lib = build_library(self.name, [kernel_source(s) for s in self.sources], flags)
+                    self.configure(lib)
+                except (BuildError, OSError, AttributeError) as exc:
+                    errors.append(str(exc))
+                    if "no C++ compiler" in str(exc):
+                        break
+                    continue
+                self._lib, self.flags_used = lib, tuple(flags)
+                return lib
+            self._error = "\n".join(errors)
+            raise BuildError(self._error)
+
+    def failure_summary(self, message: str) -> str:
+        """The first compiler error line (or the first line) of a build failure, for ``availability()``."""
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower() and not ln.startswith("$")]
+        return (errors or lines or ["unknown build error"])[0][:300]

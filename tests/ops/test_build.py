@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from parrnn._paths import kernel_source
-from parrnn.ops import build, scan_cpu
+from parrnn.ops import build
+from parrnn.ops.sru import scan_cpu
 
 
 def test_native_builds_are_keyed_by_cpu(monkeypatch) -> None:

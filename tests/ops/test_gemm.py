@@ -233,7 +233,7 @@ def _grads(loss, params):
 def test_layers_on_every_engine_match_mm(engine):
     """The SRU projection (with projection_size) and the SlicedRNN GRU rows: values and gradients."""
     import parrnn
-    from parrnn.gru_rows import gru_rows
+    from parrnn.ops.gru_rows.fused_cpu import gru_rows
 
     torch.manual_seed(0)
     sru = parrnn.SRU(12, 10, num_layers=2, projection_size=6, backend="reference")

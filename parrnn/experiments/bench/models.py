@@ -135,7 +135,7 @@ def _parrnn_resolver(spec: ModelName, device: torch.device, hidden: int) -> Call
     """Which backend parrnn runs for a given (L, N): ``auto`` resolved, else the requested name."""
     def resolve(length: int, batch: int) -> str:
         try:
-            from parrnn.ops.dispatch import resolve_backend
+            from parrnn.ops.sru.dispatch import resolve_backend
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return resolve_backend(spec.backend, device, linear=spec.version == "v1",

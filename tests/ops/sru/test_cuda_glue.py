@@ -1,4 +1,4 @@
-"""The CuPy glue of parrnn.ops.cuda / scan_cuda on the CPU, through a recording fake of the CuPy API
+"""The CuPy glue of parrnn.ops.sru.sequential_cuda / scan_cuda on the CPU, through a recording fake of the CuPy API
 (tests/ops/fake_cupy.py): compile options, grid/block, argument list, stream handle, device; availability means
 "compiled for this device and dtype"; ``auto`` falls back with one warning, an explicit backend raises with the
 NVRTC log; the scan's availability is per device. The kernels themselves run in test_cuda_kernels_on_cpu.py.
@@ -15,8 +15,10 @@ from fake_cupy import FakeCupy
 
 import parrnn
 from parrnn import _paths
-from parrnn.ops import cuda, dispatch, scan, scan_cuda
-from parrnn.ops.glue import Arg
+from parrnn.ops import cuda_runtime, cuda_toolchain
+from parrnn.ops.launch import Arg
+from parrnn.ops.sru import dispatch, scan, scan_cuda
+from parrnn.ops.sru import sequential_cuda as cuda
 
 STREAM_BASE = 7000  # torch's "current stream" handle on cuda:i is STREAM_BASE + i in these tests
 SMS = 4
@@ -27,11 +29,11 @@ def fake(monkeypatch) -> FakeCupy:
     """CuPy replaced by the recording fake, torch pretending to have CUDA, every cache empty."""
     fc = FakeCupy()
     module = fc.module()
-    monkeypatch.setattr(cuda, "_import_cupy", lambda: module)
-    monkeypatch.setattr(cuda, "_torch_stream", lambda index: STREAM_BASE + index)
-    monkeypatch.setattr(cuda, "_multiprocessor_count", lambda index: SMS)
+    monkeypatch.setattr(cuda_runtime, "_import_cupy", lambda: module)
+    monkeypatch.setattr(cuda_runtime, "_torch_stream", lambda index: STREAM_BASE + index)
+    monkeypatch.setattr(cuda_runtime, "_multiprocessor_count", lambda index: SMS)
     for name in ("_modules", "_functions", "_streams", "_sm_count"):
-        monkeypatch.setattr(cuda, name, {})
+        monkeypatch.setattr(cuda_runtime, name, {})
     monkeypatch.setattr(dispatch, "_availability", {})
     monkeypatch.setattr(dispatch, "_warned", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -41,7 +43,7 @@ def fake(monkeypatch) -> FakeCupy:
 
 def test_launch_options_grid_args_stream(fake: FakeCupy) -> None:
     args = [Arg("ptr", 123), Arg("ptr", 0), Arg("i64", 5), Arg("i32", -1), Arg("f32", 1.5), Arg("f64", 2.5)]
-    cuda.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 1000, args, torch.device("cuda", 1))
+    cuda_runtime.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 1000, args, torch.device("cuda", 1))
     (compiled,) = fake.compiles
     assert compiled["name"] == "sru_forward_bf16" and compiled["device"] == 1
     opts = compiled["options"]
@@ -55,18 +57,18 @@ def test_launch_options_grid_args_stream(fake: FakeCupy) -> None:
     assert [a.item() for a in launch.args] == [123, 0, 5, -1, 1.5, 2.5]
     assert (launch.stream.handle, launch.stream.device_id) == (STREAM_BASE + 1, 1)
     # a second launch compiles nothing and creates no stream wrapper; a module per (device, dtype)
-    cuda.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 100_000, args, torch.device("cuda", 1))
+    cuda_runtime.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 100_000, args, torch.device("cuda", 1))
     assert len(fake.compiles) == 1 and fake.streams == [(STREAM_BASE + 1, 1)]
     assert (fake.launches[1].grid, fake.launches[1].block) == ((-(-100_000 // 256),), (256,))
-    cuda.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 10, args, torch.device("cuda", 0))
+    cuda_runtime.cupy_launch(cuda.KERNEL_FILE, "sru_forward_bf16", 10, args, torch.device("cuda", 0))
     assert fake.compiles[-1]["device"] == 0 and fake.streams[-1] == (STREAM_BASE, 0)
     assert fake.launches[-1].stream.device_id == 0
 
 
 def test_launch_config() -> None:
-    assert cuda.launch_config(1000, 4) == (8, 128)
-    assert cuda.launch_config(10, 132) == (1, 64)
-    assert cuda.launch_config(10**6, 132) == (-(-10**6 // 256), 256)
+    assert cuda_runtime.launch_config(1000, 4) == (8, 128)
+    assert cuda_runtime.launch_config(10, 132) == (1, 64)
+    assert cuda_runtime.launch_config(10**6, 132) == (-(-10**6 // 256), 256)
 
 
 def test_forward_and_backward_argument_lists(fake: FakeCupy) -> None:
@@ -81,7 +83,7 @@ def test_forward_and_backward_argument_lists(fake: FakeCupy) -> None:
 
     def launcher(name, total, args, device):
         seen.append((name, total, [a.kind for a in args], args))
-        cuda.cupy_launch(cuda.KERNEL_FILE, name, total, args, torch.device("cuda", 0))
+        cuda_runtime.cupy_launch(cuda.KERNEL_FILE, name, total, args, torch.device("cuda", 0))
 
     h, c_n, c_all = cuda.forward_with(launcher, u, x, wc, bias, c0, mask, None, True, True, 1.25)
     name, total, kinds, args = seen[0]
@@ -162,7 +164,7 @@ def test_scan_on_cuda_without_cupy_is_unavailable(monkeypatch) -> None:
     def no_cupy():
         raise ModuleNotFoundError("No module named 'cupy'")
 
-    monkeypatch.setattr(cuda, "_import_cupy", no_cupy)
+    monkeypatch.setattr(cuda_runtime, "_import_cupy", no_cupy)
     monkeypatch.setattr(dispatch, "_availability", {})
     ok, why = scan.availability("cuda:0")
     assert not ok and "CuPy is not importable" in why
@@ -176,15 +178,15 @@ def test_include_dirs_follow_nvrtc_version(fake: FakeCupy, monkeypatch, tmp_path
         folder = tmp_path / "nvidia" / sub / "include"
         folder.mkdir(parents=True)
         (folder / "cuda_fp16.h").write_text("")
-    monkeypatch.setattr(cuda.site, "getsitepackages", lambda: [str(tmp_path)])
-    monkeypatch.setattr(cuda.site, "getusersitepackages", lambda: str(tmp_path / "none"))
-    monkeypatch.setattr(cuda.sys, "path", [])
+    monkeypatch.setattr(cuda_toolchain.site, "getsitepackages", lambda: [str(tmp_path)])
+    monkeypatch.setattr(cuda_toolchain.site, "getusersitepackages", lambda: str(tmp_path / "none"))
+    monkeypatch.setattr(cuda_toolchain.sys, "path", [])
     cu13, cu12 = str(tmp_path / "nvidia/cu13/include"), str(tmp_path / "nvidia/cuda_runtime/include")
-    assert cuda.cuda_include_dirs(13) == [cu13]
-    assert cuda.cuda_include_dirs(12) == [cu12]
-    assert cuda.cuda_include_dirs() == [cu13, cu12]
+    assert cuda_toolchain.cuda_include_dirs(13) == [cu13]
+    assert cuda_toolchain.cuda_include_dirs(12) == [cu12]
+    assert cuda_toolchain.cuda_include_dirs() == [cu13, cu12]
     fake.nvrtc_version = (12, 8)
-    cuda.load_kernels(0, "f32")
+    cuda_runtime.load_kernels(0, "f32", cuda.KERNEL_FILE, None, cuda.KERNELS)
     assert f"-I{cu12}" in fake.compiles[0]["options"] and f"-I{cu13}" not in fake.compiles[0]["options"]
 
 

@@ -1,7 +1,7 @@
 """The CPU implementation of the time-parallel scan (``kernels/sru_scan_cpu.cpp``): ctypes glue.
 
-The three phases of `parrnn.ops.scan` with columns innermost (SIMD) and std::threads over chunks of time.
-Shapes as in `parrnn.ops.reference`; float16/bfloat16 run in float32 copies.
+The three phases of `parrnn.ops.sru.scan` with columns innermost (SIMD) and std::threads over chunks of time.
+Shapes as in `parrnn.ops.sru.reference`; float16/bfloat16 run in float32 copies.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from torch import Tensor
 
 from parrnn._paths import kernel_source
 from parrnn.ops.build import build_library
-from parrnn.ops.glue import SUFFIX, acc_dtype, as_dtype, ptr, require_device, validate
+from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
+from parrnn.ops.sru.contract import validate
 
 CPU_FILE = "sru_scan_cpu.cpp"
 #: As the sequential CPU backend (kernels/sru_cpu.cpp), but threads are std::thread (-pthread), not OpenMP:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import parrnn
-from parrnn.ops import dispatch
+from parrnn.ops.sru import dispatch
 
 
 def _inputs(backend: str, all_padded: bool, k: int = 3, peephole: bool = True, with_x: bool = True):

@@ -1,4 +1,5 @@
-"""A recording fake of the part of the CuPy API that ``parrnn.ops.cuda`` uses, for CPU tests of the CuPy glue.
+"""A recording fake of the part of the CuPy API that ``parrnn.ops.cuda_runtime`` uses, for CPU tests of the CuPy
+glue.
 
 It records every module compilation (code, options, current device), every stream wrapper created and every
 kernel launch (name, grid, block, arguments, current stream, current device). ``fail_compile`` makes every

@@ -1,13 +1,12 @@
-"""The export-path recurrences of parrnn.ops.onnx, called eagerly, against the reference (no onnxruntime needed)."""
+"""The export-path recurrences of parrnn.ops.sru.onnx, called eagerly, against the reference (no onnxruntime needed)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from parrnn.ops import onnx as onnx_export
-from parrnn.ops import reference
+from parrnn.ops.sru import onnx as onnx_export
+from parrnn.ops.sru import reference
 
 # (bidirectional, K, v2 peephole, mask_pad, use_tanh, drop_mask): every option at least once, both directions
 CASES = [
@@ -51,13 +50,3 @@ def test_sru_recurrence_half_storage_computes_in_float32() -> None:
     assert h.dtype == torch.bfloat16 and c_n.dtype == torch.float32  # c_n in the state's (c0's) dtype
     torch.testing.assert_close(h, h_ref)
     torch.testing.assert_close(c_n, c_ref)
-
-
-@pytest.mark.parametrize(("num_layers", "bidirectional", "bias"), [(1, False, True), (2, True, False)])
-def test_gru_equals_nn_gru(num_layers, bidirectional, bias) -> None:
-    torch.manual_seed(0)
-    rnn = nn.GRU(5, 4, num_layers, bias=bias, bidirectional=bidirectional).double().eval()
-    x = torch.randn(7, 3, 5, dtype=torch.float64)
-    with torch.no_grad():
-        expected = rnn(x)[0]
-    torch.testing.assert_close(onnx_export.gru(rnn, x), expected, rtol=1e-12, atol=1e-12)

@@ -1,6 +1,6 @@
 """The SRU elementwise recurrence in plain PyTorch: the definition of correct.
 
-Every other backend (``cpu``, ``cuda``, ``scan``) implements [sru_recurrence][parrnn.ops.reference.sru_recurrence]
+Every other backend (``cpu``, ``cuda``, ``scan``) implements [sru_recurrence][parrnn.ops.sru.reference.sru_recurrence]
 with the same signature and is tested against this function, values and gradients. Autograd differentiates
 through the Python time loop, so this is slow; it exists to be obviously right.
 

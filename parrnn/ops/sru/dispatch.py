@@ -1,13 +1,13 @@
 """Backend selection and the ``torch.library`` custom op for the SRU recurrence.
 
-The layers call [sru_recurrence][parrnn.ops.dispatch.sru_recurrence]; it validates every argument
-([parrnn.ops.glue.validate][]) and routes to
+The layers call [sru_recurrence][parrnn.ops.sru.dispatch.sru_recurrence]; it validates every argument
+([parrnn.ops.sru.contract.validate][]) and routes to
 
-* ``"reference"`` -- `parrnn.ops.reference`, autograd through a Python loop (any device, any dtype);
-* ``"cpu"``       -- `parrnn.ops.cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
-* ``"cuda"``      -- `parrnn.ops.cuda`, fused CUDA kernels launched through CuPy;
-* ``"scan"``      -- `parrnn.ops.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
-* ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.dispatch.AUTO_RULES] that applies and works.
+* ``"reference"`` -- `parrnn.ops.sru.reference`, autograd through a Python loop (any device, any dtype);
+* ``"cpu"``       -- `parrnn.ops.sru.sequential_cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
+* ``"cuda"``      -- `parrnn.ops.sru.sequential_cuda`, fused CUDA kernels launched through CuPy;
+* ``"scan"``      -- `parrnn.ops.sru.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
+* ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES] that applies and works.
 
 The fused backends share one contract (a *fused backend module*):
 
@@ -35,12 +35,13 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from parrnn.ops import reference
-from parrnn.ops.glue import validate
+from parrnn.ops.sru import reference
+from parrnn.ops.sru.contract import validate
 from parrnn.ops.tracing import functorch_active
 
 BACKENDS = ("reference", "cpu", "cuda", "scan")
-_FUSED_MODULES = {"cpu": "parrnn.ops.cpu", "cuda": "parrnn.ops.cuda", "scan": "parrnn.ops.scan"}
+_FUSED_MODULES = {"cpu": "parrnn.ops.sru.sequential_cpu", "cuda": "parrnn.ops.sru.sequential_cuda",
+                  "scan": "parrnn.ops.sru.scan"}
 _availability: dict[tuple[str, str, torch.dtype], tuple[bool, str]] = {}
 _lock = threading.Lock()
 _warned: set[str] = set()
@@ -181,7 +182,7 @@ AUTO_RULES: tuple[AutoRule, ...] = (
 
 def auto_backend(device: torch.device, *, linear: bool, batch_columns: int, length: int,
                  dtype: torch.dtype = torch.float32) -> str:
-    """The backend ``backend="auto"`` runs for this call (see [AUTO_RULES][parrnn.ops.dispatch.AUTO_RULES])."""
+    """The backend ``backend="auto"`` runs for this call (see [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES])."""
     default = None
     for rule in AUTO_RULES:
         if not rule.applies(device, linear=linear, batch_columns=batch_columns, length=length):
@@ -215,7 +216,7 @@ def resolve_backend(backend: str, device: torch.device, *, linear: bool, batch_c
                     dtype: torch.dtype = torch.float32) -> str:
     """Pick the backend for one call.
 
-    ``backend="auto"``: [auto_backend][parrnn.ops.dispatch.auto_backend]. An explicit backend that cannot run
+    ``backend="auto"``: [auto_backend][parrnn.ops.sru.dispatch.auto_backend]. An explicit backend that cannot run
     raises ``RuntimeError`` with the reason (for ``cuda``, the NVRTC log).
     """
     if backend == "reference":
@@ -331,7 +332,7 @@ def sru_recurrence(
     scale_x: float = 1.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """The SRU recurrence on the chosen backend; same contract as [parrnn.ops.reference.sru_recurrence][].
+    """The SRU recurrence on the chosen backend; same contract as [parrnn.ops.sru.reference.sru_recurrence][].
 
     Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend.
     Under TorchScript there is no backend choice and no validation (that is Python): ``backend="scan"`` runs the
@@ -363,7 +364,7 @@ def _export_recurrence(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bia
                        scale_x: float) -> tuple[Tensor, Tensor]:
     """While ``torch.onnx.export`` traces: the recurrence as one scan (an ONNX ``Scan``), since ONNX runtimes
     cannot run ``parrnn::sru_forward``."""
-    from parrnn.ops import onnx as onnx_export
+    from parrnn.ops.sru import onnx as onnx_export
 
     onnx_export.check_exporter()
     return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,

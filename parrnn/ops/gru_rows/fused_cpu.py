@@ -13,8 +13,9 @@ function (same equations, same parameters) with fewer passes over memory:
   previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
   steps.
 
-The C++ step kernels are built with the CPU backend's library (`parrnn.ops.cpu`); where no compiler is
-available the same steps run as torch ops (about 10 ops per step instead of one pass; same results up to
+The C++ step kernels are their own library (``kernels/gru_rows_cpu.cpp``, built lazily by
+`parrnn.ops.build.LazyLibrary`: a build failure here never disables the SRU kernels, nor the reverse); where no
+compiler is available the same steps run as torch ops (about 10 ops per step instead of one pass; same results up to
 rounding).
 
 Layout: a 4-d input ``x4`` ``(S, L, B, F)`` holds ``S * B`` independent rows of ``L`` steps; step ``t`` of row
@@ -29,6 +30,7 @@ GRU (gate order r, z, n as in ``torch.nn.GRU``):
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable
 
@@ -36,7 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from parrnn.ops import gemm
+from parrnn.ops import build, gemm
+from parrnn.ops.launch import dtype_suffix
 
 DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) compute in
 
@@ -165,18 +168,37 @@ def _whole_projection(x4: Tensor, weight: Tensor) -> Tensor:
     return gemm.linear(x4.reshape(-1, feat), weight).view(num_slices, steps, batch, -1)
 
 
+def _configure(lib: ctypes.CDLL) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fwd = getattr(lib, f"parrnn_gru_forward_step_{suffix}")
+        fwd.argtypes, fwd.restype = [i64] * 3 + [p, i64] + [p] * 6 + [i32], None
+        bwd = getattr(lib, f"parrnn_gru_backward_step_{suffix}")
+        bwd.argtypes, bwd.restype = [i64] * 2 + [p] * 7 + [i32], None
+
+
+_LIBRARY = build.LazyLibrary("gru_rows_cpu", ["gru_rows_cpu.cpp"], _configure)
+
+
+def availability() -> tuple[bool, str]:
+    """``(True, description)`` when the fused GRU step library builds and loads here, else ``(False, why)``
+    (then the steps run as torch ops)."""
+    try:
+        _LIBRARY.load()
+    except Exception as exc:
+        return False, f"C++ build failed: {_LIBRARY.failure_summary(str(exc))}"
+    return True, f"fused C++ GRU step, flags {' '.join(_LIBRARY.flags_used)}"
+
+
 def step_kernels(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """The fused C++ forward/backward step functions for ``dtype`` (``kernels/gru_rows_cpu.cpp``, built with the
-    CPU backend's library), or ``None`` when that library cannot be built here (then torch ops do the steps).
+    """The fused C++ forward/backward step functions for ``dtype`` (``kernels/gru_rows_cpu.cpp``), or ``None``
+    when that library cannot be built here (then torch ops do the steps; `availability` says why).
     ``PARRNN_GRU_KERNELS=0`` forces the torch ops."""
     if dtype not in DTYPES or os.environ.get("PARRNN_GRU_KERNELS", "1") == "0":
         return None
-    from parrnn.ops import cpu
-    from parrnn.ops.glue import dtype_suffix
-
     try:
-        lib = cpu.load_library()
-    except Exception:  # no compiler / build failed: cpu.availability() reports why
+        lib = _LIBRARY.load()
+    except Exception:  # no compiler / build failed: availability() reports why
         return None
     suffix = dtype_suffix(dtype)
     return getattr(lib, f"parrnn_gru_forward_step_{suffix}"), getattr(lib, f"parrnn_gru_backward_step_{suffix}")

@@ -1,8 +1,8 @@
 """The ``scan`` backend: time-parallel chunked scan for the linear (v1) SRU -- its contract and routing.
 
-Implements the *fused backend module* contract of `parrnn.ops.dispatch` (``availability``, ``forward``,
-``backward``) for CPU and CUDA tensors; the implementations are `parrnn.ops.scan_cpu` (C++ threads) and
-`parrnn.ops.scan_cuda` (CuPy). Availability is per device: the CPU scan needs a C++ compiler, the CUDA scan
+Implements the *fused backend module* contract of `parrnn.ops.sru.dispatch` (``availability``, ``forward``,
+``backward``) for CPU and CUDA tensors; the implementations are `parrnn.ops.sru.scan_cpu` (C++ threads) and
+`parrnn.ops.sru.scan_cuda` (CuPy). Availability is per device: the CPU scan needs a C++ compiler, the CUDA scan
 its kernels compiled for that device and dtype.
 
 For v1 the gates do not depend on the state, so every step is an affine map ``c_t = a_t c_{t-1} + b_t`` and
@@ -16,7 +16,7 @@ runs of steps compose associatively (``kernels/sru_scan.cuh``). Each column's st
 The backward is the same scan run in reverse on ``dL/dc`` (``g_{t-1} = a_t g_t + e_t``). No running product is
 ever divided by (see ``docs/scan.md`` for the stability argument and the measurements).
 
-Shapes as in `parrnn.ops.reference` (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns):
+Shapes as in `parrnn.ops.sru.reference` (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns):
 
 * forward:  ``u (L, N, K, C)``, ``x (L, N, C) | None``, ``weight_c`` must be ``None``, ``bias (2, C)``,
   ``c0 (N, C)``, ``mask_pad (L, N) bool | None``, ``drop_mask (N, C) | None`` -> ``h (L, N, C)``, ``c_n (N, C)``
@@ -27,7 +27,7 @@ Shapes as in `parrnn.ops.reference` (``L`` length, ``N`` batch, ``K`` 3 or 4, ``
 Memory. Saved for backward: exactly what the sequential backends save, ``c_all`` (``L*N*C`` in the arithmetic
 dtype) plus the inputs. Scratch: ``(A_k, B_k)`` and the carries, ``3 * n_chunks * N * C`` values, and in the
 backward ``2 * n_chunks * N * C`` partial bias gradients; ``n_chunks <= L``, so O(L*N*C) at most (on the CPU
-``n_chunks`` is threads + 1; on CUDA it is ``ceil(L / chunk_len)``, see `parrnn.ops.scan_cuda.gpu_chunk_len`).
+``n_chunks`` is threads + 1; on CUDA it is ``ceil(L / chunk_len)``, see `parrnn.ops.sru.scan_cuda.gpu_chunk_len`).
 
 On a GPU the CuPy launcher runs ``kernels/sru_scan.cu``; the CPU test suite runs the very same ``.cu`` compiled as
 C++ behind ``kernels/host_shim.h`` (its kernels use no shared memory, barriers or warp intrinsics). CPU tensors use
@@ -40,8 +40,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from parrnn.ops import scan_cpu, scan_cuda
-from parrnn.ops.glue import require_device
+from parrnn.ops.launch import require_device
+from parrnn.ops.sru import scan_cpu, scan_cuda
 
 
 def _require_linear(weight_c: Tensor | None) -> None:

@@ -1,7 +1,8 @@
 """The CUDA kernels of ``kernels/sru_recurrence.cu`` run on the CPU (compiled as C++ behind ``host_shim.h``)
-against :mod:`parrnn.ops.reference`: values and gradients, every option, odd sizes, four storage dtypes.
+against :mod:`parrnn.ops.sru.reference`: values and gradients, every option, odd sizes, four storage dtypes.
 
-The kernels and the Python glue (``parrnn.ops.cuda.forward_with`` / ``backward_with``: argument order, dtype
+The kernels and the Python glue (``parrnn.ops.sru.sequential_cuda.forward_with`` / ``backward_with``: argument
+order, dtype
 conversions, the partial-gradient reduction) are exactly those the GPU runs; only the launcher differs.
 """
 
@@ -16,8 +17,8 @@ import torch
 from _helpers import GRAD_NAMES, assert_close, assert_grads, random_grads
 from _helpers import reference_values_and_grads as _reference
 
-from parrnn.ops import cuda as cuda_backend
-from parrnn.ops import dispatch
+from parrnn.ops.sru import dispatch
+from parrnn.ops.sru import sequential_cuda as cuda_backend
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # (rtol, atol) of kernel vs float64 reference, per storage dtype (inputs are the same stored values)

@@ -1,12 +1,12 @@
 """The ``cpu`` backend: fused C++ forward and backward of the SRU recurrence (OpenMP over columns, SIMD).
 
 The C++ source is ``kernels/sru_cpu.cpp``; its per-step math is ``kernels/sru_step.cuh``, the same header the
-CUDA kernel includes. The same library carries the fused GRU step kernels of `parrnn.gru_rows`
+CUDA kernel includes. The same library carries the fused GRU step kernels of `parrnn.ops.gru_rows.fused_cpu`
 (``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by `parrnn.ops.build` into a cached
 shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
 allocated with torch. This module implements the *fused backend module* contract of
-`parrnn.ops.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
-[parrnn.ops.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
+`parrnn.ops.sru.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
+[parrnn.ops.sru.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
 
 * storage dtypes float32, float64, bfloat16, float16 (``u``, ``x``, ``h`` and their gradients stay in ``u``'s
   dtype); arithmetic in float32, or float64 for float64 input;
@@ -20,7 +20,6 @@ allocated with torch. This module implements the *fused backend module* contract
 from __future__ import annotations
 
 import ctypes
-import threading
 from pathlib import Path
 
 import torch
@@ -28,25 +27,13 @@ from torch import Tensor
 
 from parrnn._paths import kernel_source
 from parrnn.ops import build
-from parrnn.ops.glue import SUFFIX, acc_dtype, as_dtype, ptr, require_device, validate
+from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
+from parrnn.ops.sru.contract import validate
 
 __all__ = ["availability", "backward", "build_info", "forward", "forward_validated", "load_library"]
 
-_COMMON_FLAGS = ["-fno-math-errno", "-fno-trapping-math"]  # never -ffast-math: NaN/inf must propagate
-# Tried in order; the first that compiles is used (a compiler without -march=native or OpenMP still works).
-_FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-march=native", "-fopenmp", *_COMMON_FLAGS),
-    ("-fopenmp", *_COMMON_FLAGS),
-    ("-march=native", *_COMMON_FLAGS),
-    tuple(_COMMON_FLAGS),
-)
 _SKIP_NONE, _SKIP_X, _SKIP_U3 = 0, 1, 2
 _MIN_WORK_PER_THREAD = 1 << 15  # (t, n, column) elements; below this an extra thread costs more than it saves
-
-_lib: ctypes.CDLL | None = None
-_flags_used: tuple[str, ...] = ()
-_error: str | None = None
-_lock = threading.Lock()
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -65,11 +52,9 @@ def _configure(lib: ctypes.CDLL) -> None:
         conv = getattr(lib, f"parrnn_sru_cpu_convert_{suffix}")
         conv.argtypes, conv.restype = [_P, _P, _I64, _INT], None
     lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
-    for suffix in ("f32", "f64"):  # kernels/gru_rows_cpu.cpp (parrnn/gru_rows.py)
-        fwd = getattr(lib, f"parrnn_gru_forward_step_{suffix}")
-        fwd.argtypes, fwd.restype = [_I64] * 3 + [_P, _I64] + [_P] * 6 + [_INT], None
-        bwd = getattr(lib, f"parrnn_gru_backward_step_{suffix}")
-        bwd.argtypes, bwd.restype = [_I64] * 2 + [_P] * 7 + [_INT], None
+
+
+_LIBRARY = build.LazyLibrary("sru_cpu", ["sru_cpu.cpp"], _configure)
 
 
 def load_library() -> ctypes.CDLL:
@@ -77,34 +62,7 @@ def load_library() -> ctypes.CDLL:
 
     Raises `parrnn.ops.build.BuildError` with the compiler's output when no flag set compiles.
     """
-    global _lib, _flags_used, _error
-    with _lock:
-        if _lib is not None:
-            return _lib
-        if _error is not None:
-            raise build.BuildError(_error)
-        sources = [kernel_source("sru_cpu.cpp"), kernel_source("gru_rows_cpu.cpp")]
-        errors = []
-        for flags in _FLAG_SETS:
-            try:
-                lib = build.build_library("sru_cpu", sources, flags)
-                _configure(lib)
-            except (build.BuildError, OSError, AttributeError) as exc:
-                errors.append(str(exc))
-                if "no C++ compiler" in str(exc):
-                    break
-                continue
-            _lib, _flags_used = lib, flags
-            return lib
-        _error = "\n".join(errors)
-        raise build.BuildError(_error)
-
-
-def _summary(message: str) -> str:
-    """The first compiler error line (or the first line) of a build failure, for ``availability()``."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() and not ln.startswith("$")]
-    return (errors or lines or ["unknown build error"])[0][:300]
+    return _LIBRARY.load()
 
 
 def availability() -> tuple[bool, str]:
@@ -114,9 +72,9 @@ def availability() -> tuple[bool, str]:
     try:
         lib = load_library()
     except Exception as exc:
-        return False, f"C++ build failed: {_summary(str(exc))}"
+        return False, f"C++ build failed: {_LIBRARY.failure_summary(str(exc))}"
     omp = lib.parrnn_sru_cpu_openmp_threads()
-    simd = "-march=native" if "-march=native" in _flags_used else "generic ISA"
+    simd = "-march=native" if "-march=native" in _LIBRARY.flags_used else "generic ISA"
     par = f"OpenMP (max {omp} threads)" if omp > 0 else "no OpenMP (single thread)"
     return True, f"fused C++ kernel, {simd}, {par}"
 
@@ -124,7 +82,7 @@ def availability() -> tuple[bool, str]:
 def build_info() -> dict[str, object]:
     """The flags the loaded library was built with (builds it if needed)."""
     lib = load_library()
-    return {"flags": list(_flags_used), "openmp_max_threads": lib.parrnn_sru_cpu_openmp_threads(),
+    return {"flags": list(_LIBRARY.flags_used), "openmp_max_threads": lib.parrnn_sru_cpu_openmp_threads(),
             "source": str(Path(kernel_source("sru_cpu.cpp")))}
 
 
@@ -163,10 +121,10 @@ def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, 
 def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
                       scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
-    """`forward` for arguments that `parrnn.ops.glue.validate` has passed
+    """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed
     (`parrnn.ops.sru_recurrence` validates once, then calls this: the streaming per-call path)."""
     require_device(u.device, ("cpu",), "cpu")
-    lib = _lib if _lib is not None else load_library()
+    lib = load_library()
     length, batch, k, cols = u.shape
     dtype = u.dtype
     if dtype not in SUFFIX:  # validated without the dtype check (backend="auto"): the same TypeError as forward

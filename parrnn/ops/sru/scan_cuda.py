@@ -1,6 +1,7 @@
 """The CUDA implementation of the time-parallel scan (``kernels/sru_scan.cu``): the kernels' glue and CuPy launch.
 
-`forward_with` / `backward_with` take a *launcher* (as in `parrnn.ops.cuda`): on a GPU the CuPy launcher, in the
+`forward_with` / `backward_with` take a *launcher* (as in `parrnn.ops.sru.sequential_cuda`): on a GPU the CuPy
+launcher, in the
 CPU test suite the very same ``.cu`` compiled as C++ behind ``kernels/host_shim.h`` (`make_host_launcher`).
 Chunks: ``ceil(L / chunk_len)``, see `gpu_chunk_len`.
 """
@@ -12,19 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from parrnn.ops import cuda
-from parrnn.ops.glue import (
-    SUFFIX,
-    Arg,
-    Launcher,
-    acc_arg,
-    acc_dtype,
-    final_state,
-    gpu_operands,
-    ptr_args,
-    require_device,
-    validate,
-)
+from parrnn.ops import cuda_runtime, cuda_toolchain, host_launcher
+from parrnn.ops.launch import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, ptr_args, require_device
+from parrnn.ops.sru.contract import final_state, gpu_operands, validate
 
 KERNEL_FILE = "sru_scan.cu"
 #: The kernels of ``kernels/sru_scan.cu``, without the dtype suffix.
@@ -126,24 +117,24 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
 
 
 def kernel_code() -> str:
-    """``kernels/sru_scan.cu`` with its local headers inlined (`parrnn.ops.cuda.kernel_code`)."""
-    return cuda.kernel_code(KERNEL_FILE)
+    """``kernels/sru_scan.cu`` with its local headers inlined (`parrnn.ops.cuda_toolchain.kernel_code`)."""
+    return cuda_toolchain.kernel_code(KERNEL_FILE)
 
 
 def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
     """Launch the scan kernel ``name`` over ``total`` threads with CuPy, on torch's current stream of ``device``."""
-    cuda.cupy_launch(KERNEL_FILE, name, total, args, device)
+    cuda_runtime.cupy_launch(KERNEL_FILE, name, total, args, device)
 
 
 def make_host_launcher(block: int = 64, max_grid: int = 2**31 - 1) -> Launcher:
     """A launcher running the CUDA scan kernels on CPU tensors, every (block, thread) in turn (tests only).
     ``max_grid`` caps the grid to exercise the kernels' grid-stride loops."""
-    return cuda.make_host_launcher(block, max_grid, kernel_file=KERNEL_FILE)
+    return host_launcher.make_host_launcher(KERNEL_FILE, block, max_grid)
 
 
 def availability(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
     """``(True, description)`` when the scan kernels are compiled and loaded for ``device`` and ``dtype``."""
-    return cuda.availability(device, dtype, KERNEL_FILE, KERNELS)
+    return cuda_runtime.kernel_availability(device, dtype, KERNEL_FILE, KERNELS)
 
 
 def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,

@@ -1,4 +1,4 @@
-"""parrnn.ops.dispatch: availability per (backend, device, dtype), the ``auto`` table, precompile()."""
+"""parrnn.ops.sru.dispatch: availability per (backend, device, dtype), the ``auto`` table, precompile()."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import parrnn
-from parrnn.ops import build, dispatch
+from parrnn.ops import build
+from parrnn.ops.sru import dispatch
 
 
 def _compiler_or_skip() -> None:

@@ -1,6 +1,6 @@
 """The fused C++ ``cpu`` backend against the pure-PyTorch reference: values and gradients, every option.
 
-Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
+Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
 ``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
 """
 
@@ -15,14 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from parrnn.ops import build, dispatch, reference
+from parrnn.ops import build
+from parrnn.ops.sru import dispatch, reference
 
 try:
     build.find_compiler()
 except build.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
     pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
 
-from parrnn.ops import cpu  # noqa: E402
+from parrnn.ops.sru import sequential_cpu as cpu  # noqa: E402
 
 HALF_TYPES = (torch.bfloat16, torch.float16)
 ALL_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)

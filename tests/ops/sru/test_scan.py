@@ -4,7 +4,7 @@ Three implementations are checked: the CPU scan (``kernels/sru_scan_cpu.cpp``), 
 (``kernels/sru_scan.cu``) run on the CPU through the host shim (the very code the GPU runs, exercised with many
 chunk lengths), and, with a GPU, the CUDA scan itself (``@pytest.mark.gpu``).
 
-Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``bias`` (2, C),
+Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``bias`` (2, C),
 ``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
 """
 
@@ -18,14 +18,19 @@ import torch
 from _helpers import Case, assert_close, assert_grads, random_grads, reference_values_and_grads
 from torch import Tensor
 
-from parrnn.ops import build, dispatch
+from parrnn.ops import build
+from parrnn.ops.sru import dispatch
 
 try:
     build.find_compiler()
 except build.BuildError as exc:  # pragma: no cover - only on machines without a C++ compiler
     pytest.skip(f"no C++ compiler: {exc}", allow_module_level=True)
 
-from parrnn.ops import scan, scan_cpu, scan_cuda  # noqa: E402
+from parrnn.ops.sru import (
+    scan,
+    scan_cpu,
+    scan_cuda,  # noqa: E402
+)
 
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
        torch.float16: (1e-2, 1e-2)}
@@ -208,7 +213,7 @@ def test_matches_sequential_cpu_backend(split_short):
     ok, why = dispatch.backend_availability("cpu")
     if not ok:
         pytest.skip(f"cpu backend unavailable: {why}")
-    from parrnn.ops import cpu  # noqa: PLC0415
+    from parrnn.ops.sru import sequential_cpu as cpu  # noqa: PLC0415
 
     case = make_case(300, 3, 8, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
                      dtype=torch.float32, seed=11)
@@ -345,7 +350,7 @@ def test_extreme_states_match_sequential(split_short, use_tanh):
     ok, why = dispatch.backend_availability("cpu")
     if not ok:
         pytest.skip(f"cpu backend unavailable: {why}")
-    from parrnn.ops import cpu  # noqa: PLC0415
+    from parrnn.ops.sru import sequential_cpu as cpu  # noqa: PLC0415
 
     length = 600
     case = _extreme_case(length)

@@ -1,4 +1,5 @@
-"""parrnn.gru_rows: the many-rows CPU GRU equals torch.nn.GRU (values and gradients, float64 gradcheck) for
+"""parrnn.ops.gru_rows.fused_cpu: the many-rows CPU GRU equals torch.nn.GRU (values and gradients, float64
+gradcheck) for
 every layout, direction, depth and bias setting, and is used only where it applies."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from parrnn.gru_rows import fast_gru_applies, gru_rows, step_kernels
+from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies, gru_rows, step_kernels
 
 
 @pytest.fixture(params=["kernels", "torch-ops"], autouse=True)
@@ -93,7 +94,7 @@ def test_sequence_order_view_and_float32() -> None:
 def test_input_projection_in_blocks_of_steps(monkeypatch, block_steps, layout) -> None:
     """Long inputs get their input projection a block of steps at a time (a partial last block, read in reverse
     by the backward direction; copied when the block is not contiguous time-major): same values and gradients."""
-    import parrnn.gru_rows as module
+    import parrnn.ops.gru_rows.fused_cpu as module
 
     slices, steps, batch, feat, hidden = (3, 5, 2, 3, 4) if layout == "sequence" else (1, 5, 6, 3, 4)
     monkeypatch.setattr(module, "BLOCK_ELEMENTS", block_steps * slices * batch * 3 * hidden)

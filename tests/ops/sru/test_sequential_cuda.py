@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_cuda_kernels_on_cpu import CASES, Case, make_inputs, reference_values_and_grads
+from test_kernels_on_cpu import CASES, Case, make_inputs, reference_values_and_grads
 
-from parrnn.ops import cuda as cuda_backend
-from parrnn.ops import dispatch
+from parrnn.ops import cuda_runtime
+from parrnn.ops.sru import dispatch
+from parrnn.ops.sru import sequential_cuda as cuda_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -193,16 +194,16 @@ def test_availability_compiles_every_dtype():
         suffix = str(dtype).split(".")[-1]
         assert report[f"cuda {suffix}"][0] and report[f"scan {suffix}"][0]
         key = (dev.index, cuda_backend.SUFFIX[dtype], (cuda_backend.KERNEL_FILE, cuda_backend.prefetch_depth()))
-        assert key in cuda_backend._modules
+        assert key in cuda_runtime._modules
 
 
 def test_nvrtc_failure_falls_back_or_raises(monkeypatch):
     """A kernel NVRTC rejects: ``auto`` warns once and runs the reference; ``backend="cuda"`` raises with the
     NVRTC log, which names the real file and line through the inliner's #line markers."""
     broken = '#line 7 "sru_step.cuh"\nthis_is_not_cuda;\n'
-    monkeypatch.setattr(cuda_backend, "kernel_code", lambda kernel_file=cuda_backend.KERNEL_FILE: broken)
+    monkeypatch.setattr(cuda_runtime, "kernel_code", lambda kernel_file: broken)
     for name in ("_modules", "_functions"):
-        monkeypatch.setattr(cuda_backend, name, {})
+        monkeypatch.setattr(cuda_runtime, name, {})
     monkeypatch.setattr(dispatch, "_availability", {})
     monkeypatch.setattr(dispatch, "_warned", set())
     case = Case(length=4, batch=2, hidden=3)
@@ -221,16 +222,16 @@ def test_one_stream_wrapper_per_stream():
     inp = _cuda_inputs(case, torch.float32)
     args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None, False, False, 1.0)
     cuda_backend.forward(*args)
-    before = len(cuda_backend._streams)
+    before = len(cuda_runtime._streams)
     for _ in range(3):
         cuda_backend.forward(*args)
-    assert len(cuda_backend._streams) == before
+    assert len(cuda_runtime._streams) == before
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
         cuda_backend.forward(*args)
     torch.cuda.synchronize()
-    assert len(cuda_backend._streams) == before + 1
-    assert (inp["u"].device.index, side.cuda_stream) in cuda_backend._streams
+    assert len(cuda_runtime._streams) == before + 1
+    assert (inp["u"].device.index, side.cuda_stream) in cuda_runtime._streams
 
 
 def test_bad_shapes_never_reach_the_gpu():

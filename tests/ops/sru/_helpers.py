@@ -1,7 +1,7 @@
 """Helpers shared by the backend tests in ``tests/ops``: one set of recurrence inputs, random output gradients,
 the float64 reference with autograd gradients, and tolerance checks.
 
-Shapes follow :mod:`parrnn.ops.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
+Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
 ``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from parrnn.ops import reference
+from parrnn.ops.sru import reference
 
 #: The differentiable inputs, in the order of the backends' contract.
 GRAD_NAMES = ("u", "x", "weight_c", "bias", "c0")

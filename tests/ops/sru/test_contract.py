@@ -1,4 +1,4 @@
-"""parrnn.ops.glue.validate: every recurrence argument with a wrong shape (or device) is a ValueError naming it,
+"""parrnn.ops.sru.contract.validate: every recurrence argument with a wrong shape (or device) is a ValueError naming it,
 raised before any kernel runs -- for every backend and for the public ``parrnn.ops.sru_recurrence``.
 
 Shapes: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C), ``c0``/``drop_mask`` (N, C),
@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parrnn.ops import cpu, cuda, dispatch, glue, scan, scan_cuda
+from parrnn.ops.sru import contract, dispatch, scan, scan_cuda
+from parrnn.ops.sru import sequential_cpu as cpu
+from parrnn.ops.sru import sequential_cuda as cuda
 
 L, N, C = 5, 3, 4
 BAD = {  # argument -> a wrong shape for it
@@ -92,25 +94,17 @@ def test_backward_rejects_every_wrong_shape(backend: str, arg: str) -> None:
 def test_validate_messages() -> None:
     a = _inputs(False)
     args = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
-    assert glue.validate(*args, False) == (L, N, 3, C)
+    assert contract.validate(*args, False) == (L, N, 3, C)
     with pytest.raises(ValueError, match=r"parrnn cuda backend: u must have shape \(L, N, K, C\)"):
-        glue.validate(a["u"][0], *args[1:], False, backend="cuda")
+        contract.validate(a["u"][0], *args[1:], False, backend="cuda")
     with pytest.raises(TypeError, match="int32"):
-        glue.validate(a["u"].int(), *args[1:], False)
-    glue.validate(a["u"].to(torch.complex64), *args[1:], False, check_dtype=False)  # the reference's case
+        contract.validate(a["u"].int(), *args[1:], False)
+    contract.validate(a["u"].to(torch.complex64), *args[1:], False, check_dtype=False)  # the reference's case
     with pytest.raises(ValueError, match="x must be None when u has K = 4"):
-        glue.validate(torch.zeros(L, N, 4, C), *args[1:], False)
+        contract.validate(torch.zeros(L, N, 4, C), *args[1:], False)
     with pytest.raises(ValueError, match="even number of columns"):
-        glue.validate(torch.zeros(L, N, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(N, 3), None, None, True)
+        contract.validate(torch.zeros(L, N, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(N, 3), None, None, True)
     with pytest.raises(ValueError, match="bias must be on u's device"):
-        glue.validate(*args[:3], a["bias"].to("meta"), *args[4:], False)
+        contract.validate(*args[:3], a["bias"].to("meta"), *args[4:], False)
     with pytest.raises(TypeError, match="c0 must be a tensor"):
-        glue.validate(*args[:4], None, *args[5:], False)
-
-
-def test_dtype_table() -> None:
-    assert glue.dtype_suffix(torch.bfloat16) == "bf16"
-    assert glue.DTYPE_SUFFIXES == ("f32", "f64", "f16", "bf16")
-    assert glue.acc_dtype(torch.float16) == torch.float32 and glue.acc_dtype(torch.float64) == torch.float64
-    with pytest.raises(TypeError, match="unsupported dtype"):
-        glue.dtype_suffix(torch.int8)
+        contract.validate(*args[:4], None, *args[5:], False)

@@ -1,50 +1,26 @@
-"""What the fused backends (``cpu``, ``cuda``, ``scan``) share: the dtype table, the validation of every recurrence
-argument, dtype conversions, pointers, and the kernel argument list.
+"""The SRU recurrence's contract, shared by every backend: the validation of every argument (`validate`), the
+operands as the CUDA kernels read them (`gpu_operands`) and the final state's dtype (`final_state`).
 
-Shapes are those of [parrnn.ops.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``K`` = 3 or 4,
+Shapes are those of [parrnn.ops.sru.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``K`` = 3 or 4,
 ``C`` columns = directions * hidden):
 
 * ``u (L, N, K, C)``, ``x (L, N, C) | None`` (``None`` when ``K = 4``), ``weight_c (2, C) | None``,
   ``bias (2, C)``, ``c0 (N, C)``, ``mask_pad (L, N) | None``, ``drop_mask (N, C) | None``;
 * backward only: ``grad_h (L, N, C)``, ``grad_c_n (N, C)``, ``c_all (L, N, C)``.
 
-[validate][parrnn.ops.glue.validate] checks all of them before any kernel runs (a wrong shape would make a kernel
+[validate][parrnn.ops.sru.contract.validate] checks all of them before any kernel runs (a wrong shape would make a
+kernel
 read out of bounds); the public `parrnn.ops.sru_recurrence` and every backend call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-#: Storage dtypes of the fused kernels and the suffix of their C/CUDA function names.
-SUFFIX: dict[torch.dtype, str] = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
-                                  torch.bfloat16: "bf16"}
-#: The suffixes, in the order of `SUFFIX`.
-DTYPE_SUFFIXES: tuple[str, ...] = tuple(SUFFIX.values())
-
-
-def dtype_suffix(dtype: torch.dtype) -> str:
-    """The kernels' function-name suffix for storage ``dtype`` (``f32``, ``f64``, ``f16``, ``bf16``)."""
-    if dtype not in SUFFIX:
-        raise TypeError(f"unsupported dtype {dtype}; supported: {', '.join(str(d) for d in SUFFIX)}")
-    return SUFFIX[dtype]
-
-
-def acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The arithmetic dtype for storage ``dtype``: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def as_dtype(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """``t`` converted to ``dtype`` and made contiguous (``None`` stays ``None``; ``t`` itself when it already is)."""
-    if t is None:
-        return None
-    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
+from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype
 
 
 class GpuOperands(NamedTuple):
@@ -74,11 +50,6 @@ def gpu_operands(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Ten
         u.contiguous(), as_dtype(x, dtype), as_dtype(weight_c, acc), as_dtype(bias, acc),  # type: ignore[arg-type]
         as_dtype(c0, acc), as_dtype(mask_pad, torch.bool), as_dtype(drop_mask, acc),  # type: ignore[arg-type]
         as_dtype(grad_h, dtype), as_dtype(grad_c_n, acc), as_dtype(c_all, acc))
-
-
-def ptr(t: Tensor | None) -> int:
-    """The data pointer of ``t`` (``0``, a null pointer, for ``None``)."""
-    return 0 if t is None else t.data_ptr()
 
 
 # ---- validation ---------------------------------------------------------------------------------------------------
@@ -141,39 +112,3 @@ def final_state(c_n: Tensor, c_all: Tensor, c0: Tensor, state_dtype: torch.dtype
     if bidirectional:
         last = torch.cat([last, c_all[0, :, hidden:]], dim=1)
     return last.to(state_dtype, copy=True)
-
-
-def require_device(device: torch.device, kinds: Sequence[str], backend: str) -> None:
-    """``ValueError`` unless ``device.type`` is one of ``kinds``."""
-    if device.type not in kinds:
-        raise ValueError(f"parrnn {backend} backend runs on {' or '.join(kinds)} tensors, got {device}")
-
-
-# ---- kernel arguments ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Arg:
-    """One kernel argument: ``kind`` is ``"ptr"``, ``"i64"``, ``"i32"``, ``"f32"`` or ``"f64"``."""
-
-    kind: str
-    value: int | float
-
-
-def ptr_arg(t: Tensor | None) -> Arg:
-    """A pointer argument (``0`` for ``None``)."""
-    return Arg("ptr", ptr(t))
-
-
-def ptr_args(*tensors: Tensor | None) -> list[Arg]:
-    """`ptr_arg` of each tensor."""
-    return [ptr_arg(t) for t in tensors]
-
-
-def acc_arg(value: float, acc: torch.dtype) -> Arg:
-    """A scalar argument in the arithmetic dtype ``acc``."""
-    return Arg("f64" if acc == torch.float64 else "f32", float(value))
-
-
-#: A launcher runs ``kernel_name`` over ``total`` threads (one per column) with ``args`` on ``device``:
-#: CuPy on a GPU (`parrnn.ops.cuda.cupy_launcher`), the host build of the same ``.cu`` in CPU tests.
-Launcher = Callable[[str, int, Sequence[Arg], torch.device], None]

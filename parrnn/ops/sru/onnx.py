@@ -6,23 +6,23 @@ no ONNX runtime knows, and the reference's Python loop would be unrolled for one
 ``torch._higher_order_ops.scan`` instead becomes an ONNX ``Scan`` whose body is one time step, so the exported
 model takes any sequence length and batch size.
 
-Same contract as [parrnn.ops.reference.sru_recurrence][] (shapes and equations are in that module's
+Same contract as [parrnn.ops.sru.reference.sru_recurrence][] (shapes and equations are in that module's
 docstring); tests/ops/test_onnx.py checks the values against it. The reverse direction of a bidirectional
 layer runs in the same scan: its columns are flipped in time before the scan and its outputs flipped back
 after, so both directions advance together and ``c_n`` is the final carry.
 
 Inference only: the inputs are detached (no gradients). Called eagerly (as the tests do), ``scan`` compiles
 its step with ``torch.compile`` first, so it is slow; the layers never take this path outside an export.
-`gru` does the same for the ``torch.nn.GRU`` levels of [SlicedRNN][parrnn.SlicedRNN].
+`parrnn.ops.gru_rows.onnx.gru` does the same for the ``torch.nn.GRU`` levels of [SlicedRNN][parrnn.SlicedRNN].
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch._higher_order_ops.scan import scan
 
-from parrnn.ops import reference
+from parrnn.ops.sru import reference
 
 
 def check_exporter() -> None:
@@ -51,7 +51,7 @@ def sru_recurrence(
     scale_x: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Run the SRU recurrence as one ``scan`` over time (shapes as in
-    [sru_recurrence][parrnn.ops.reference.sru_recurrence]): ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)``."""
+    [sru_recurrence][parrnn.ops.sru.reference.sru_recurrence]): ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)``."""
     length, batch, k, cols = u.shape
     hidden = cols // 2 if bidirectional else cols
     out_dtype = u.dtype
@@ -85,35 +85,3 @@ def sru_recurrence(
     if bidirectional:
         h = _flip_second_half(h, hidden)
     return h.to(out_dtype), c_n.to(c0.dtype)
-
-
-def gru(rnn: nn.GRU, x: Tensor) -> Tensor:
-    """``rnn`` (a time-major `torch.nn.GRU`, any layers and directions) over ``x`` ``(L, N, F)`` from a zero
-    state, as one ``scan`` per layer and direction: the output ``(L, N, dirs * H)``, equal to ``rnn(x)[0]``
-    in eval mode. ``torch.export`` unrolls ``nn.GRU``'s time loop for the example's length; this exports with
-    a dynamic length."""
-    dirs = 2 if rnn.bidirectional else 1
-    for layer in range(rnn.num_layers):
-        outs = []
-        for d in range(dirs):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
-            w_hh, b_hh = getattr(rnn, "weight_hh" + sfx).detach(), getattr(rnn, "bias_hh" + sfx, None)
-            b_ih = getattr(rnn, "bias_ih" + sfx, None)
-            gi = x.detach() @ getattr(rnn, "weight_ih" + sfx).detach().t()  # (L, N, 3H), all steps at once
-            gi = gi if b_ih is None else gi + b_ih.detach()
-            b_hh = None if b_hh is None else b_hh.detach()
-
-            def step(h: Tensor, gi_t: Tensor, w_hh: Tensor = w_hh, b_hh: Tensor | None = b_hh) -> tuple[Tensor, Tensor]:
-                gh = h @ w_hh.t() if b_hh is None else h @ w_hh.t() + b_hh
-                i_r, i_z, i_n = gi_t.chunk(3, dim=-1)
-                h_r, h_z, h_n = gh.chunk(3, dim=-1)
-                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-                n = torch.tanh(i_n + r * h_n)
-                h_new = n + (h - n) * z
-                return h_new, h_new.clone()
-
-            h0 = gi.new_zeros(gi.shape[1], rnn.hidden_size)
-            _, out = scan(step, h0, gi.flip(0) if d else gi)
-            outs.append(out.flip(0) if d else out)
-        x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
-    return x
