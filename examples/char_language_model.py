@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> float:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 100 == 0:
+        if step % max(1, steps // 8) == 0 or step == steps - 1:  # about 8 lines, the last step included
             print(f"step {step:4d}  loss {loss.item():.3f}  (uniform: {math.log(len(chars)):.3f})")
     model.eval()
     prompt = "Recurrent "

@@ -145,7 +145,7 @@ def precompile(device: torch.device | str = "cpu",
 class AutoRule:
     """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the problem qualifies.
 
-    ``measurement`` names the run that justifies the row. A row without a measurement on its kind of device may
+    ``measurement`` names the docs section with the run that justifies the row (the numbers live there). A row without a measurement on its kind of device may
     only name that device's default kernel (the one every input can run), never an alternative to it.
     """
 
@@ -169,14 +169,11 @@ class AutoRule:
 #: device is its default kernel; if that one does not work, one warning and the reference loop).
 AUTO_RULES: tuple[AutoRule, ...] = (
     AutoRule("cpu", "scan", linear_only=True, min_threads=2, min_elements=1 << 23,
-             measurement="docs/scan.md (CPU measurements): quiet 2-core Zen 3, "
-                         "`python benchmarks/scan_speed.py --reps 7`: with 2 threads the scan is 1.3-1.6x faster "
-                         "than the cpu backend at every L*N*C >= 2**23 and 0.35-0.8x below"),
-    AutoRule("cpu", "cpu", measurement="docs/cpu-speed.md: the fused C++ kernel against the reference loop"),
+             measurement="docs/scan.md, 'Measurements (CPU)'"),
+    AutoRule("cpu", "cpu", measurement="docs/cpu-speed.md (the default kernel of the CPU)"),
     # The CUDA scan has never run on a GPU: it gets a row (with its thresholds) only once benchmarks/gpu_check.sh
     # has measured it against the cuda backend.
-    AutoRule("cuda", "cuda", measurement="not yet measured on a GPU: the device's default kernel (checked "
-                                         "against the reference on the CPU through the host shim)"),
+    AutoRule("cuda", "cuda", measurement="the default kernel of CUDA devices (not yet timed on a GPU)"),
 )
 
 
