@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from parrnn.ops.sru import reference
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 #: The differentiable inputs, in the order of the backends' contract.
 GRAD_NAMES = ("u", "x", "weight_c", "bias", "c0")
@@ -33,6 +34,11 @@ class Case:
     use_tanh: bool
     scale_x: float
     weight_c: Tensor | None = None
+
+    def args(self) -> RecurrenceArgs:
+        """The backends' argument: every input and option as one `RecurrenceArgs`."""
+        return RecurrenceArgs(self.u, self.x, self.weight_c, self.bias, self.c0, self.mask_pad, self.drop_mask,
+                              self.bidirectional, self.use_tanh, self.scale_x)
 
     def tensors(self) -> list[Tensor | None]:
         """``(u, x, weight_c, bias, c0, mask_pad, drop_mask)``: the fused backends' tensor arguments."""

@@ -19,6 +19,7 @@ from _helpers import reference_values_and_grads as _reference
 
 from parrnn.ops.sru import dispatch
 from parrnn.ops.sru import sequential_cuda as cuda_backend
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # (rtol, atol) of kernel vs float64 reference, per storage dtype (inputs are the same stored values)
@@ -107,10 +108,9 @@ def launch():
 
 
 def run_kernels(launch, case: Case, inp: dict, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
-    args = tuple(inp[n] for n in _ARGS)
-    opts = (case.bidirectional, case.use_tanh, case.scale_x)
-    h, c_n, c_all = cuda_backend.forward_with(launch, *args, *opts)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, grad_h, grad_c_n, *args, c_all, *opts)
+    args = RecurrenceArgs(*(inp[n] for n in _ARGS), case.bidirectional, case.use_tanh, case.scale_x)
+    h, c_n, c_all = cuda_backend.forward_with(launch, args)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, args, grad_h, grad_c_n, c_all)
     return {"h": h, "c_n": c_n, "c_all": c_all, "grad_u": gu, "grad_x": gx, "grad_weight_c": gwc,
             "grad_bias": gb, "grad_c0": gc0}
 
@@ -162,11 +162,11 @@ def test_half_rounding_matches_torch(launch, monkeypatch, dtype: torch.dtype):
     # from c_all); to see the kernel's rounding, keep the kernel's c_n.
     u = torch.zeros(1, 1, 3, cols, dtype=dtype)
     c0 = (wanted * 2).view(1, cols)
-    args = (u, None, None, torch.zeros(2, cols), c0, None, None, False, False, 1.0)
-    _, c_n32, _ = cuda_backend.forward_with(launch, *args)
+    args = RecurrenceArgs(u, None, None, torch.zeros(2, cols), c0, None, None)
+    _, c_n32, _ = cuda_backend.forward_with(launch, args)
     assert c_n32.dtype == torch.float32 and torch.equal(c_n32[0], wanted)
     monkeypatch.setattr(cuda_backend, "final_state", lambda c_n, *_: c_n)
-    _, c_n, c_all = cuda_backend.forward_with(launch, *args)
+    _, c_n, c_all = cuda_backend.forward_with(launch, args)
     assert c_n.dtype == dtype and torch.equal(c_all[0, 0], wanted)
     # (compare with torch's rounding of c_all itself: -0.0 / 2 becomes +0.0 in c = u0 + (c_prev - u0) * f)
     assert torch.equal(c_n[0].view(torch.int16), c_all[0, 0].to(dtype).view(torch.int16))
@@ -207,17 +207,16 @@ def test_empty_sizes(launch):
     """L = 0 carries c0 to c_n; N = 0 launches nothing."""
     u = torch.randn(0, 2, 3, 4)
     bias, c0 = torch.randn(2, 4), torch.randn(2, 4)
-    h, c_n, c_all = cuda_backend.forward_with(launch, u, None, None, bias, c0, None, None, False, False, 1.0)
+    h, c_n, c_all = cuda_backend.forward_with(launch, RecurrenceArgs(u, None, None, bias, c0, None, None))
     assert h.shape == (0, 2, 4) and c_all.shape == (0, 2, 4)
     assert torch.equal(c_n, c0)
     gcn = torch.randn(2, 4)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, torch.empty(0, 2, 4), gcn, u, None, None, bias,
-                                                      c0, None, None, c_all, False, False, 1.0)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, RecurrenceArgs(u, None, None, bias, c0, None, None),
+                                                      torch.empty(0, 2, 4), gcn, c_all)
     assert gu.shape == u.shape and gx is None and gwc is None
     assert torch.equal(gc0, gcn) and torch.equal(gb, torch.zeros(2, 4))
     u = torch.randn(3, 0, 3, 4)
-    h, c_n, _ = cuda_backend.forward_with(launch, u, None, None, bias, torch.empty(0, 4), None, None, False,
-                                          False, 1.0)
+    h, c_n, _ = cuda_backend.forward_with(launch, RecurrenceArgs(u, None, None, bias, torch.empty(0, 4), None, None))
     assert h.shape == (3, 0, 4) and c_n.shape == (0, 4)
 
 

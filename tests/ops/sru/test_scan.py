@@ -20,6 +20,7 @@ from torch import Tensor
 
 from parrnn.ops import build
 from parrnn.ops.sru import dispatch
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 try:
     build.find_compiler()
@@ -72,16 +73,15 @@ def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirect
 
 
 def run_cpu(case, grad_h, grad_c_n, threads):
-    fwd = scan_cpu.forward(*case.inputs(), *case.flags(), threads=threads)
-    bwd = scan_cpu.backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
+    fwd = scan_cpu.forward(case.args(), threads=threads)
+    bwd = scan_cpu.backward(case.args(), grad_h, grad_c_n, fwd[2], threads=threads)
     return fwd, bwd
 
 
 def run_kernels(case, grad_h, grad_c_n, chunk_len, launcher=None):
     launch = launcher or host_launcher()
-    fwd = scan_cuda.forward_with(launch, *case.inputs(), *case.flags(), chunk_len=chunk_len)
-    bwd = scan_cuda.backward_with(launch, grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(),
-                             chunk_len=chunk_len)
+    fwd = scan_cuda.forward_with(launch, case.args(), chunk_len=chunk_len)
+    bwd = scan_cuda.backward_with(launch, case.args(), grad_h, grad_c_n, fwd[2], chunk_len=chunk_len)
     return fwd, bwd
 
 
@@ -193,7 +193,7 @@ def test_kernel_grid_stride_loops():
 def test_empty_batch(batch):
     case = make_case(5, 1, 3)
     empty = Case(case.u[:, :batch], case.x[:, :batch], case.bias, case.c0[:batch], None, None, False, False, 1.0)
-    h, c_n, c_all = scan.forward(empty.u, empty.x, None, empty.bias, empty.c0, None, None, False, False, 1.0)
+    h, c_n, c_all = scan.forward(empty.args())
     assert h.shape == (5, 0, 3) and c_n.shape == (0, 3)
 
 
@@ -217,11 +217,9 @@ def test_matches_sequential_cpu_backend(split_short):
 
     case = make_case(300, 3, 8, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
                      dtype=torch.float32, seed=11)
-    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                                *case.flags())
+    h, c_n, c_all = cpu.forward(case.args())
     gh, gcn = torch.randn_like(h), torch.randn_like(c_n)
-    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                         c_all, *case.flags())
+    g_seq = cpu.backward(case.args(), gh, gcn, c_all)
     for run in ((lambda: run_cpu(case, gh, gcn, 2)), (lambda: run_kernels(case, gh, gcn, 16))):
         (h2, c_n2, c_all2), g2 = run()
         for a, b in ((h2, h), (c_n2, c_n), (c_all2, c_all), *zip(g2, g_seq, strict=True)):
@@ -265,8 +263,8 @@ def test_backend_selection():
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="linear"):
         case = make_case(3, 1, 2)
-        scan.forward(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0, None, None,
-                     False, False, 1.0)
+        scan.forward(RecurrenceArgs(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0,
+                                    None, None))
 
 
 def test_sru_layer_v1_scan_matches_reference():
@@ -355,15 +353,13 @@ def test_extreme_states_match_sequential(split_short, use_tanh):
     length = 600
     case = _extreme_case(length)
     case.use_tanh = use_tanh
-    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                                *case.flags())
+    h, c_n, c_all = cpu.forward(case.args())
     assert not torch.isfinite(c_all).all()  # the case does exercise infinite states
     h_ref, c_ref = dispatch.sru_recurrence(*case.tensors(), **case.options(), backend="reference")
     _assert_same_nonfinite(h, h_ref, "sequential h vs reference")
     _assert_same_nonfinite(c_n, c_ref, "sequential c_n vs reference")
     gh, gcn = random_grads(length, 2, 8, torch.float32, seed=3)
-    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                         c_all, *case.flags())
+    g_seq = cpu.backward(case.args(), gh, gcn, c_all)
     for name, run in (("cpu scan", lambda: run_cpu(case, gh, gcn, 2)),
                       ("kernels", lambda: run_kernels(case, gh, gcn, 150))):
         (h2, c_n2, c_all2), g2 = run()
@@ -423,9 +419,9 @@ def test_gpu_scan_matches_cpu(dtype, chunk_len):
     gcn = torch.randn(3, 80, dtype=torch.float64).to(dtype)
     (h, c_n, c_all), g = run_cpu(case, gh, gcn, 1)
     cuda = Case(*(None if t is None else t.cuda() for t in case.inputs()), *case.flags())
-    fwd = scan_cuda.forward_with(scan_cuda.cupy_launcher, *cuda.inputs(), *cuda.flags(), chunk_len=chunk_len)
-    bwd = scan_cuda.backward_with(scan_cuda.cupy_launcher, gh.cuda(), gcn.cuda(), *cuda.inputs(), fwd[2], *cuda.flags(),
-                             chunk_len=chunk_len)
+    fwd = scan_cuda.forward_with(scan_cuda.cupy_launcher, cuda.args(), chunk_len=chunk_len)
+    bwd = scan_cuda.backward_with(scan_cuda.cupy_launcher, cuda.args(), gh.cuda(), gcn.cuda(), fwd[2],
+                                  chunk_len=chunk_len)
     rtol, atol = TOL[dtype]
     for a, b in ((fwd[0], h), (fwd[1], c_n), (fwd[2], c_all), *zip(bwd, g, strict=True)):
         if b is None:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from parrnn.ops import build
 from parrnn.ops.sru import dispatch, reference
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 try:
     build.find_compiler()
@@ -79,7 +80,7 @@ def check_case(case: Case, seed: int = 1) -> None:
     grad_h, grad_c_n = random_grads(length, batch, cols, dtype, seed)
     h_ref, c_ref, grads_ref = reference_values_and_grads(*case.tensors(), grad_h, grad_c_n, **case.options())
 
-    h, c_n, c_all = cpu.forward(*case.tensors(), case.bidirectional, case.use_tanh, case.scale_x)
+    h, c_n, c_all = cpu.forward(case.args())
     assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
     assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert c_all.shape == (length, batch, cols)
@@ -91,8 +92,7 @@ def check_case(case: Case, seed: int = 1) -> None:
         if case.bidirectional:
             torch.testing.assert_close(c_all[0, :, hidden:].to(dtype), c_n[:, hidden:], rtol=0, atol=0)
 
-    grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, case.bidirectional, case.use_tanh,
-                         case.scale_x)
+    grads = cpu.backward(case.args(), grad_h, grad_c_n, c_all)
     assert_grads(dict(zip(GRAD_NAMES, grads, strict=True)), grads_ref,
                  dict(zip(GRAD_NAMES, case.tensors()[:5], strict=True)), TOL[dtype])
 
@@ -147,8 +147,8 @@ def test_result_independent_of_thread_count():
     try:
         for n in (1, max(2, threads)):
             torch.set_num_threads(n)
-            h, c_n, c_all = cpu.forward(*case.tensors(), True, True, case.scale_x)
-            grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, True, True, case.scale_x)
+            h, c_n, c_all = cpu.forward(case.args())
+            grads = cpu.backward(case.args(), grad_h, grad_c_n, c_all)
             outs.append((h, c_n, c_all, *grads))
     finally:
         torch.set_num_threads(threads)
@@ -215,7 +215,7 @@ def test_nan_and_inf_propagate_like_reference(dtype, v2):
     case.u[3, 2, 2, 0] = -float("inf")
     case.u[0, 2, 1, 3] = 1e30  # exp overflow inside the sigmoid
     case.u[0, 1, 2, 3] = -1e30
-    h, c_n, _ = cpu.forward(*case.tensors(), False, True, case.scale_x)
+    h, c_n, _ = cpu.forward(case.args())
     h_ref, c_ref = reference.sru_recurrence(*case.tensors(), **case.options())  # type: ignore[arg-type]
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
     torch.testing.assert_close(c_n, c_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
@@ -233,7 +233,7 @@ def test_float32_sigmoid_and_tanh_extremes():
     u[:, 0, 1] = big.flip(0)  # forget gate pre-activation
     u[:, 0, 2] = big  # reset gate pre-activation
     args = (u, None, None, torch.zeros(2, cols), torch.zeros(1, cols), None, None)
-    h, c_n, _ = cpu.forward(*args, False, True, 1.0)
+    h, c_n, _ = cpu.forward(RecurrenceArgs(*args, use_tanh=True))
     h_ref, c_ref = reference.sru_recurrence(*args, use_tanh=True)
     assert torch.isfinite(h).all()
     torch.testing.assert_close(h, h_ref, rtol=1e-6, atol=1e-30)
@@ -270,8 +270,8 @@ def test_availability_reports_build():
 
 def test_none_gradients_for_absent_inputs():
     case = make_case(3, 2, 4, skip="u3", v2=False)
-    _, _, c_all = cpu.forward(*case.tensors(), False, False, 1.0)
-    grads = cpu.backward(torch.ones(3, 2, 4), torch.ones(2, 4), *case.tensors(), c_all, False, False, 1.0)
+    _, _, c_all = cpu.forward(case.args())
+    grads = cpu.backward(case.args(), torch.ones(3, 2, 4), torch.ones(2, 4), c_all)
     assert grads[1] is None and grads[2] is None
     assert grads[0].shape == (3, 2, 4, 4)
 
@@ -280,19 +280,18 @@ def test_none_gradients_for_absent_inputs():
 def test_unsupported_dtype_raises_type_error(dtype):
     u = torch.zeros(2, 1, 3, 4).to(dtype)
     with pytest.raises(TypeError, match="dtype"):
-        cpu.forward(u, None, None, torch.zeros(2, 4), torch.zeros(1, 4), None, None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, torch.zeros(2, 4), torch.zeros(1, 4), None, None))
 
 
 def test_bad_shapes_raise_value_error():
     u = torch.zeros(2, 1, 3, 4)
     bias, c0 = torch.zeros(2, 4), torch.zeros(1, 4)
     with pytest.raises(ValueError, match="c0"):
-        cpu.forward(u, None, None, bias, torch.zeros(2, 4), None, None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, bias, torch.zeros(2, 4), None, None))
     with pytest.raises(ValueError, match="x must be None"):
-        cpu.forward(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4), None, bias, c0, None, None, False, False,
-                    1.0)
+        cpu.forward(RecurrenceArgs(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4), None, bias, c0, None, None))
     with pytest.raises(ValueError, match="even"):
-        cpu.forward(torch.zeros(2, 1, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(1, 3), None, None,
-                    True, False, 1.0)
+        cpu.forward(RecurrenceArgs(torch.zeros(2, 1, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(1, 3), None,
+                                   None, bidirectional=True))
     with pytest.raises(ValueError, match="mask_pad"):
-        cpu.forward(u, None, None, bias, c0, torch.zeros(3, 1, dtype=torch.bool), None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, bias, c0, torch.zeros(3, 1, dtype=torch.bool), None))
