@@ -1,15 +1,18 @@
-"""The CUDA backend on a GPU vs the reference: values and gradients, every option and dtype, odd sizes, the
-SRU layer, streams, two devices, and the 64-bit index path. Skipped without CUDA (``gpu`` marker).
+"""The CUDA backend on a GPU: the custom op and the SRU layer against the reference, streams, two devices, the
+64-bit index path, compilation per dtype and its failure. Skipped without CUDA (``gpu`` marker).
 
-The same kernels are checked on the CPU by tests/ops/test_cuda_kernels_on_cpu.py; these tests add what only a
-device shows: NVRTC/CuPy compilation and launch, streams, devices, and > 2^31-element tensors.
+Its values and gradients against the reference, every option and dtype, odd sizes, are checked with every backend
+in test_backends.py (``cuda``, marked ``gpu``); the same kernels run on the CPU there and in
+test_kernels_on_cpu.py. These tests add what only a device shows: NVRTC/CuPy compilation and launch, streams,
+devices, and > 2^31-element tensors.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_kernels_on_cpu import CASES, Case, make_inputs, reference_values_and_grads
+from _helpers import rel_err
+from test_kernels_on_cpu import Case, make_inputs
 
 from parrnn.ops import cuda_runtime
 from parrnn.ops.sru import dispatch
@@ -19,13 +22,6 @@ from parrnn.ops.sru.contract import RecurrenceArgs
 pytestmark = pytest.mark.gpu
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# relative error ||got - want|| / ||want|| against the float64 reference on the same stored inputs
-REL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return float((got - want).norm() / want.norm().clamp_min(1e-30))
 
 
 def _cuda_inputs(case: Case, dtype: torch.dtype, device: str = "cuda", seed: int = 0) -> dict:
@@ -45,25 +41,6 @@ def test_available():
     ok, why = cuda_backend.availability()
     assert ok, why
     assert dispatch.available_backends()["cuda"][0]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
-@pytest.mark.parametrize("case", CASES + [Case(length=37, batch=5, hidden=129, bidirectional=True, mask=True,
-                                               drop=True, use_tanh=True, scale_x=1.3)], ids=str)
-def test_matches_reference(case: Case, dtype: torch.dtype):
-    inp = _cuda_inputs(case, dtype)
-    cols = inp["u"].shape[-1]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    grad_h = torch.randn(case.length, case.batch, cols, generator=g, device="cuda").to(dtype)
-    grad_c_n = torch.randn(case.batch, cols, generator=g, device="cuda").to(dtype)
-    want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
-    got = _run(inp, case, grad_h, grad_c_n)
-    torch.cuda.synchronize()
-    for key, value in want.items():
-        assert got[key] is not None, key
-        assert got[key].device == inp["u"].device
-        err = rel_err(got[key], value)
-        assert err < REL[dtype], f"{key}: relative error {err:.3g} >= {REL[dtype]}"
 
 
 def test_custom_op_autograd_and_dispatch():
