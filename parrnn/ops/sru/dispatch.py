@@ -238,69 +238,64 @@ def _fused_module(backend: str) -> ModuleType:
     return _module(backend)
 
 
-@torch.library.custom_op("parrnn::sru_forward", mutates_args=())
-def sru_forward_op(
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-    backend: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused forward: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"`` or ``"scan"``)."""
-    args = RecurrenceArgs(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
-    return _fused_module(backend).forward(args)
+#: The custom ops' schemas are flat (``torch.library`` takes tensors and scalars): the fields of `RecurrenceArgs`,
+#: its tensors then its options, written once here.
+_ARG_TENSORS = "Tensor u, Tensor? x, Tensor? weight_c, Tensor bias, Tensor c0, Tensor? mask_pad, Tensor? drop_mask"
+_ARG_OPTIONS = "bool bidirectional, bool use_tanh, float scale_x"
+
+
+@torch.library.custom_op(
+    "parrnn::sru_forward", mutates_args=(),
+    schema=f"({_ARG_TENSORS}, {_ARG_OPTIONS}, str backend) -> (Tensor, Tensor, Tensor)")
+def sru_forward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused forward of ``(*RecurrenceArgs, backend)``: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"``
+    or ``"scan"``)."""
+    *fields, backend = inputs
+    return _fused_module(backend).forward(RecurrenceArgs(*fields))  # type: ignore[arg-type]
 
 
 @sru_forward_op.register_fake
-def _(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend):
+def _(*inputs):
+    u, c0 = inputs[0], inputs[4]
     length, batch, _, cols = u.shape
     state_dtype = torch.promote_types(u.dtype, torch.float32)
     return (u.new_empty(length, batch, cols), u.new_empty(batch, cols, dtype=c0.dtype),
             u.new_empty(length, batch, cols, dtype=state_dtype))
 
 
-@torch.library.custom_op("parrnn::sru_backward", mutates_args=())
-def sru_backward_op(
-    grad_h: Tensor,
-    grad_c_n: Tensor,
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    c_all: Tensor,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-    backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Fused backward. Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input
-    was ``None`` comes back as an empty tensor (custom ops cannot return ``None``)."""
-    args = RecurrenceArgs(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+@torch.library.custom_op(
+    "parrnn::sru_backward", mutates_args=(),
+    schema=f"(Tensor grad_h, Tensor grad_c_n, {_ARG_TENSORS}, Tensor c_all, {_ARG_OPTIONS}, str backend) -> "
+           "(Tensor, Tensor, Tensor, Tensor, Tensor)")
+def sru_backward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused backward of ``(grad_h, grad_c_n, *RecurrenceArgs tensors, c_all, *RecurrenceArgs options, backend)``.
+    Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input was ``None`` comes
+    back as an empty tensor (custom ops cannot return ``None``)."""
+    args, grad_h, grad_c_n, c_all, backend = _backward_inputs(inputs)
     grads = _fused_module(backend).backward(args, grad_h, grad_c_n, c_all)
-    return tuple(u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
+    return tuple(args.u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
 
 
 @sru_backward_op.register_fake
-def _(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all, bidirectional, use_tanh,
-      scale_x, backend):
+def _(*inputs):
+    args = _backward_inputs(inputs)[0]
+
     def like(t: Tensor | None) -> Tensor:
-        return u.new_empty(0) if t is None else torch.empty_like(t)
-    return torch.empty_like(u), like(x), like(weight_c), torch.empty_like(bias), torch.empty_like(c0)
+        return args.u.new_empty(0) if t is None else torch.empty_like(t)
+    return (torch.empty_like(args.u), like(args.x), like(args.weight_c), torch.empty_like(args.bias),
+            torch.empty_like(args.c0))
+
+
+def _backward_inputs(inputs: tuple) -> tuple[RecurrenceArgs, Tensor, Tensor, Tensor, str]:
+    """`sru_backward_op`'s flat inputs as ``(args, grad_h, grad_c_n, c_all, backend)``."""
+    grad_h, grad_c_n, *tensors, c_all, bidirectional, use_tanh, scale_x, backend = inputs
+    return RecurrenceArgs(*tensors, bidirectional, use_tanh, scale_x), grad_h, grad_c_n, c_all, backend
 
 
 def _setup_context(ctx, inputs, output):
-    *args, backend = inputs  # sru_forward_op's flat inputs: the RecurrenceArgs fields, then backend
-    ctx.save_for_backward(*args[:7], output[2])
-    ctx.options = (*args[7:], backend)
+    *fields, backend = inputs  # sru_forward_op's flat inputs: the RecurrenceArgs fields, then backend
+    ctx.save_for_backward(*fields[:7], output[2])
+    ctx.options = (*fields[7:], backend)
 
 
 def _backward(ctx, grad_h, grad_c_n, _grad_c_all):
