@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from parrnn.ops.sru import sequential_cuda as cuda_backend
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
@@ -70,12 +71,11 @@ def measure(length: int, batch: int, hidden: int, dtype: torch.dtype, iters: int
     x = torch.randn(length, batch, cols, device=dev).to(dtype)
     wc, bias = torch.randn(2, cols, device=dev) * 0.1, torch.randn(2, cols, device=dev)
     c0 = torch.zeros(batch, cols, device=dev)
-    args = (u, x, wc, bias, c0, None, None, False, False, 1.0)
-    h, c_n, c_all = cuda_backend.forward(*args)
+    args = RecurrenceArgs(u, x, wc, bias, c0, None, None)
+    h, c_n, c_all = cuda_backend.forward(args)
     grad_h, grad_c_n = torch.randn_like(h), torch.randn_like(c_n)
-    fwd_ms = time_ms(lambda: cuda_backend.forward(*args), iters)
-    bwd_ms = time_ms(lambda: cuda_backend.backward(grad_h, grad_c_n, u, x, wc, bias, c0, None, None, c_all,
-                                                   False, False, 1.0), iters)
+    fwd_ms = time_ms(lambda: cuda_backend.forward(args), iters)
+    bwd_ms = time_ms(lambda: cuda_backend.backward(args, grad_h, grad_c_n, c_all), iters)
     fwd_b, bwd_b = bytes_moved(length, batch, cols, dtype)
     return {"L": length, "N": batch, "H": hidden, "dtype": str(dtype).split(".")[-1],
             "fwd_ms": fwd_ms, "bwd_ms": bwd_ms, "fwd_bytes": fwd_b, "bwd_bytes": bwd_b,

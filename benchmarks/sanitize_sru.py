@@ -16,6 +16,7 @@ import sys
 import torch
 
 from parrnn.ops.sru import sequential_cuda as cuda_backend
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 
 def run_case(dtype: torch.dtype, *, k: int, has_x: bool, v2: bool, bidirectional: bool, mask: bool,
@@ -38,10 +39,9 @@ def run_case(dtype: torch.dtype, *, k: int, has_x: bool, v2: bool, bidirectional
         lengths = torch.tensor([L, 3, 1], device=dev)
         mask_pad = torch.arange(L, device=dev).unsqueeze(1) >= lengths.unsqueeze(0)
     drop_mask = (torch.rand(N, C, device=dev, generator=g) > 0.2).to(dtype) / 0.8 if drop else None
-    h, c_n, c_all = cuda_backend.forward(u, x, wc, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
-                                         1.3)
-    grads = cuda_backend.backward(torch.ones_like(h), torch.ones_like(c_n), u, x, wc, bias, c0, mask_pad,
-                                  drop_mask, c_all, bidirectional, use_tanh, 1.3)
+    args = RecurrenceArgs(u, x, wc, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, 1.3)
+    h, c_n, c_all = cuda_backend.forward(args)
+    grads = cuda_backend.backward(args, torch.ones_like(h), torch.ones_like(c_n), c_all)
     torch.cuda.synchronize()
     return all(bool(torch.isfinite(t).all()) for t in (h, c_n, c_all, *grads) if t is not None)
 

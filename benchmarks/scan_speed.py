@@ -24,15 +24,17 @@ from torch import Tensor
 
 from parrnn.ops.sru import scan, scan_cpu
 from parrnn.ops.sru import sequential_cpu as seq
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 
 def _bench_calls(seq: Any, u: Tensor, x: Tensor, bias: Tensor, c0: Tensor, c_all: Tensor, gh: Tensor,
                  gcn: Tensor) -> dict[str, Any]:
+    args = RecurrenceArgs(u, x, None, bias, c0, None, None)
     return {
-        "seq fwd": lambda: seq.forward(u, x, None, bias, c0, None, None, False, False, 1.0),
-        "scan fwd": lambda: scan.forward(u, x, None, bias, c0, None, None, False, False, 1.0),
-        "seq bwd": lambda: seq.backward(gh, gcn, u, x, None, bias, c0, None, None, c_all, False, False, 1.0),
-        "scan bwd": lambda: scan.backward(gh, gcn, u, x, None, bias, c0, None, None, c_all, False, False, 1.0),
+        "seq fwd": lambda: seq.forward(args),
+        "scan fwd": lambda: scan.forward(args),
+        "seq bwd": lambda: seq.backward(args, gh, gcn, c_all),
+        "scan bwd": lambda: scan.backward(args, gh, gcn, c_all),
     }
 
 
@@ -53,7 +55,7 @@ def bench_cpu(columns: Sequence[int] = (64, 128, 256, 512), lengths: Sequence[in
                 x = torch.randn(length, batch, cols, generator=gen)
                 bias = torch.randn(2, cols, generator=gen)
                 c0 = torch.randn(batch, cols, generator=gen)
-                h, c_n, c_all = scan_cpu.forward(u, x, bias, c0, None, None, False, False, 1.0, threads=1)
+                h, c_n, c_all = scan_cpu.forward(RecurrenceArgs(u, x, None, bias, c0, None, None), threads=1)
                 gh, gcn = torch.randn_like(h), torch.randn_like(c_n)
                 calls = _bench_calls(seq, u, x, bias, c0, c_all, gh, gcn)
                 times: dict[tuple[int, str], list[float]] = {}

@@ -9,18 +9,20 @@ The layers call [sru_recurrence][parrnn.ops.sru.dispatch.sru_recurrence]; it val
 * ``"scan"``      -- `parrnn.ops.sru.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
 * ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES] that applies and works.
 
-The fused backends share one contract (a *fused backend module*):
+The fused backends share one contract (a *fused backend module*), over one structure of the recurrence's inputs,
+`parrnn.ops.sru.contract.RecurrenceArgs`:
 
     availability(...) -> (ok: bool, reason: str)     # per device (and dtype, where kernels compile per dtype)
-    forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
-        -> (h, c_n, c_all)                      # c_all (L, N, C): every c_t, saved for backward
-    backward(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
-             bidirectional, use_tanh, scale_x)
+    forward(args) -> (h, c_n, c_all)                 # c_all (L, N, C): every c_t, saved for backward
+    forward_validated(args) -> (h, c_n, c_all)       # forward without validating args again
+    backward(args, grad_h, grad_c_n, c_all)
         -> (grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)   # None where the input was None
 
 and are reached through the custom op ``parrnn::sru_forward`` (with autograd and a fake implementation; its
 ``backend`` argument is the same word the user passes), so ``torch.compile`` and ``torch.export`` trace SRU
-models without graph breaks.
+models without graph breaks. The custom ops' schemas are flat (tensors and scalars, as ``torch.library`` needs):
+`sru_forward_op` and `sru_backward_op` pack their inputs into a `RecurrenceArgs` for the backend; `_backward`
+unpacks the saved one into `sru_backward_op`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from torch import Tensor
 
 from parrnn.ops.sru import reference
-from parrnn.ops.sru.contract import validate
+from parrnn.ops.sru.contract import RecurrenceArgs, validate
 from parrnn.ops.tracing import functorch_active
 
 BACKENDS = ("reference", "cpu", "cuda", "scan")
@@ -145,8 +147,9 @@ def precompile(device: torch.device | str = "cpu",
 class AutoRule:
     """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the problem qualifies.
 
-    ``measurement`` names the docs section with the run that justifies the row (the numbers live there). A row without a measurement on its kind of device may
-    only name that device's default kernel (the one every input can run), never an alternative to it.
+    ``measurement`` names the docs section with the run that justifies the row (the numbers live there). A row
+    without a measurement on its kind of device may only name that device's default kernel (the one every input
+    can run), never an alternative to it.
     """
 
     device: str
@@ -235,81 +238,75 @@ def _fused_module(backend: str) -> ModuleType:
     return _module(backend)
 
 
-@torch.library.custom_op("parrnn::sru_forward", mutates_args=())
-def sru_forward_op(
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-    backend: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused forward: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"`` or ``"scan"``)."""
-    mod = _fused_module(backend)
-    return mod.forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+#: The custom ops' schemas are flat (``torch.library`` takes tensors and scalars): the fields of `RecurrenceArgs`,
+#: its tensors then its options, written once here.
+_ARG_TENSORS = "Tensor u, Tensor? x, Tensor? weight_c, Tensor bias, Tensor c0, Tensor? mask_pad, Tensor? drop_mask"
+_ARG_OPTIONS = "bool bidirectional, bool use_tanh, float scale_x"
+
+
+@torch.library.custom_op(
+    "parrnn::sru_forward", mutates_args=(),
+    schema=f"({_ARG_TENSORS}, {_ARG_OPTIONS}, str backend) -> (Tensor, Tensor, Tensor)")
+def sru_forward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused forward of ``(*RecurrenceArgs, backend)``: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"``
+    or ``"scan"``)."""
+    *fields, backend = inputs
+    return _fused_module(backend).forward(RecurrenceArgs(*fields))  # type: ignore[arg-type]
 
 
 @sru_forward_op.register_fake
-def _(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend):
+def _(*inputs):
+    u, c0 = inputs[0], inputs[4]
     length, batch, _, cols = u.shape
     state_dtype = torch.promote_types(u.dtype, torch.float32)
     return (u.new_empty(length, batch, cols), u.new_empty(batch, cols, dtype=c0.dtype),
             u.new_empty(length, batch, cols, dtype=state_dtype))
 
 
-@torch.library.custom_op("parrnn::sru_backward", mutates_args=())
-def sru_backward_op(
-    grad_h: Tensor,
-    grad_c_n: Tensor,
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    c_all: Tensor,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-    backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Fused backward. Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input
-    was ``None`` comes back as an empty tensor (custom ops cannot return ``None``)."""
-    mod = _fused_module(backend)
-    grads = mod.backward(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
-                         bidirectional, use_tanh, scale_x)
-    return tuple(u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
+@torch.library.custom_op(
+    "parrnn::sru_backward", mutates_args=(),
+    schema=f"(Tensor grad_h, Tensor grad_c_n, {_ARG_TENSORS}, Tensor c_all, {_ARG_OPTIONS}, str backend) -> "
+           "(Tensor, Tensor, Tensor, Tensor, Tensor)")
+def sru_backward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused backward of ``(grad_h, grad_c_n, *RecurrenceArgs tensors, c_all, *RecurrenceArgs options, backend)``.
+    Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input was ``None`` comes
+    back as an empty tensor (custom ops cannot return ``None``)."""
+    args, grad_h, grad_c_n, c_all, backend = _backward_inputs(inputs)
+    grads = _fused_module(backend).backward(args, grad_h, grad_c_n, c_all)
+    return tuple(args.u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
 
 
 @sru_backward_op.register_fake
-def _(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all, bidirectional, use_tanh,
-      scale_x, backend):
+def _(*inputs):
+    args = _backward_inputs(inputs)[0]
+
     def like(t: Tensor | None) -> Tensor:
-        return u.new_empty(0) if t is None else torch.empty_like(t)
-    return torch.empty_like(u), like(x), like(weight_c), torch.empty_like(bias), torch.empty_like(c0)
+        return args.u.new_empty(0) if t is None else torch.empty_like(t)
+    return (torch.empty_like(args.u), like(args.x), like(args.weight_c), torch.empty_like(args.bias),
+            torch.empty_like(args.c0))
+
+
+def _backward_inputs(inputs: tuple) -> tuple[RecurrenceArgs, Tensor, Tensor, Tensor, str]:
+    """`sru_backward_op`'s flat inputs as ``(args, grad_h, grad_c_n, c_all, backend)``."""
+    grad_h, grad_c_n, *tensors, c_all, bidirectional, use_tanh, scale_x, backend = inputs
+    return RecurrenceArgs(*tensors, bidirectional, use_tanh, scale_x), grad_h, grad_c_n, c_all, backend
 
 
 def _setup_context(ctx, inputs, output):
-    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x, backend = inputs
-    ctx.save_for_backward(u, x, weight_c, bias, c0, mask_pad, drop_mask, output[2])
-    ctx.options = (bidirectional, use_tanh, scale_x, backend)
+    *fields, backend = inputs  # sru_forward_op's flat inputs: the RecurrenceArgs fields, then backend
+    ctx.save_for_backward(*fields[:7], output[2])
+    ctx.options = (*fields[7:], backend)
 
 
 def _backward(ctx, grad_h, grad_c_n, _grad_c_all):
-    u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all = ctx.saved_tensors
-    bidirectional, use_tanh, scale_x, backend = ctx.options
-    grad_h = torch.zeros_like(c_all, dtype=u.dtype) if grad_h is None else grad_h
-    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-    gu, gx, gwc, gb, gc0 = sru_backward_op(
-        grad_h.contiguous(), grad_c_n.contiguous(), u, x, weight_c, bias, c0, mask_pad, drop_mask, c_all,
-        bidirectional, use_tanh, scale_x, backend)
-    return (gu, None if x is None else gx, None if weight_c is None else gwc, gb, gc0,
+    *tensors, c_all = ctx.saved_tensors
+    *options, backend = ctx.options
+    args = RecurrenceArgs(*tensors, *options)
+    grad_h = torch.zeros_like(c_all, dtype=args.u.dtype) if grad_h is None else grad_h
+    grad_c_n = torch.zeros_like(args.c0) if grad_c_n is None else grad_c_n
+    gu, gx, gwc, gb, gc0 = sru_backward_op(grad_h.contiguous(), grad_c_n.contiguous(), *tensors, c_all, *options,
+                                           backend)
+    return (gu, None if args.x is None else gx, None if args.weight_c is None else gwc, gb, gc0,
             None, None, None, None, None, None)
 
 
@@ -338,17 +335,17 @@ def sru_recurrence(
     if torch.jit.is_scripting():
         name = "scan" if backend == "scan" else ("cuda" if u.is_cuda else "cpu")
     else:
+        args = RecurrenceArgs(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
         # ONNX export traces (TorchScript exporter) or compiles (dynamo exporter); is_in_onnx_export() costs more
         if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
-            return _export_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
-                                      scale_x)
-        name = _validated_backend(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend)
+            return _export_recurrence(args)
+        name = _validated_backend(args, backend)
         if name == "reference" or functorch_active():  # torch.func transforms: the ops they can differentiate
-            return reference.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                                            bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
-        if _direct_call_ok(u, x, weight_c, bias, c0):  # inference: skip the custom op's per-call cost
-            return _direct_forward(name, u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh,
-                                   scale_x)
+            return reference.sru_recurrence(*args[:7], bidirectional=bidirectional, use_tanh=use_tanh,
+                                            scale_x=scale_x)
+        if _direct_call_ok(args):  # inference: skip the custom op's per-call cost
+            h, c_n, _ = _fused_module(name).forward_validated(args)  # (it makes its arguments contiguous itself)
+            return h, c_n
     h, c_n, _ = torch.ops.parrnn.sru_forward(
         u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
         _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
@@ -356,53 +353,32 @@ def sru_recurrence(
 
 
 @torch.jit.unused
-def _export_recurrence(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-                       scale_x: float) -> tuple[Tensor, Tensor]:
+def _export_recurrence(args: RecurrenceArgs) -> tuple[Tensor, Tensor]:
     """While ``torch.onnx.export`` traces: the recurrence as one scan (an ONNX ``Scan``), since ONNX runtimes
     cannot run ``parrnn::sru_forward``."""
     from parrnn.ops.sru import onnx as onnx_export
 
     onnx_export.check_exporter()
-    return onnx_export.sru_recurrence(u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                                      bidirectional=bidirectional, use_tanh=use_tanh, scale_x=scale_x)
+    return onnx_export.recurrence(args)
 
 
 @torch.jit.unused
-def _validated_backend(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-                       mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, backend: str) -> str:
-    """Validate every argument of [sru_recurrence][parrnn.ops.sru_recurrence] and resolve ``backend``
-    (eager only: TorchScript skips it)."""
+def _validated_backend(args: RecurrenceArgs, backend: str) -> str:
+    """Validate every argument of [sru_recurrence][parrnn.ops.sru_recurrence] (once: the fused backends'
+    ``forward_validated`` does not validate again) and resolve ``backend`` (eager only: TorchScript skips it)."""
     check_backend(backend)
-    length, batch, _, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
-                                      check_dtype=backend not in ("reference", "auto"))
-    return resolve_backend(backend, u.device, linear=weight_c is None, batch_columns=batch * cols,
-                           length=length, dtype=u.dtype)
+    length, batch, _, cols = validate(args, check_dtype=backend not in ("reference", "auto"))
+    return resolve_backend(backend, args.u.device, linear=args.weight_c is None, batch_columns=batch * cols,
+                           length=length, dtype=args.u.dtype)
 
 
 @torch.jit.unused
-def _direct_call_ok(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor) -> bool:
+def _direct_call_ok(args: RecurrenceArgs) -> bool:
     """Whether the fused backend may be called without the custom op: nothing needs a gradient and nothing
     traces (torch.compile / export and ``torch.jit.trace``, and so ONNX export, must see ``parrnn::sru_forward``)."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, x, weight_c, bias, c0)))
-
-
-@torch.jit.unused
-def _direct_forward(backend: str, u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-                    mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-                    scale_x: float) -> tuple[Tensor, Tensor]:
-    """The fused forward without the custom op (inference); the same call the op makes, without validating the
-    arguments again (`_validated_backend` did) where the backend offers ``forward_validated``."""
-    mod = _fused_module(backend)
-    forward = getattr(mod, "forward_validated", None)
-    if forward is not None:  # it makes its arguments contiguous itself (copying only what is not)
-        h, c_n, _ = forward(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, float(scale_x))
-        return h, c_n
-    h, c_n, _ = mod.forward(u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-                            _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x))
-    return h, c_n
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:5]))
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:

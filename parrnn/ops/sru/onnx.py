@@ -7,9 +7,10 @@ no ONNX runtime knows, and the reference's Python loop would be unrolled for one
 model takes any sequence length and batch size.
 
 Same contract as [parrnn.ops.sru.reference.sru_recurrence][] (shapes and equations are in that module's
-docstring); tests/ops/test_onnx.py checks the values against it. The reverse direction of a bidirectional
-layer runs in the same scan: its columns are flipped in time before the scan and its outputs flipped back
-after, so both directions advance together and ``c_n`` is the final carry.
+docstring), its arguments as one `parrnn.ops.sru.contract.RecurrenceArgs`; tests/ops/sru/test_sru_onnx.py checks
+the values against it. The reverse direction of a bidirectional layer runs in the same scan: its columns are
+flipped in time before the scan and its outputs flipped back after, so both directions advance together and
+``c_n`` is the final carry.
 
 Inference only: the inputs are detached (no gradients). Called eagerly (as the tests do), ``scan`` compiles
 its step with ``torch.compile`` first, so it is slow; the layers never take this path outside an export.
@@ -23,6 +24,7 @@ from torch import Tensor
 from torch._higher_order_ops.scan import scan
 
 from parrnn.ops.sru import reference
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 
 def check_exporter() -> None:
@@ -37,21 +39,10 @@ def _flip_second_half(t: Tensor, hidden: int) -> Tensor:
     return torch.cat([t[..., :hidden], t[..., hidden:].flip(0)], dim=-1)
 
 
-def sru_recurrence(
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    *,
-    bidirectional: bool = False,
-    use_tanh: bool = False,
-    scale_x: float = 1.0,
-) -> tuple[Tensor, Tensor]:
+def recurrence(args: RecurrenceArgs) -> tuple[Tensor, Tensor]:
     """Run the SRU recurrence as one ``scan`` over time (shapes as in
     [sru_recurrence][parrnn.ops.sru.reference.sru_recurrence]): ``h`` ``(L, N, C)`` and ``c_n`` ``(N, C)``."""
+    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x = args
     length, batch, k, cols = u.shape
     hidden = cols // 2 if bidirectional else cols
     out_dtype = u.dtype

@@ -1,7 +1,8 @@
 """The SRU elementwise recurrence in plain PyTorch: the definition of correct.
 
 Every other backend (``cpu``, ``cuda``, ``scan``) implements [sru_recurrence][parrnn.ops.sru.reference.sru_recurrence]
-with the same signature and is tested against this function, values and gradients. Autograd differentiates
+with its arguments as one `parrnn.ops.sru.contract.RecurrenceArgs` and is tested against this function, values and
+gradients (tests/ops/sru/test_backends.py). Autograd differentiates
 through the Python time loop, so this is slow; it exists to be obviously right.
 
 Shapes (``L`` sequence length, ``N`` batch, ``D`` directions (1 or 2), ``H`` hidden size, ``C = D * H``):

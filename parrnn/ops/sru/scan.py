@@ -1,9 +1,10 @@
 """The ``scan`` backend: time-parallel chunked scan for the linear (v1) SRU -- its contract and routing.
 
 Implements the *fused backend module* contract of `parrnn.ops.sru.dispatch` (``availability``, ``forward``,
-``backward``) for CPU and CUDA tensors; the implementations are `parrnn.ops.sru.scan_cpu` (C++ threads) and
-`parrnn.ops.sru.scan_cuda` (CuPy). Availability is per device: the CPU scan needs a C++ compiler, the CUDA scan
-its kernels compiled for that device and dtype.
+``forward_validated``, ``backward``, each taking a `parrnn.ops.sru.contract.RecurrenceArgs`) for CPU and CUDA
+tensors; the implementations are `parrnn.ops.sru.scan_cpu` (C++ threads) and `parrnn.ops.sru.scan_cuda` (CuPy),
+which take the same structure and check that it is the linear recurrence (``weight_c=None``). Availability is per
+device: the CPU scan needs a C++ compiler, the CUDA scan its kernels compiled for that device and dtype.
 
 For v1 the gates do not depend on the state, so every step is an affine map ``c_t = a_t c_{t-1} + b_t`` and
 runs of steps compose associatively (``kernels/sru_scan.cuh``). Each column's steps are cut into chunks:
@@ -37,17 +38,14 @@ time.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 from torch import Tensor
 
 from parrnn.ops.launch import require_device
 from parrnn.ops.sru import scan_cpu, scan_cuda
-
-
-def _require_linear(weight_c: Tensor | None) -> None:
-    if weight_c is not None:
-        raise ValueError("the scan backend needs the linear recurrence (weight_c=None, version='v1'); "
-                         "the v2 peephole makes f_t depend on c_{t-1}")
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 
 def availability(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
@@ -63,23 +61,22 @@ def availability(device: torch.device | str | None = None, dtype: torch.dtype = 
     return False, f"the scan runs on cpu or cuda tensors, not {dev.type}"
 
 
-def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-            mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+def _impl(args: RecurrenceArgs) -> ModuleType:
+    require_device(args.u.device, ("cpu", "cuda"), "scan")
+    return scan_cpu if args.u.device.type == "cpu" else scan_cuda
+
+
+def forward(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """Scan forward on the tensors' device: ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``."""
-    _require_linear(weight_c)
-    require_device(u.device, ("cpu", "cuda"), "scan")
-    impl = scan_cpu if u.device.type == "cpu" else scan_cuda
-    return impl.forward(u, x, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+    return _impl(args).forward(args)
 
 
-def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,
-             bias: Tensor, c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
-             bidirectional: bool, use_tanh: bool,
-             scale_x: float) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+def forward_validated(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed (`parrnn.ops.sru_recurrence`)."""
+    return _impl(args).forward_validated(args)
+
+
+def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
+             c_all: Tensor) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """Scan backward on the tensors' device: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
-    _require_linear(weight_c)
-    require_device(u.device, ("cpu", "cuda"), "scan")
-    impl = scan_cpu if u.device.type == "cpu" else scan_cuda
-    return impl.backward(grad_h, grad_c_n, u, x, bias, c0, mask_pad, drop_mask, c_all, bidirectional, use_tanh,
-                         scale_x)
+    return _impl(args).backward(args, grad_h, grad_c_n, c_all)

@@ -15,7 +15,7 @@ from torch import Tensor
 from parrnn._paths import kernel_source
 from parrnn.ops.build import build_library
 from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
-from parrnn.ops.sru.contract import validate
+from parrnn.ops.sru.contract import RecurrenceArgs, require_linear, validate
 
 CPU_FILE = "sru_scan_cpu.cpp"
 #: As the sequential CPU backend (kernels/sru_cpu.cpp), but threads are std::thread (-pthread), not OpenMP:
@@ -71,15 +71,23 @@ def library() -> ctypes.CDLL:
         return _lib
 
 
-def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
-                drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
-                threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def forward(args: RecurrenceArgs, threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """CPU scan forward: ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. float16/bfloat16 run in float32 copies.
 
     ``threads`` defaults to ``torch.get_num_threads()``; 1 gives the plain sequential recurrence.
     """
-    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
+    require_linear(args)
+    validate(args, backend="scan")
+    return forward_validated(args, threads)
+
+
+def forward_validated(args: RecurrenceArgs, threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed."""
+    u, x, _, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x = args
     require_device(u.device, ("cpu",), "scan (cpu)")
+    if u.dtype not in SUFFIX:  # validated without the dtype check (backend="auto"): the same TypeError as forward
+        validate(args, backend="scan")
+    length, batch, k, cols = u.shape
     dtype, acc = u.dtype, acc_dtype(u.dtype)
     threads = torch.get_num_threads() if threads is None else threads
     uu, xx = as_dtype(u, acc), as_dtype(x, acc)
@@ -100,13 +108,12 @@ def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Ten
     return h.to(dtype), c_n.to(c0.dtype), c_all
 
 
-def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,
-                 mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor, bidirectional: bool,
-                 use_tanh: bool, scale_x: float,
-                 threads: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor, c_all: Tensor,
+             threads: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """CPU scan backward: ``(grad_u, grad_x, None, grad_bias, grad_c0)``, each in its input's dtype."""
-    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
-                                      grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    require_linear(args)
+    length, batch, k, cols = validate(args, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    u, x, _, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x = args
     require_device(u.device, ("cpu",), "scan (cpu)")
     acc = acc_dtype(u.dtype)
     threads = torch.get_num_threads() if threads is None else threads

@@ -15,7 +15,14 @@ from torch import Tensor
 
 from parrnn.ops import cuda_runtime, cuda_toolchain, host_launcher
 from parrnn.ops.launch import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, ptr_args, require_device
-from parrnn.ops.sru.contract import final_state, gpu_operands, validate
+from parrnn.ops.sru.contract import (
+    RecurrenceArgs,
+    final_state,
+    gpu_gradients,
+    gpu_operands,
+    require_linear,
+    validate,
+)
 
 KERNEL_FILE = "sru_scan.cu"
 #: The kernels of ``kernels/sru_scan.cu``, without the dtype suffix.
@@ -43,14 +50,21 @@ def _shape_args(length: int, batch: int, cols: int, k: int, bidirectional: bool,
             Arg("i64", chunk_len), Arg("i64", n_chunks)]
 
 
-def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
-                 drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool, scale_x: float,
+def forward_with(launch: Launcher, args: RecurrenceArgs,
                  chunk_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The CUDA scan's forward (3 launches of ``kernels/sru_scan.cu``) through ``launch``:
     ``(h (L, N, C), c_n (N, C), c_all (L, N, C))``. ``chunk_len`` defaults to `gpu_chunk_len`."""
-    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, backend="scan")
+    require_linear(args)
+    validate(args, backend="scan")
+    return _forward(launch, args, chunk_len)
+
+
+def _forward(launch: Launcher, args: RecurrenceArgs, chunk_len: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward_with` for validated arguments."""
+    u, _, _, _, c0, _, _, bidirectional, use_tanh, scale_x = args
+    length, batch, k, cols = u.shape
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    ops = gpu_operands(u, x, None, bias, c0, mask_pad, drop_mask)
+    ops = gpu_operands(args)
     nc = batch * cols
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
@@ -74,15 +88,15 @@ def forward_with(launch: Launcher, u: Tensor, x: Tensor | None, bias: Tensor, c0
     return h, final_state(c_n, c_all, ops.c0, c0.dtype, bidirectional), c_all
 
 
-def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor,
-                  c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
-                  bidirectional: bool, use_tanh: bool, scale_x: float,
+def backward_with(launch: Launcher, args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor, c_all: Tensor,
                   chunk_len: int | None = None) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """The CUDA scan's backward (3 launches) through ``launch``: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
-    length, batch, k, cols = validate(u, x, None, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
-                                      grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    require_linear(args)
+    length, batch, k, cols = validate(args, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all, backend="scan")
+    u, x, _, bias, c0, _, _, bidirectional, use_tanh, scale_x = args
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    ops = gpu_operands(u, x, None, bias, c0, mask_pad, drop_mask, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all)
+    ops = gpu_operands(args)
+    gh, gcn, call = gpu_gradients(dtype, grad_h, grad_c_n, c_all)
     nc = batch * cols
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
@@ -103,12 +117,12 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_c_n: Tensor, u: Tensor,
     grad_c0 = torch.empty((batch, cols), dtype=acc, device=dev)
     if n_chunks > 1:
         launch(f"sru_scan_bwd_reduce_{sfx}", (n_chunks - 1) * nc,
-               [*ptr_args(ops.grad_h, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, ops.c_all,
+               [*ptr_args(gh, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, call,
                           agg_a, agg_b), *shape,
                 Arg("i32", int(use_tanh)), acc_arg(scale_x, acc)], dev)
-    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(ops.grad_c_n, agg_a, agg_b, carry), *shape], dev)
+    launch(f"sru_scan_bwd_carry_{sfx}", nc, [*ptr_args(gcn, agg_a, agg_b, carry), *shape], dev)
     launch(f"sru_scan_bwd_apply_{sfx}", n_chunks * nc,
-           [*ptr_args(ops.grad_h, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, ops.c_all, carry,
+           [*ptr_args(gh, ops.u, ops.x, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, call, carry,
                       grad_u, grad_x, grad_bias_part, grad_c0), *shape, Arg("i32", int(use_tanh)),
             acc_arg(scale_x, acc)], dev)
     grad_bias = grad_bias_part.sum((1, 2)).to(bias.dtype)
@@ -137,20 +151,23 @@ def availability(device: torch.device | str | None = None, dtype: torch.dtype = 
     return cuda_runtime.kernel_availability(device, dtype, KERNEL_FILE, KERNELS)
 
 
-def forward(u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor, mask_pad: Tensor | None,
-            drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+def forward(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """CUDA scan forward with CuPy on the tensors' device: ``(h, c_n, c_all)``."""
-    require_device(u.device, ("cuda",), "scan (cuda)")
-    with torch.cuda.device(u.device):
-        return forward_with(cupy_launcher, u, x, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+    require_linear(args)
+    validate(args, backend="scan")
+    return forward_validated(args)
 
 
-def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, bias: Tensor, c0: Tensor,
-             mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor, bidirectional: bool,
-             use_tanh: bool, scale_x: float) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
+def forward_validated(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed."""
+    require_device(args.u.device, ("cuda",), "scan (cuda)")  # (dispatch picks it only for a dtype it compiled)
+    with torch.cuda.device(args.u.device):
+        return _forward(cupy_launcher, args)
+
+
+def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
+             c_all: Tensor) -> tuple[Tensor, Tensor | None, None, Tensor, Tensor]:
     """CUDA scan backward with CuPy: ``(grad_u, grad_x, None, grad_bias, grad_c0)``."""
-    require_device(u.device, ("cuda",), "scan (cuda)")
-    with torch.cuda.device(u.device):
-        return backward_with(cupy_launcher, grad_h, grad_c_n, u, x, bias, c0, mask_pad, drop_mask, c_all,
-                             bidirectional, use_tanh, scale_x)
+    require_device(args.u.device, ("cuda",), "scan (cuda)")
+    with torch.cuda.device(args.u.device):
+        return backward_with(cupy_launcher, args, grad_h, grad_c_n, c_all)

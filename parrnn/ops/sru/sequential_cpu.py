@@ -5,7 +5,8 @@ CUDA kernel includes. The same library carries the fused GRU step kernels of `pa
 (``kernels/gru_rows_cpu.cpp``). It is compiled on first use (never at import) by `parrnn.ops.build` into a cached
 shared library and called through ``ctypes`` with the data pointers of contiguous torch tensors; outputs are
 allocated with torch. This module implements the *fused backend module* contract of
-`parrnn.ops.sru.dispatch` (``availability``, ``forward``, ``backward``); shapes are those of
+`parrnn.ops.sru.dispatch` (``availability``, ``forward``, ``backward``, each taking a
+`parrnn.ops.sru.contract.RecurrenceArgs`); shapes are those of
 [parrnn.ops.sru.reference.sru_recurrence][] (``L`` steps, ``N`` batch, ``C`` columns, ``K`` = 3 or 4):
 
 * storage dtypes float32, float64, bfloat16, float16 (``u``, ``x``, ``h`` and their gradients stay in ``u``'s
@@ -28,7 +29,7 @@ from torch import Tensor
 from parrnn._paths import kernel_source
 from parrnn.ops import build
 from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
-from parrnn.ops.sru.contract import validate
+from parrnn.ops.sru.contract import RecurrenceArgs, validate
 
 __all__ = ["availability", "backward", "build_info", "forward", "forward_validated", "load_library"]
 
@@ -106,29 +107,26 @@ def _skip_mode(k: int, x: Tensor | None) -> int:
 
 # ---- the fused backend contract ----------------------------------------------------------------------------
 
-def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-            mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+def forward(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """Fused forward.
 
     Returns ``(h, c_n, c_all)``: ``h`` ``(L, N, C)`` in ``u``'s dtype, ``c_n`` ``(N, C)`` in ``c0``'s, ``c_all``
     ``(L, N, C)`` every ``c_t`` in the arithmetic dtype (float64 for float64 input, else float32).
     """
-    validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
-    return forward_validated(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
+    validate(args, backend="cpu")
+    return forward_validated(args)
 
 
-def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-                      mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-                      scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+def forward_validated(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed
     (`parrnn.ops.sru_recurrence` validates once, then calls this: the streaming per-call path)."""
+    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x = args
     require_device(u.device, ("cpu",), "cpu")
     lib = load_library()
     length, batch, k, cols = u.shape
     dtype = u.dtype
     if dtype not in SUFFIX:  # validated without the dtype check (backend="auto"): the same TypeError as forward
-        validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, backend="cpu")
+        validate(args, backend="cpu")
     arith = acc_dtype(dtype)
     u = u.contiguous()
     x_ = as_dtype(x, dtype)
@@ -146,10 +144,8 @@ def forward_validated(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias
     return h, (c_n if c_n.dtype == c0.dtype else c_n.to(c0.dtype)), c_all
 
 
-def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,
-             bias: Tensor, c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
-             bidirectional: bool, use_tanh: bool, scale_x: float,
-             ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
+def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
+             c_all: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
     """Fused backward from ``grad_h`` ``(L, N, C)`` and ``grad_c_n`` ``(N, C)``, given the forward's
     ``c_all`` ``(L, N, C)``.
 
@@ -157,8 +153,8 @@ def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weig
     with ``None`` where the input was ``None``. The peephole/bias gradients are per-row partial sums reduced
     over the batch in the arithmetic dtype.
     """
-    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
-                                      grad_c_n=grad_c_n, c_all=c_all, backend="cpu")
+    length, batch, k, cols = validate(args, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all, backend="cpu")
+    u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x = args
     require_device(u.device, ("cpu",), "cpu")
     lib = load_library()
     dtype, arith = u.dtype, acc_dtype(u.dtype)

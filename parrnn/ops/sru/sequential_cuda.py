@@ -1,12 +1,12 @@
 """CUDA backend: the fused SRU kernels of ``kernels/sru_recurrence.cu`` launched through CuPy.
 
 Implements the *fused backend module* contract of `parrnn.ops.sru.dispatch` (``availability``,
-``forward``, ``backward``). Nothing here touches CUDA at import time: CuPy is imported and the kernels are
-compiled (NVRTC, through ``cupy.RawModule``) by ``availability(device, dtype)`` (available = compiled and loaded
-for that device and dtype), once per (device, storage dtype, variant), and CuPy's on-disk cache keeps the
-binaries between processes. Kernels run on torch's current stream of the
-tensors' own device (a model on ``cuda:1`` works), outputs are allocated by torch, inputs are made contiguous
-and passed by data pointer.
+``forward``, ``backward``, each taking a `parrnn.ops.sru.contract.RecurrenceArgs`). Nothing here touches CUDA
+at import time: CuPy is imported and the kernels are compiled (NVRTC, through ``cupy.RawModule``) by
+``availability(device, dtype)`` (available = compiled and loaded for that device and dtype), once per (device,
+storage dtype, variant), and CuPy's on-disk cache keeps the binaries between processes. Kernels run on torch's
+current stream of the tensors' own device (a model on ``cuda:1`` works), outputs are allocated by torch, inputs
+are made contiguous and passed by data pointer.
 
 Shapes (``L`` length, ``N`` batch, ``K`` 3 or 4, ``C`` columns = directions * hidden), as in
 `parrnn.ops.sru.reference`:
@@ -41,7 +41,7 @@ from torch import Tensor
 
 from parrnn.ops import cuda_runtime, cuda_toolchain, host_launcher
 from parrnn.ops.launch import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, ptr_args, require_device
-from parrnn.ops.sru.contract import final_state, gpu_operands, validate
+from parrnn.ops.sru.contract import RecurrenceArgs, final_state, gpu_gradients, gpu_operands, validate
 
 KERNEL_FILE = "sru_recurrence.cu"
 #: The kernels of ``kernels/sru_recurrence.cu``, without the dtype suffix.
@@ -50,24 +50,26 @@ KERNELS = ("sru_forward", "sru_backward")
 PREFETCH_ENV = "PARRNN_CUDA_PREFETCH"
 
 
-def forward_with(
-    launch: Launcher,
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-) -> tuple[Tensor, Tensor, Tensor]:
+def _scalars(args: RecurrenceArgs) -> list[Arg]:
+    """The kernels' trailing scalar arguments: ``L, N, C, K, bidirectional, use_tanh, scale_x``."""
+    length, batch, k, cols = args.u.shape
+    return [Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
+            Arg("i32", int(args.bidirectional)), Arg("i32", int(args.use_tanh)),
+            acc_arg(args.scale_x, acc_dtype(args.u.dtype))]
+
+
+def forward_with(launch: Launcher, args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """Forward through ``launch``: returns ``(h (L, N, C), c_n (N, C), c_all (L, N, C) float32|float64)``."""
-    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
-                                      backend="cuda")
+    validate(args, backend="cuda")
+    return _forward(launch, args)
+
+
+def _forward(launch: Launcher, args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward_with` for validated arguments."""
+    u, c0, bidirectional = args.u, args.c0, args.bidirectional
+    length, batch, _, cols = u.shape
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    ops = gpu_operands(u, x, weight_c, bias, c0, mask_pad, drop_mask)  # mask_pad: one byte, 1 = padding
+    ops = gpu_operands(args)
     h = torch.empty((length, batch, cols), dtype=dtype, device=dev)
     c_n = torch.empty((batch, cols), dtype=dtype, device=dev)
     c_all = torch.empty((length, batch, cols), dtype=acc, device=dev)
@@ -75,35 +77,19 @@ def forward_with(
     if total > 0:
         launch(f"sru_forward_{SUFFIX[dtype]}", total, [
             *ptr_args(ops.u, ops.x, ops.weight_c, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, h, c_n, c_all),
-            Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
-            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
-        ], dev)
+            *_scalars(args)], dev)
     return h, final_state(c_n, c_all, ops.c0, c0.dtype, bidirectional), c_all
 
 
-def backward_with(
-    launch: Launcher,
-    grad_h: Tensor,
-    grad_c_n: Tensor,
-    u: Tensor,
-    x: Tensor | None,
-    weight_c: Tensor | None,
-    bias: Tensor,
-    c0: Tensor,
-    mask_pad: Tensor | None,
-    drop_mask: Tensor | None,
-    c_all: Tensor,
-    bidirectional: bool,
-    use_tanh: bool,
-    scale_x: float,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
+def backward_with(launch: Launcher, args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
+                  c_all: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
     """Backward through ``launch``: ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``, each in the dtype
     of its input (``None`` where the input was ``None``)."""
-    length, batch, k, cols = validate(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, grad_h=grad_h,
-                                      grad_c_n=grad_c_n, c_all=c_all, backend="cuda")
+    length, batch, k, cols = validate(args, grad_h=grad_h, grad_c_n=grad_c_n, c_all=c_all, backend="cuda")
+    u, x, weight_c, bias, c0 = args[:5]
     dtype, acc, dev = u.dtype, acc_dtype(u.dtype), u.device
-    ops = gpu_operands(u, x, weight_c, bias, c0, mask_pad, drop_mask, grad_h=grad_h, grad_c_n=grad_c_n,
-                       c_all=c_all)
+    ops = gpu_operands(args)
+    gh, gcn, call = gpu_gradients(dtype, grad_h, grad_c_n, c_all)
     grad_u = torch.empty((length, batch, k, cols), dtype=dtype, device=dev)
     grad_x = None if x is None else torch.empty((length, batch, cols), dtype=dtype, device=dev)
     grad_wc_part = None if weight_c is None else torch.empty((2, batch, cols), dtype=acc, device=dev)
@@ -112,12 +98,8 @@ def backward_with(
     total = batch * cols
     if total > 0:
         launch(f"sru_backward_{SUFFIX[dtype]}", total, [
-            *ptr_args(ops.grad_h, ops.grad_c_n, ops.u, ops.x, ops.weight_c, ops.bias, ops.c0, ops.mask_pad,
-                      ops.drop_mask, ops.c_all),
-            *ptr_args(grad_u, grad_x, grad_wc_part, grad_bias_part, grad_c0),
-            Arg("i64", length), Arg("i64", batch), Arg("i64", cols), Arg("i32", k),
-            Arg("i32", int(bidirectional)), Arg("i32", int(use_tanh)), acc_arg(scale_x, acc),
-        ], dev)
+            *ptr_args(gh, gcn, ops.u, ops.x, ops.weight_c, ops.bias, ops.c0, ops.mask_pad, ops.drop_mask, call),
+            *ptr_args(grad_u, grad_x, grad_wc_part, grad_bias_part, grad_c0), *_scalars(args)], dev)
     else:  # nothing to launch: empty outputs, or zero gradients of the (2, 0) parameters
         grad_u.zero_()
         if grad_x is not None:
@@ -170,22 +152,23 @@ def make_host_launcher(block: int = 128, max_grid: int = cuda_runtime.MAX_GRID,
     return host_launcher.make_host_launcher(KERNEL_FILE, block, max_grid, prefetch)
 
 
-def forward(u: Tensor, x: Tensor | None, weight_c: Tensor | None, bias: Tensor, c0: Tensor,
-            mask_pad: Tensor | None, drop_mask: Tensor | None, bidirectional: bool, use_tanh: bool,
-            scale_x: float) -> tuple[Tensor, Tensor, Tensor]:
+def forward(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     """Fused CUDA forward: ``(h (L, N, C), c_n (N, C), c_all (L, N, C))`` (see the module docstring)."""
-    require_device(u.device, ("cuda",), "cuda")
-    with torch.cuda.device(u.device):
-        return forward_with(cupy_launcher, u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional,
-                            use_tanh, scale_x)
+    validate(args, backend="cuda")
+    return forward_validated(args)
 
 
-def backward(grad_h: Tensor, grad_c_n: Tensor, u: Tensor, x: Tensor | None, weight_c: Tensor | None,
-             bias: Tensor, c0: Tensor, mask_pad: Tensor | None, drop_mask: Tensor | None, c_all: Tensor,
-             bidirectional: bool, use_tanh: bool,
-             scale_x: float) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
+def forward_validated(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
+    """`forward` for arguments that `parrnn.ops.sru.contract.validate` has passed (the per-call path of
+    `parrnn.ops.sru_recurrence`)."""
+    require_device(args.u.device, ("cuda",), "cuda")  # (dispatch picks cuda only for a dtype it compiled)
+    with torch.cuda.device(args.u.device):
+        return _forward(cupy_launcher, args)
+
+
+def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
+             c_all: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor]:
     """Fused CUDA backward: ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)`` (module docstring)."""
-    require_device(u.device, ("cuda",), "cuda")
-    with torch.cuda.device(u.device):
-        return backward_with(cupy_launcher, grad_h, grad_c_n, u, x, weight_c, bias, c0, mask_pad, drop_mask,
-                             c_all, bidirectional, use_tanh, scale_x)
+    require_device(args.u.device, ("cuda",), "cuda")
+    with torch.cuda.device(args.u.device):
+        return backward_with(cupy_launcher, args, grad_h, grad_c_n, c_all)

@@ -13,6 +13,7 @@ import torch
 from parrnn.ops.sru import contract, dispatch, scan, scan_cuda
 from parrnn.ops.sru import sequential_cpu as cpu
 from parrnn.ops.sru import sequential_cuda as cuda
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 L, N, C = 5, 3, 4
 BAD = {  # argument -> a wrong shape for it
@@ -37,30 +38,30 @@ def _never(*args: object) -> None:
 
 def _forward(name: str, a: dict) -> None:
     tensors = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    args = RecurrenceArgs(*tensors)
     if name == "cpu":
-        cpu.forward(*tensors, False, False, 1.0)
+        cpu.forward(args)
     elif name == "scan":
-        scan.forward(*tensors, False, False, 1.0)
+        scan.forward(args)
     elif name == "cuda glue":
-        cuda.forward_with(_never, *tensors, False, False, 1.0)
+        cuda.forward_with(_never, args)
     elif name == "scan_cuda glue":
-        scan_cuda.forward_with(_never, a["u"], a["x"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"], False,
-                               False, 1.0)
+        scan_cuda.forward_with(_never, args)
     else:  # the public op, name = "public <backend>"
         dispatch.sru_recurrence(*tensors, backend=name.split()[1])
 
 
 def _backward(name: str, a: dict) -> None:
-    tensors = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    args = RecurrenceArgs(a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    grads = (a["grad_h"], a["grad_c_n"], a["c_all"])
     if name == "cpu":
-        cpu.backward(a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+        cpu.backward(args, *grads)
     elif name == "scan":
-        scan.backward(a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+        scan.backward(args, *grads)
     elif name == "cuda glue":
-        cuda.backward_with(_never, a["grad_h"], a["grad_c_n"], *tensors, a["c_all"], False, False, 1.0)
+        cuda.backward_with(_never, args, *grads)
     else:
-        scan_cuda.backward_with(_never, a["grad_h"], a["grad_c_n"], a["u"], a["x"], a["bias"], a["c0"],
-                                a["mask_pad"], a["drop_mask"], a["c_all"], False, False, 1.0)
+        scan_cuda.backward_with(_never, args, *grads)
 
 
 LINEAR = {"scan", "scan_cuda glue", "public scan"}
@@ -93,18 +94,19 @@ def test_backward_rejects_every_wrong_shape(backend: str, arg: str) -> None:
 
 def test_validate_messages() -> None:
     a = _inputs(False)
-    args = (a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
-    assert contract.validate(*args, False) == (L, N, 3, C)
+    args = RecurrenceArgs(a["u"], a["x"], a["weight_c"], a["bias"], a["c0"], a["mask_pad"], a["drop_mask"])
+    assert contract.validate(args) == (L, N, 3, C)
     with pytest.raises(ValueError, match=r"parrnn cuda backend: u must have shape \(L, N, K, C\)"):
-        contract.validate(a["u"][0], *args[1:], False, backend="cuda")
+        contract.validate(args._replace(u=a["u"][0]), backend="cuda")
     with pytest.raises(TypeError, match="int32"):
-        contract.validate(a["u"].int(), *args[1:], False)
-    contract.validate(a["u"].to(torch.complex64), *args[1:], False, check_dtype=False)  # the reference's case
+        contract.validate(args._replace(u=a["u"].int()))
+    contract.validate(args._replace(u=a["u"].to(torch.complex64)), check_dtype=False)  # the reference's case
     with pytest.raises(ValueError, match="x must be None when u has K = 4"):
-        contract.validate(torch.zeros(L, N, 4, C), *args[1:], False)
+        contract.validate(args._replace(u=torch.zeros(L, N, 4, C)))
     with pytest.raises(ValueError, match="even number of columns"):
-        contract.validate(torch.zeros(L, N, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(N, 3), None, None, True)
+        contract.validate(RecurrenceArgs(torch.zeros(L, N, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(N, 3),
+                                         None, None, bidirectional=True))
     with pytest.raises(ValueError, match="bias must be on u's device"):
-        contract.validate(*args[:3], a["bias"].to("meta"), *args[4:], False)
+        contract.validate(args._replace(bias=a["bias"].to("meta")))
     with pytest.raises(TypeError, match="c0 must be a tensor"):
-        contract.validate(*args[:4], None, *args[5:], False)
+        contract.validate(args._replace(c0=None))

@@ -19,6 +19,7 @@ from parrnn.ops import cuda_runtime, cuda_toolchain
 from parrnn.ops.launch import Arg
 from parrnn.ops.sru import dispatch, scan, scan_cuda
 from parrnn.ops.sru import sequential_cuda as cuda
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 STREAM_BASE = 7000  # torch's "current stream" handle on cuda:i is STREAM_BASE + i in these tests
 SMS = 4
@@ -85,7 +86,8 @@ def test_forward_and_backward_argument_lists(fake: FakeCupy) -> None:
         seen.append((name, total, [a.kind for a in args], args))
         cuda_runtime.cupy_launch(cuda.KERNEL_FILE, name, total, args, torch.device("cuda", 0))
 
-    h, c_n, c_all = cuda.forward_with(launcher, u, x, wc, bias, c0, mask, None, True, True, 1.25)
+    inputs = RecurrenceArgs(u, x, wc, bias, c0, mask, None, bidirectional=True, use_tanh=True, scale_x=1.25)
+    h, c_n, c_all = cuda.forward_with(launcher, inputs)
     name, total, kinds, args = seen[0]
     assert (name, total) == ("sru_forward_f32", batch * cols)
     assert kinds == ["ptr"] * 10 + ["i64"] * 3 + ["i32"] * 3 + ["f32"]
@@ -94,8 +96,7 @@ def test_forward_and_backward_argument_lists(fake: FakeCupy) -> None:
     assert pointers == expected
     assert [a.value for a in args[10:]] == [length, batch, cols, 3, 1, 1, 1.25]
     assert [a.item() for a in fake.launches[0].args] == pointers + [length, batch, cols, 3, 1, 1, 1.25]
-    cuda.backward_with(launcher, torch.randn(length, batch, cols), torch.randn(batch, cols), u, x, wc, bias, c0,
-                       mask, None, c_all, True, True, 1.25)
+    cuda.backward_with(launcher, inputs, torch.randn(length, batch, cols), torch.randn(batch, cols), c_all)
     name, total, kinds, args = seen[1]
     assert (name, total) == ("sru_backward_f32", batch * cols)
     assert kinds == ["ptr"] * 15 + ["i64"] * 3 + ["i32"] * 3 + ["f32"]
@@ -112,7 +113,7 @@ def test_scan_launches(fake: FakeCupy) -> None:
     def launcher(name, total, args, device):
         scan_cuda.cupy_launcher(name, total, args, torch.device("cuda", 0))
 
-    scan_cuda.forward_with(launcher, u, None, bias, c0, None, None, False, False, 1.0, chunk_len=16)
+    scan_cuda.forward_with(launcher, RecurrenceArgs(u, None, None, bias, c0, None, None), chunk_len=16)
     assert [launch.kernel for launch in fake.launches] == [f"sru_scan_fwd_{p}_f32" for p in ("reduce", "carry",
                                                                                             "apply")]
     assert "#line 1 \"sru_scan.cu\"" in fake.compiles[0]["code"]

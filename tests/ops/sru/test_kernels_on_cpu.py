@@ -1,5 +1,7 @@
-"""The CUDA kernels of ``kernels/sru_recurrence.cu`` run on the CPU (compiled as C++ behind ``host_shim.h``)
-against :mod:`parrnn.ops.sru.reference`: values and gradients, every option, odd sizes, four storage dtypes.
+"""The CUDA kernels of ``kernels/sru_recurrence.cu`` run on the CPU (compiled as C++ behind ``host_shim.h``): what
+is particular to them -- 16-bit rounding, grid-stride loops, prefetch depths, empty sizes, mixed dtypes, the custom
+op's autograd over them. Their values and gradients against :mod:`parrnn.ops.sru.reference`, every option, odd
+sizes and four storage dtypes, are checked with every backend in test_backends.py ("cuda kernels on host").
 
 The kernels and the Python glue (``parrnn.ops.sru.sequential_cuda.forward_with`` / ``backward_with``: argument
 order, dtype
@@ -14,13 +16,13 @@ from functools import partial
 
 import pytest
 import torch
-from _helpers import GRAD_NAMES, assert_close, assert_grads, random_grads
+from _helpers import assert_close
 from _helpers import reference_values_and_grads as _reference
 
 from parrnn.ops.sru import dispatch
 from parrnn.ops.sru import sequential_cuda as cuda_backend
+from parrnn.ops.sru.contract import RecurrenceArgs
 
-DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 # (rtol, atol) of kernel vs float64 reference, per storage dtype (inputs are the same stored values)
 TOL = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-6), torch.float16: (4e-3, 4e-3),
        torch.bfloat16: (2e-2, 2e-2)}
@@ -43,18 +45,6 @@ class Case:
     def __str__(self) -> str:
         flags = [n for n in ("bidirectional", "has_x", "v2", "use_tanh", "mask", "drop") if getattr(self, n)]
         return f"L{self.length}N{self.batch}H{self.hidden}K{self.k}s{self.scale_x}-" + "-".join(flags)
-
-
-CASES = [
-    Case(),                                                              # v2, x skip, unidirectional, odd C
-    Case(v2=False, has_x=False),                                         # v1, no skip
-    Case(k=4, has_x=False, use_tanh=True, drop=True, hidden=4),          # 4th projection as highway
-    Case(bidirectional=True, mask=True, use_tanh=True, scale_x=1.7),     # bidirectional + lengths padding
-    Case(bidirectional=True, k=4, has_x=False, mask=True, drop=True, v2=False, batch=4),
-    Case(length=1, batch=1, hidden=1),                                   # smallest
-    Case(length=9, batch=1, hidden=3, bidirectional=True, drop=True, scale_x=0.5),
-    Case(length=4, batch=5, hidden=1, mask=True, use_tanh=True),         # C = 1, padding in the middle too
-]
 
 
 #: the tensor arguments of forward_with / backward_with, in order
@@ -107,43 +97,11 @@ def launch():
 
 
 def run_kernels(launch, case: Case, inp: dict, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
-    args = tuple(inp[n] for n in _ARGS)
-    opts = (case.bidirectional, case.use_tanh, case.scale_x)
-    h, c_n, c_all = cuda_backend.forward_with(launch, *args, *opts)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, grad_h, grad_c_n, *args, c_all, *opts)
+    args = RecurrenceArgs(*(inp[n] for n in _ARGS), case.bidirectional, case.use_tanh, case.scale_x)
+    h, c_n, c_all = cuda_backend.forward_with(launch, args)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, args, grad_h, grad_c_n, c_all)
     return {"h": h, "c_n": c_n, "c_all": c_all, "grad_u": gu, "grad_x": gx, "grad_weight_c": gwc,
             "grad_bias": gb, "grad_c0": gc0}
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_kernels_match_reference(launch, case: Case, dtype: torch.dtype):
-    inp = make_inputs(case, dtype)
-    cols = inp["u"].shape[-1]
-    grad_h, grad_c_n = random_grads(case.length, case.batch, cols, dtype, seed=1)
-    want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
-    got = run_kernels(launch, case, inp, grad_h, grad_c_n)
-
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    assert got["h"].dtype == dtype and got["c_n"].dtype == dtype and got["c_all"].dtype == acc
-    assert got["c_all"].shape == (case.length, case.batch, cols)
-    assert_close(got["h"], want["h"], TOL[dtype], "h")
-    assert_close(got["c_n"], want["c_n"], TOL[dtype], "c_n")
-    # gradients accumulate over time (and weight_c / bias over the batch too): scale atol with the sum length
-    scale = {n: case.length * case.batch if n in ("weight_c", "bias") else case.length for n in GRAD_NAMES}
-    assert_grads({n: got[f"grad_{n}"] for n in GRAD_NAMES}, {n: want.get(f"grad_{n}") for n in GRAD_NAMES},
-                 {n: inp[n] for n in GRAD_NAMES}, TOL[dtype], scale)
-
-    # c_all holds every c_t: its first/last step in each direction's own order gives c_n
-    dirs = 2 if case.bidirectional else 1
-    hidden = cols // dirs
-    if case.mask:
-        return
-    c_last = got["c_all"][-1, :, :hidden]
-    if dirs == 2:
-        c_last = torch.cat([c_last, got["c_all"][0, :, hidden:]], dim=1)
-    # c_n is stored by the kernel from the same float as c_all: bit-exact rounding (host shim == torch)
-    assert torch.equal(got["c_n"], c_last.to(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
@@ -162,11 +120,11 @@ def test_half_rounding_matches_torch(launch, monkeypatch, dtype: torch.dtype):
     # from c_all); to see the kernel's rounding, keep the kernel's c_n.
     u = torch.zeros(1, 1, 3, cols, dtype=dtype)
     c0 = (wanted * 2).view(1, cols)
-    args = (u, None, None, torch.zeros(2, cols), c0, None, None, False, False, 1.0)
-    _, c_n32, _ = cuda_backend.forward_with(launch, *args)
+    args = RecurrenceArgs(u, None, None, torch.zeros(2, cols), c0, None, None)
+    _, c_n32, _ = cuda_backend.forward_with(launch, args)
     assert c_n32.dtype == torch.float32 and torch.equal(c_n32[0], wanted)
     monkeypatch.setattr(cuda_backend, "final_state", lambda c_n, *_: c_n)
-    _, c_n, c_all = cuda_backend.forward_with(launch, *args)
+    _, c_n, c_all = cuda_backend.forward_with(launch, args)
     assert c_n.dtype == dtype and torch.equal(c_all[0, 0], wanted)
     # (compare with torch's rounding of c_all itself: -0.0 / 2 becomes +0.0 in c = u0 + (c_prev - u0) * f)
     assert torch.equal(c_n[0].view(torch.int16), c_all[0, 0].to(dtype).view(torch.int16))
@@ -207,17 +165,16 @@ def test_empty_sizes(launch):
     """L = 0 carries c0 to c_n; N = 0 launches nothing."""
     u = torch.randn(0, 2, 3, 4)
     bias, c0 = torch.randn(2, 4), torch.randn(2, 4)
-    h, c_n, c_all = cuda_backend.forward_with(launch, u, None, None, bias, c0, None, None, False, False, 1.0)
+    h, c_n, c_all = cuda_backend.forward_with(launch, RecurrenceArgs(u, None, None, bias, c0, None, None))
     assert h.shape == (0, 2, 4) and c_all.shape == (0, 2, 4)
     assert torch.equal(c_n, c0)
     gcn = torch.randn(2, 4)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, torch.empty(0, 2, 4), gcn, u, None, None, bias,
-                                                      c0, None, None, c_all, False, False, 1.0)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward_with(launch, RecurrenceArgs(u, None, None, bias, c0, None, None),
+                                                      torch.empty(0, 2, 4), gcn, c_all)
     assert gu.shape == u.shape and gx is None and gwc is None
     assert torch.equal(gc0, gcn) and torch.equal(gb, torch.zeros(2, 4))
     u = torch.randn(3, 0, 3, 4)
-    h, c_n, _ = cuda_backend.forward_with(launch, u, None, None, bias, torch.empty(0, 4), None, None, False,
-                                          False, 1.0)
+    h, c_n, _ = cuda_backend.forward_with(launch, RecurrenceArgs(u, None, None, bias, torch.empty(0, 4), None, None))
     assert h.shape == (3, 0, 4) and c_n.shape == (0, 4)
 
 

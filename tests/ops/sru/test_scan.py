@@ -1,8 +1,10 @@
-"""The time-parallel ``scan`` backend (linear / v1 SRU) against the reference and the sequential ``cpu`` backend.
+"""What is particular to the time-parallel ``scan`` backend (linear / v1 SRU): chunk boundaries, grid-stride loops,
+stability, long-sequence precision, agreement with the sequential ``cpu`` backend, routing.
 
 Three implementations are checked: the CPU scan (``kernels/sru_scan_cpu.cpp``), the CUDA scan kernels
 (``kernels/sru_scan.cu``) run on the CPU through the host shim (the very code the GPU runs, exercised with many
-chunk lengths), and, with a GPU, the CUDA scan itself (``@pytest.mark.gpu``).
+chunk lengths), and, with a GPU, the CUDA scan itself (``@pytest.mark.gpu``). Their values and gradients against
+the reference, every option and dtype, are checked with every backend in test_backends.py.
 
 Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``bias`` (2, C),
 ``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
@@ -10,16 +12,27 @@ Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, 
 
 from __future__ import annotations
 
-import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from _helpers import Case, assert_close, assert_grads, random_grads, reference_values_and_grads
+from _helpers import (
+    BACKENDS,
+    SCAN_TOL,
+    Backend,
+    Case,
+    assert_close,
+    check_backend,
+    launched,
+    random_grads,
+    reference_values_and_grads,
+)
 from torch import Tensor
 
 from parrnn.ops import build
 from parrnn.ops.sru import dispatch
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 try:
     build.find_compiler()
@@ -31,9 +44,6 @@ from parrnn.ops.sru import (
     scan_cpu,
     scan_cuda,  # noqa: E402
 )
-
-TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2),
-       torch.float16: (1e-2, 1e-2)}
 
 
 def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirectional: bool = False,
@@ -71,58 +81,27 @@ def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", bidirect
                 bidirectional=bidirectional, use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
 
 
-def run_cpu(case, grad_h, grad_c_n, threads):
-    fwd = scan_cpu.forward(*case.inputs(), *case.flags(), threads=threads)
-    bwd = scan_cpu.backward(grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(), threads=threads)
-    return fwd, bwd
+def run_cpu(case: Case, grad_h: Tensor, grad_c_n: Tensor, threads: int):
+    """``((h, c_n, c_all), grads)`` of the CPU scan with ``threads`` threads."""
+    return BACKENDS["scan cpu"].run(case.args(), grad_h, grad_c_n, threads=threads)
 
 
-def run_kernels(case, grad_h, grad_c_n, chunk_len, launcher=None):
-    launch = launcher or host_launcher()
-    fwd = scan_cuda.forward_with(launch, *case.inputs(), *case.flags(), chunk_len=chunk_len)
-    bwd = scan_cuda.backward_with(launch, grad_h, grad_c_n, *case.inputs(), fwd[2], *case.flags(),
-                             chunk_len=chunk_len)
-    return fwd, bwd
+def run_kernels(case: Case, grad_h: Tensor, grad_c_n: Tensor, chunk_len: int):
+    """``((h, c_n, c_all), grads)`` of the CUDA scan kernels on the host with chunks of ``chunk_len`` steps."""
+    return BACKENDS["scan kernels on host"].run(case.args(), grad_h, grad_c_n, chunk_len=chunk_len)
 
 
-_HOST: list = []
+def scan_cpu_with(*threads: int) -> Backend:
+    """The CPU scan as `_helpers.check_backend` runs it, with these thread counts."""
+    return replace(BACKENDS["scan cpu"], variants=tuple({"threads": t} for t in threads))
 
 
-def host_launcher():
-    if not _HOST:
-        _HOST.append(scan_cuda.make_host_launcher())
-    return _HOST[0]
-
-
-def check(case: Case, runner, *arg_sets, seed: int = 1) -> None:
-    """Values, ``c_all`` and gradients of ``runner(case, grad_h, grad_c_n, arg)`` for each of ``arg_sets``
-    against the reference (computed once)."""
-    dtype = case.u.dtype
-    length, batch, k, cols = case.u.shape
-    grad_h, grad_c_n = random_grads(length, batch, cols, dtype, seed)
-    h_ref, c_ref, g_ref = reference_values_and_grads(*case.tensors(), grad_h, grad_c_n, **case.options())
-    for arg in arg_sets:
-        compare(case, runner(case, grad_h, grad_c_n, arg), h_ref, c_ref, g_ref)
-
-
-def compare(case: Case, result, h_ref: Tensor, c_ref: Tensor, g_ref: dict) -> None:
-    dtype = case.u.dtype
-    tol = TOL[dtype]
-    length, batch, k, cols = case.u.shape
-    (h, c_n, c_all), grads = result
-    assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
-    assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert_close(h, h_ref, tol, "h")
-    assert_close(c_n, c_ref, tol, "c_n")
-    if length:  # c_n is c_all at each direction's last step
-        hid = cols // (2 if case.bidirectional else 1)
-        assert_close(c_all[-1, :, :hid], c_ref[:, :hid], tol, "c_all[-1]")
-        if case.bidirectional:
-            assert_close(c_all[0, :, hid:], c_ref[:, hid:], tol, "c_all[0] (reverse)")
-    g_u, g_x, g_wc, g_b, g_c0 = grads
-    assert g_wc is None
-    assert_grads({"u": g_u, "x": g_x, "bias": g_b, "c0": g_c0}, g_ref,
-                 {"u": case.u, "x": case.x, "bias": case.bias, "c0": case.c0}, tol)
+def kernels_with(*chunk_lens: int, launch=None) -> Backend:
+    """The CUDA scan kernels on the host as `_helpers.check_backend` runs them, with these chunk lengths."""
+    backend = BACKENDS["scan kernels on host"]
+    if launch is not None:
+        backend = replace(backend, run=launched(scan_cuda, lambda: launch))
+    return replace(backend, variants=tuple({"chunk_len": c} for c in chunk_lens))
 
 
 @pytest.fixture
@@ -131,39 +110,20 @@ def split_short(monkeypatch):
     monkeypatch.setattr(scan_cpu, "CPU_MIN_STEPS_PER_THREAD", 1)
 
 
-# ---- every option, both implementations ---------------------------------------------------------------------------
-
-OPTIONS = list(itertools.product(("none", "x", "u3"), (False, True), (False, True), (False, True), (False, True)))
-
-
-@pytest.mark.parametrize(("skip", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
-def test_cpu_scan_all_options(split_short, skip, bidirectional, use_tanh, mask, drop):
-    case = make_case(13, 6, 3, skip=skip, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask, drop=drop,
-                     seed=OPTIONS.index((skip, bidirectional, use_tanh, mask, drop)))
-    check(case, run_cpu, 1, 2, 3)
-
-
-@pytest.mark.parametrize(("skip", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
-def test_cuda_kernels_on_host_all_options(skip, bidirectional, use_tanh, mask, drop):
-    case = make_case(13, 6, 3, skip=skip, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask, drop=drop,
-                     seed=100 + OPTIONS.index((skip, bidirectional, use_tanh, mask, drop)))
-    check(case, run_kernels, 1, 4, 13)
-
-
 # ---- lengths and chunk boundaries ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("length", [1, 2, 7, 31, 32, 33, 63, 64, 65])
 def test_kernel_chunk_boundaries(length):
     """L = chunk +- 1, odd L, L = 1, a single chunk, one step per chunk."""
     case = make_case(length, 2, 3, skip="x", bidirectional=True, use_tanh=True, mask=True, seed=length)
-    check(case, run_kernels, 1, 8, 32)
+    check_backend(kernels_with(1, 8, 32), case)
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 9, 17, 64, 65, 257])
 def test_cpu_chunk_boundaries(split_short, length):
     case = make_case(length, 2, 4, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
                      seed=length)
-    check(case, run_cpu, 2, 3)
+    check_backend(scan_cpu_with(2, 3), case)
 
 
 def test_cpu_chunk_bounds():
@@ -185,26 +145,15 @@ def test_gpu_chunk_len():
 def test_kernel_grid_stride_loops():
     """A grid capped at 2 blocks of 64 threads makes every kernel walk its (chunk, column) grid-stride loop."""
     case = make_case(20, 3, 20, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, seed=9)
-    launch = scan_cuda.make_host_launcher(block=64, max_grid=2)
-    check(case, lambda c, gh, gcn, chunk: run_kernels(c, gh, gcn, chunk, launch), 3)
+    check_backend(kernels_with(3, launch=scan_cuda.make_host_launcher(block=64, max_grid=2)), case)
 
 
 @pytest.mark.parametrize("batch", [0])
 def test_empty_batch(batch):
     case = make_case(5, 1, 3)
     empty = Case(case.u[:, :batch], case.x[:, :batch], case.bias, case.c0[:batch], None, None, False, False, 1.0)
-    h, c_n, c_all = scan.forward(empty.u, empty.x, None, empty.bias, empty.c0, None, None, False, False, 1.0)
+    h, c_n, c_all = scan.forward(empty.args())
     assert h.shape == (5, 0, 3) and c_n.shape == (0, 3)
-
-
-# ---- dtypes -----------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_dtypes(split_short, dtype):
-    case = make_case(40, 3, 5, skip="x", bidirectional=True, use_tanh=True, mask=True, drop=True, dtype=dtype,
-                     seed=7)
-    check(case, run_cpu, 2)
-    check(case, run_kernels, 6)  # (each check recomputes the cheap reference)
 
 
 # ---- against the sequential cpu backend and through the custom op ------------------------------------------------
@@ -217,11 +166,9 @@ def test_matches_sequential_cpu_backend(split_short):
 
     case = make_case(300, 3, 8, skip="u3", bidirectional=True, use_tanh=True, mask=True, drop=True,
                      dtype=torch.float32, seed=11)
-    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                                *case.flags())
+    h, c_n, c_all = cpu.forward(case.args())
     gh, gcn = torch.randn_like(h), torch.randn_like(c_n)
-    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                         c_all, *case.flags())
+    g_seq = cpu.backward(case.args(), gh, gcn, c_all)
     for run in ((lambda: run_cpu(case, gh, gcn, 2)), (lambda: run_kernels(case, gh, gcn, 16))):
         (h2, c_n2, c_all2), g2 = run()
         for a, b in ((h2, h), (c_n2, c_n), (c_all2, c_all), *zip(g2, g_seq, strict=True)):
@@ -265,8 +212,8 @@ def test_backend_selection():
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="linear"):
         case = make_case(3, 1, 2)
-        scan.forward(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0, None, None,
-                     False, False, 1.0)
+        scan.forward(RecurrenceArgs(case.u, case.x, torch.zeros(2, 2, dtype=torch.float64), case.bias, case.c0,
+                                    None, None))
 
 
 def test_sru_layer_v1_scan_matches_reference():
@@ -312,10 +259,10 @@ def test_float32_state_with_half_storage(split_short):
     for (h, c_n, _), (g_u, g_x, _, g_b, g_c0) in (run_cpu(case, gh, gcn, 2), run_kernels(case, gh, gcn, 7)):
         assert h.dtype == torch.bfloat16 and g_u.dtype == torch.bfloat16 and g_x.dtype == torch.bfloat16
         assert c_n.dtype == g_b.dtype == g_c0.dtype == torch.float32
-        assert_close(h, h_ref, TOL[torch.bfloat16], "h")
-        assert_close(c_n, c_ref, TOL[torch.float32], "c_n")
-        assert_close(g_b, g_ref["bias"], TOL[torch.bfloat16], "grad_bias", atol_scale=40)
-        assert_close(g_c0, g_ref["c0"], TOL[torch.bfloat16], "grad_c0")
+        assert_close(h, h_ref, SCAN_TOL[torch.bfloat16], "h")
+        assert_close(c_n, c_ref, SCAN_TOL[torch.float32], "c_n")
+        assert_close(g_b, g_ref["bias"], SCAN_TOL[torch.bfloat16], "grad_bias", atol_scale=40)
+        assert_close(g_c0, g_ref["c0"], SCAN_TOL[torch.bfloat16], "grad_c0")
 
 
 def _extreme_case(length: int) -> Case:
@@ -355,15 +302,13 @@ def test_extreme_states_match_sequential(split_short, use_tanh):
     length = 600
     case = _extreme_case(length)
     case.use_tanh = use_tanh
-    h, c_n, c_all = cpu.forward(case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                                *case.flags())
+    h, c_n, c_all = cpu.forward(case.args())
     assert not torch.isfinite(c_all).all()  # the case does exercise infinite states
     h_ref, c_ref = dispatch.sru_recurrence(*case.tensors(), **case.options(), backend="reference")
     _assert_same_nonfinite(h, h_ref, "sequential h vs reference")
     _assert_same_nonfinite(c_n, c_ref, "sequential c_n vs reference")
     gh, gcn = random_grads(length, 2, 8, torch.float32, seed=3)
-    g_seq = cpu.backward(gh, gcn, case.u, case.x, None, case.bias, case.c0, case.mask_pad, case.drop_mask,
-                         c_all, *case.flags())
+    g_seq = cpu.backward(case.args(), gh, gcn, c_all)
     for name, run in (("cpu scan", lambda: run_cpu(case, gh, gcn, 2)),
                       ("kernels", lambda: run_kernels(case, gh, gcn, 150))):
         (h2, c_n2, c_all2), g2 = run()
@@ -423,10 +368,10 @@ def test_gpu_scan_matches_cpu(dtype, chunk_len):
     gcn = torch.randn(3, 80, dtype=torch.float64).to(dtype)
     (h, c_n, c_all), g = run_cpu(case, gh, gcn, 1)
     cuda = Case(*(None if t is None else t.cuda() for t in case.inputs()), *case.flags())
-    fwd = scan_cuda.forward_with(scan_cuda.cupy_launcher, *cuda.inputs(), *cuda.flags(), chunk_len=chunk_len)
-    bwd = scan_cuda.backward_with(scan_cuda.cupy_launcher, gh.cuda(), gcn.cuda(), *cuda.inputs(), fwd[2], *cuda.flags(),
-                             chunk_len=chunk_len)
-    rtol, atol = TOL[dtype]
+    fwd = scan_cuda.forward_with(scan_cuda.cupy_launcher, cuda.args(), chunk_len=chunk_len)
+    bwd = scan_cuda.backward_with(scan_cuda.cupy_launcher, cuda.args(), gh.cuda(), gcn.cuda(), fwd[2],
+                                  chunk_len=chunk_len)
+    rtol, atol = SCAN_TOL[dtype]
     for a, b in ((fwd[0], h), (fwd[1], c_n), (fwd[2], c_all), *zip(bwd, g, strict=True)):
         if b is None:
             assert a is None

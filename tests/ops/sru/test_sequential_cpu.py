@@ -1,4 +1,6 @@
-"""The fused C++ ``cpu`` backend against the pure-PyTorch reference: values and gradients, every option.
+"""What is particular to the fused C++ ``cpu`` backend: column blocks across threads, results independent of the
+thread count, gradcheck through the custom op, IEEE corner cases, 16-bit conversions, bad input. Its values and
+gradients against the reference, every option and dtype, are checked with every backend in test_backends.py.
 
 Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, C), ``weight_c``/``bias`` (2, C),
 ``c0``/``drop_mask`` (N, C), ``mask_pad`` (L, N).
@@ -6,17 +8,14 @@ Shapes follow :mod:`parrnn.ops.sru.reference`: ``u`` (L, N, K, C), ``x`` (L, N, 
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
-from _helpers import GRAD_NAMES, Case, assert_close, assert_grads, random_grads, reference_values_and_grads
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from _helpers import BACKENDS, check_backend, make_case
 from torch import Tensor
 
 from parrnn.ops import build
 from parrnn.ops.sru import dispatch, reference
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 try:
     build.find_compiler()
@@ -26,116 +25,16 @@ except build.BuildError as exc:  # pragma: no cover - only on machines without a
 from parrnn.ops.sru import sequential_cpu as cpu  # noqa: E402
 
 HALF_TYPES = (torch.bfloat16, torch.float16)
-ALL_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-# (rtol, atol) for values and gradients, by storage dtype
-TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1e-2),
-       torch.float16: (1e-2, 1e-2)}
+CPU = BACKENDS["cpu"]
 
 
-def mixed_mask(length: int, batch: int, gen: torch.Generator) -> Tensor:
-    """Padding patterns: none, trailing, leading, the whole sequence, both ends, then random rows."""
-    mask = torch.zeros(length, batch, dtype=torch.bool)
-    for n in range(batch):
-        kind = n % 6
-        if kind == 1:
-            mask[length - max(1, length // 3):, n] = True
-        elif kind == 2:
-            mask[: max(1, length // 3), n] = True
-        elif kind == 3:
-            mask[:, n] = True
-        elif kind == 4:
-            mask[: max(1, length // 4), n] = True
-            mask[length - max(1, length // 4):, n] = True
-        elif kind == 5:
-            mask[:, n] = torch.rand(length, generator=gen) < 0.3
-    return mask
-
-
-def make_case(length: int, batch: int, hidden: int, *, skip: str = "x", v2: bool = True,
-              bidirectional: bool = False, use_tanh: bool = False, mask: str = "none", drop: bool = False,
-              dtype: torch.dtype = torch.float32, seed: int = 0) -> Case:
-    gen = torch.Generator().manual_seed(seed)
-    cols = hidden * (2 if bidirectional else 1)
-    k = 4 if skip == "u3" else 3
-
-    def randn(*shape: int, scale: float = 1.0) -> Tensor:
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
-    mask_pad = None if mask == "none" else mixed_mask(length, batch, gen)
-    drop_mask = None
-    if drop:
-        keep = torch.rand(batch, cols, generator=gen) > 0.3
-        drop_mask = (keep.to(torch.float64) / 0.7).to(dtype)
-    return Case(u=randn(length, batch, k, cols), x=randn(length, batch, cols) if skip == "x" else None,
-                weight_c=randn(2, cols, scale=0.5) if v2 else None, bias=randn(2, cols, scale=0.5),
-                c0=randn(batch, cols), mask_pad=mask_pad, drop_mask=drop_mask, bidirectional=bidirectional,
-                use_tanh=use_tanh, scale_x=1.7 if skip == "x" else 1.0)
-
-
-def check_case(case: Case, seed: int = 1) -> None:
-    """Forward values, ``c_all`` and every gradient of the cpu backend against the reference."""
-    dtype = case.u.dtype
-    length, batch, _, cols = case.u.shape
-    grad_h, grad_c_n = random_grads(length, batch, cols, dtype, seed)
-    h_ref, c_ref, grads_ref = reference_values_and_grads(*case.tensors(), grad_h, grad_c_n, **case.options())
-
-    h, c_n, c_all = cpu.forward(*case.tensors(), case.bidirectional, case.use_tanh, case.scale_x)
-    assert h.dtype == dtype and c_n.dtype == dtype and h.shape == (length, batch, cols)
-    assert c_all.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert c_all.shape == (length, batch, cols)
-    assert_close(h, h_ref, TOL[dtype], "h")
-    assert_close(c_n, c_ref, TOL[dtype], "c_n")
-    if length:  # c_n is c_all at the last step of each direction
-        hidden = cols // (2 if case.bidirectional else 1)
-        torch.testing.assert_close(c_all[-1, :, :hidden].to(dtype), c_n[:, :hidden], rtol=0, atol=0)
-        if case.bidirectional:
-            torch.testing.assert_close(c_all[0, :, hidden:].to(dtype), c_n[:, hidden:], rtol=0, atol=0)
-
-    grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, case.bidirectional, case.use_tanh,
-                         case.scale_x)
-    assert_grads(dict(zip(GRAD_NAMES, grads, strict=True)), grads_ref,
-                 dict(zip(GRAD_NAMES, case.tensors()[:5], strict=True)), TOL[dtype])
-
-
-# ---- every option, every dtype -----------------------------------------------------------------------------
-
-OPTIONS = list(itertools.product(("none", "x", "u3"), (False, True), (False, True), (False, True),
-                                 ("none", "mixed"), (False, True)))
-
-
-@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
-@pytest.mark.parametrize(("skip", "v2", "bidirectional", "use_tanh", "mask", "drop"), OPTIONS)
-def test_matches_reference_all_options(skip, v2, bidirectional, use_tanh, mask, drop, dtype):
-    seed = OPTIONS.index((skip, v2, bidirectional, use_tanh, mask, drop))
-    case = make_case(7, 6, 5, skip=skip, v2=v2, bidirectional=bidirectional, use_tanh=use_tanh, mask=mask,
-                     drop=drop, dtype=dtype, seed=seed)
-    check_case(case)
-
-
-# ---- shapes ------------------------------------------------------------------------------------------------
-
-@settings(max_examples=40, deadline=None, derandomize=True)
-@given(length=st.integers(1, 40), batch=st.integers(1, 4), hidden=st.integers(1, 9),
-       skip=st.sampled_from(("none", "x", "u3")), v2=st.booleans(), bidirectional=st.booleans(),
-       use_tanh=st.booleans(), mask=st.sampled_from(("none", "mixed")), drop=st.booleans(),
-       dtype=st.sampled_from((torch.float64, torch.float32)), seed=st.integers(0, 2**16))
-def test_matches_reference_hypothesis_shapes(length, batch, hidden, skip, v2, bidirectional, use_tanh, mask,
-                                             drop, dtype, seed):
-    check_case(make_case(length, batch, hidden, skip=skip, v2=v2, bidirectional=bidirectional,
-                         use_tanh=use_tanh, mask=mask, drop=drop, dtype=dtype, seed=seed), seed=seed + 1)
-
-
-@pytest.mark.parametrize("dtype", (torch.float64, torch.float32), ids=str)
-def test_long_sequence(dtype):
-    check_case(make_case(300, 2, 3, skip="x", bidirectional=True, use_tanh=True, mask="mixed", drop=True,
-                         dtype=dtype, seed=3))
-
+# ---- threads -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("hidden", [1001, 64, 17])
 def test_wide_columns_split_into_blocks(hidden):
     """Few rows and many columns: the kernel splits columns into blocks (ragged last block) across threads."""
-    check_case(make_case(4, 1, hidden, skip="u3", bidirectional=True, use_tanh=True, mask="mixed", drop=True,
-                         dtype=torch.float32, seed=hidden))
+    check_backend(CPU, make_case(4, 1, hidden, skip="u3", bidirectional=True, use_tanh=True, mask="mixed",
+                                 drop=True, dtype=torch.float32, seed=hidden))
 
 
 def test_result_independent_of_thread_count():
@@ -147,8 +46,8 @@ def test_result_independent_of_thread_count():
     try:
         for n in (1, max(2, threads)):
             torch.set_num_threads(n)
-            h, c_n, c_all = cpu.forward(*case.tensors(), True, True, case.scale_x)
-            grads = cpu.backward(grad_h, grad_c_n, *case.tensors(), c_all, True, True, case.scale_x)
+            h, c_n, c_all = cpu.forward(case.args())
+            grads = cpu.backward(case.args(), grad_h, grad_c_n, c_all)
             outs.append((h, c_n, c_all, *grads))
     finally:
         torch.set_num_threads(threads)
@@ -215,7 +114,7 @@ def test_nan_and_inf_propagate_like_reference(dtype, v2):
     case.u[3, 2, 2, 0] = -float("inf")
     case.u[0, 2, 1, 3] = 1e30  # exp overflow inside the sigmoid
     case.u[0, 1, 2, 3] = -1e30
-    h, c_n, _ = cpu.forward(*case.tensors(), False, True, case.scale_x)
+    h, c_n, _ = cpu.forward(case.args())
     h_ref, c_ref = reference.sru_recurrence(*case.tensors(), **case.options())  # type: ignore[arg-type]
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
     torch.testing.assert_close(c_n, c_ref, rtol=1e-5, atol=1e-5, equal_nan=True)
@@ -233,7 +132,7 @@ def test_float32_sigmoid_and_tanh_extremes():
     u[:, 0, 1] = big.flip(0)  # forget gate pre-activation
     u[:, 0, 2] = big  # reset gate pre-activation
     args = (u, None, None, torch.zeros(2, cols), torch.zeros(1, cols), None, None)
-    h, c_n, _ = cpu.forward(*args, False, True, 1.0)
+    h, c_n, _ = cpu.forward(RecurrenceArgs(*args, use_tanh=True))
     h_ref, c_ref = reference.sru_recurrence(*args, use_tanh=True)
     assert torch.isfinite(h).all()
     torch.testing.assert_close(h, h_ref, rtol=1e-6, atol=1e-30)
@@ -270,8 +169,8 @@ def test_availability_reports_build():
 
 def test_none_gradients_for_absent_inputs():
     case = make_case(3, 2, 4, skip="u3", v2=False)
-    _, _, c_all = cpu.forward(*case.tensors(), False, False, 1.0)
-    grads = cpu.backward(torch.ones(3, 2, 4), torch.ones(2, 4), *case.tensors(), c_all, False, False, 1.0)
+    _, _, c_all = cpu.forward(case.args())
+    grads = cpu.backward(case.args(), torch.ones(3, 2, 4), torch.ones(2, 4), c_all)
     assert grads[1] is None and grads[2] is None
     assert grads[0].shape == (3, 2, 4, 4)
 
@@ -280,19 +179,18 @@ def test_none_gradients_for_absent_inputs():
 def test_unsupported_dtype_raises_type_error(dtype):
     u = torch.zeros(2, 1, 3, 4).to(dtype)
     with pytest.raises(TypeError, match="dtype"):
-        cpu.forward(u, None, None, torch.zeros(2, 4), torch.zeros(1, 4), None, None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, torch.zeros(2, 4), torch.zeros(1, 4), None, None))
 
 
 def test_bad_shapes_raise_value_error():
     u = torch.zeros(2, 1, 3, 4)
     bias, c0 = torch.zeros(2, 4), torch.zeros(1, 4)
     with pytest.raises(ValueError, match="c0"):
-        cpu.forward(u, None, None, bias, torch.zeros(2, 4), None, None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, bias, torch.zeros(2, 4), None, None))
     with pytest.raises(ValueError, match="x must be None"):
-        cpu.forward(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4), None, bias, c0, None, None, False, False,
-                    1.0)
+        cpu.forward(RecurrenceArgs(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4), None, bias, c0, None, None))
     with pytest.raises(ValueError, match="even"):
-        cpu.forward(torch.zeros(2, 1, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(1, 3), None, None,
-                    True, False, 1.0)
+        cpu.forward(RecurrenceArgs(torch.zeros(2, 1, 3, 3), None, None, torch.zeros(2, 3), torch.zeros(1, 3), None,
+                                   None, bidirectional=True))
     with pytest.raises(ValueError, match="mask_pad"):
-        cpu.forward(u, None, None, bias, c0, torch.zeros(3, 1, dtype=torch.bool), None, False, False, 1.0)
+        cpu.forward(RecurrenceArgs(u, None, None, bias, c0, torch.zeros(3, 1, dtype=torch.bool), None))

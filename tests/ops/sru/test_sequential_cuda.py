@@ -1,30 +1,27 @@
-"""The CUDA backend on a GPU vs the reference: values and gradients, every option and dtype, odd sizes, the
-SRU layer, streams, two devices, and the 64-bit index path. Skipped without CUDA (``gpu`` marker).
+"""The CUDA backend on a GPU: the custom op and the SRU layer against the reference, streams, two devices, the
+64-bit index path, compilation per dtype and its failure. Skipped without CUDA (``gpu`` marker).
 
-The same kernels are checked on the CPU by tests/ops/test_cuda_kernels_on_cpu.py; these tests add what only a
-device shows: NVRTC/CuPy compilation and launch, streams, devices, and > 2^31-element tensors.
+Its values and gradients against the reference, every option and dtype, odd sizes, are checked with every backend
+in test_backends.py (``cuda``, marked ``gpu``); the same kernels run on the CPU there and in
+test_kernels_on_cpu.py. These tests add what only a device shows: NVRTC/CuPy compilation and launch, streams,
+devices, and > 2^31-element tensors.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_kernels_on_cpu import CASES, Case, make_inputs, reference_values_and_grads
+from _helpers import rel_err
+from test_kernels_on_cpu import Case, make_inputs
 
 from parrnn.ops import cuda_runtime
 from parrnn.ops.sru import dispatch
 from parrnn.ops.sru import sequential_cuda as cuda_backend
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 pytestmark = pytest.mark.gpu
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# relative error ||got - want|| / ||want|| against the float64 reference on the same stored inputs
-REL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return float((got - want).norm() / want.norm().clamp_min(1e-30))
 
 
 def _cuda_inputs(case: Case, dtype: torch.dtype, device: str = "cuda", seed: int = 0) -> dict:
@@ -32,10 +29,10 @@ def _cuda_inputs(case: Case, dtype: torch.dtype, device: str = "cuda", seed: int
 
 
 def _run(inp: dict, case: Case, grad_h: torch.Tensor, grad_c_n: torch.Tensor) -> dict:
-    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], inp["mask_pad"], inp["drop_mask"])
-    opts = (case.bidirectional, case.use_tanh, case.scale_x)
-    h, c_n, c_all = cuda_backend.forward(*args, *opts)
-    gu, gx, gwc, gb, gc0 = cuda_backend.backward(grad_h, grad_c_n, *args, c_all, *opts)
+    args = RecurrenceArgs(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], inp["mask_pad"],
+                          inp["drop_mask"], case.bidirectional, case.use_tanh, case.scale_x)
+    h, c_n, c_all = cuda_backend.forward(args)
+    gu, gx, gwc, gb, gc0 = cuda_backend.backward(args, grad_h, grad_c_n, c_all)
     return {"h": h, "c_n": c_n, "c_all": c_all, "grad_u": gu, "grad_x": gx, "grad_weight_c": gwc,
             "grad_bias": gb, "grad_c0": gc0}
 
@@ -44,25 +41,6 @@ def test_available():
     ok, why = cuda_backend.availability()
     assert ok, why
     assert dispatch.available_backends()["cuda"][0]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
-@pytest.mark.parametrize("case", CASES + [Case(length=37, batch=5, hidden=129, bidirectional=True, mask=True,
-                                               drop=True, use_tanh=True, scale_x=1.3)], ids=str)
-def test_matches_reference(case: Case, dtype: torch.dtype):
-    inp = _cuda_inputs(case, dtype)
-    cols = inp["u"].shape[-1]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    grad_h = torch.randn(case.length, case.batch, cols, generator=g, device="cuda").to(dtype)
-    grad_c_n = torch.randn(case.batch, cols, generator=g, device="cuda").to(dtype)
-    want = reference_values_and_grads(case, inp, grad_h, grad_c_n)
-    got = _run(inp, case, grad_h, grad_c_n)
-    torch.cuda.synchronize()
-    for key, value in want.items():
-        assert got[key] is not None, key
-        assert got[key].device == inp["u"].device
-        err = rel_err(got[key], value)
-        assert err < REL[dtype], f"{key}: relative error {err:.3g} >= {REL[dtype]}"
 
 
 def test_custom_op_autograd_and_dispatch():
@@ -114,15 +92,15 @@ def test_runs_on_torch_current_stream():
     """Work queued on a side stream before the kernel is seen by it (the kernel runs on that stream)."""
     case = Case(length=64, batch=16, hidden=256)
     inp = _cuda_inputs(case, torch.float32)
-    expected = cuda_backend.forward(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None,
-                                    False, False, 1.0)[0]
+    expected = cuda_backend.forward(RecurrenceArgs(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"],
+                                                   None, None))[0]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         torch.cuda._sleep(10_000_000)  # delay the stream so an unordered kernel would read stale u
         u = inp["u"] * 1.0  # produced on the side stream
-        h = cuda_backend.forward(u, inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None,
-                                 False, False, 1.0)[0]
+        h = cuda_backend.forward(RecurrenceArgs(u, inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None,
+                                                None))[0]
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     assert torch.equal(h, expected)
@@ -163,16 +141,15 @@ def test_64bit_indexing():
     wc = torch.randn(2, C, device="cuda") * 0.1
     bias = torch.randn(2, C, device="cuda")
     c0 = torch.randn(N, C, device="cuda")
-    h, c_n, c_all = cuda_backend.forward(u, None, wc, bias, c0, None, None, False, False, 1.0)
+    args = RecurrenceArgs(u, None, wc, bias, c0, None, None)
+    h, c_n, c_all = cuda_backend.forward(args)
     grad_h = torch.randn_like(h)
     grad_c_n = torch.randn(N, C, device="cuda", dtype=dtype)
-    gu, _, gwc, gb, gc0 = cuda_backend.backward(grad_h, grad_c_n, u, None, wc, bias, c0, None, None, c_all,
-                                                False, False, 1.0)
+    gu, _, gwc, gb, gc0 = cuda_backend.backward(args, grad_h, grad_c_n, c_all)
     last = slice(N - 1, N)
-    u1 = u[:, last].contiguous()
-    h1, c_n1, c_all1 = cuda_backend.forward(u1, None, wc, bias, c0[last], None, None, False, False, 1.0)
-    gu1, _, _, _, gc01 = cuda_backend.backward(grad_h[:, last].contiguous(), grad_c_n[last], u1, None, wc,
-                                               bias, c0[last], None, None, c_all1, False, False, 1.0)
+    args1 = RecurrenceArgs(u[:, last].contiguous(), None, wc, bias, c0[last], None, None)
+    h1, c_n1, c_all1 = cuda_backend.forward(args1)
+    gu1, _, _, _, gc01 = cuda_backend.backward(args1, grad_h[:, last].contiguous(), grad_c_n[last], c_all1)
     assert torch.equal(h[:, last], h1)
     assert torch.equal(c_n[last], c_n1)
     assert torch.equal(c_all[:, last], c_all1)
@@ -220,15 +197,15 @@ def test_nvrtc_failure_falls_back_or_raises(monkeypatch):
 def test_one_stream_wrapper_per_stream():
     case = Case(length=8, batch=2, hidden=16)
     inp = _cuda_inputs(case, torch.float32)
-    args = (inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None, False, False, 1.0)
-    cuda_backend.forward(*args)
+    args = RecurrenceArgs(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"], None, None)
+    cuda_backend.forward(args)
     before = len(cuda_runtime._streams)
     for _ in range(3):
-        cuda_backend.forward(*args)
+        cuda_backend.forward(args)
     assert len(cuda_runtime._streams) == before
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
-        cuda_backend.forward(*args)
+        cuda_backend.forward(args)
     torch.cuda.synchronize()
     assert len(cuda_runtime._streams) == before + 1
     assert (inp["u"].device.index, side.cuda_stream) in cuda_runtime._streams
@@ -239,6 +216,6 @@ def test_bad_shapes_never_reach_the_gpu():
     case = Case(length=4, batch=2, hidden=3)
     inp = _cuda_inputs(case, torch.float32)
     with pytest.raises(ValueError, match="c0 must have shape"):
-        cuda_backend.forward(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"][:1], None, None,
-                             False, False, 1.0)
+        cuda_backend.forward(RecurrenceArgs(inp["u"], inp["x"], inp["weight_c"], inp["bias"], inp["c0"][:1], None,
+                                            None))
     torch.cuda.synchronize()  # the context is healthy

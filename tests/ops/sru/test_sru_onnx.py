@@ -7,6 +7,7 @@ import torch
 
 from parrnn.ops.sru import onnx as onnx_export
 from parrnn.ops.sru import reference
+from parrnn.ops.sru.contract import RecurrenceArgs
 
 # (bidirectional, K, v2 peephole, mask_pad, use_tanh, drop_mask): every option at least once, both directions
 CASES = [
@@ -20,7 +21,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("bidirectional", "k", "v2", "masked", "use_tanh", "dropped"), CASES)
-def test_sru_recurrence_equals_reference(bidirectional, k, v2, masked, use_tanh, dropped) -> None:
+def test_recurrence_equals_reference(bidirectional, k, v2, masked, use_tanh, dropped) -> None:
     gen = torch.Generator().manual_seed(0)
     length, batch, hidden = 6, 3, 4
     cols = 2 * hidden if bidirectional else hidden
@@ -35,17 +36,17 @@ def test_sru_recurrence_equals_reference(bidirectional, k, v2, masked, use_tanh,
     drop_mask = torch.rand(batch, cols, generator=gen, dtype=torch.float64) if dropped else None
     args = (u, x, weight_c, bias, c0, mask_pad, drop_mask)
     options = {"bidirectional": bidirectional, "use_tanh": use_tanh, "scale_x": 1.3}
-    h, c_n = onnx_export.sru_recurrence(*args, **options)
+    h, c_n = onnx_export.recurrence(RecurrenceArgs(*args, **options))
     h_ref, c_ref = reference.sru_recurrence(*args, **options)
     torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(c_n, c_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_sru_recurrence_half_storage_computes_in_float32() -> None:
+def test_recurrence_half_storage_computes_in_float32() -> None:
     gen = torch.Generator().manual_seed(1)
     u = torch.randn(5, 2, 3, 4, generator=gen).to(torch.bfloat16)
     x, bias, c0 = torch.randn(5, 2, 4).to(torch.bfloat16), torch.zeros(2, 4), torch.zeros(2, 4)
-    h, c_n = onnx_export.sru_recurrence(u, x, None, bias, c0, None, None)
+    h, c_n = onnx_export.recurrence(RecurrenceArgs(u, x, None, bias, c0, None, None))
     h_ref, c_ref = reference.sru_recurrence(u, x, None, bias, c0, None, None)
     assert h.dtype == torch.bfloat16 and c_n.dtype == torch.float32  # c_n in the state's (c0's) dtype
     torch.testing.assert_close(h, h_ref)
