@@ -173,6 +173,7 @@ class SRUCell(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
             check.check_sequence_input(input, self.input_size, self.batch_first)
+            check.check_like_parameters(input, self.bias)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None and not torch.jit.is_scripting():
@@ -181,10 +182,9 @@ class SRUCell(nn.Module):
         return (out.transpose(0, 1) if self.batch_first else out), c_n
 
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer on validated, time-major input: ``x`` ``(L, N, H_in)``, ``mask_pad`` ``(L, N)`` bool."""
+        """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``mask_pad``
+        ``(L, N)`` bool."""
         length, batch, _ = x.shape
-        if not torch.jit.is_scripting():
-            _check_like_parameters(x, self.weight)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
@@ -198,10 +198,12 @@ class SRUCell(nn.Module):
             c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
         skip = _cast(skip, u)
-        # weight_c, bias and c0 keep their dtype (float32 under autocast): the op computes in float32 and returns
-        # their gradients in that dtype, without a float16 round trip that overflows.
+        weight_c = self.weight_c
+        if weight_c is not None:
+            weight_c = check.recurrence_operand(weight_c, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, self.weight_c, self.bias, c0, mask_pad, drop_mask,
+            u, skip, weight_c, check.recurrence_operand(self.bias, u), check.recurrence_operand(c0, u), mask_pad,
+            drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -225,14 +227,6 @@ class SRUCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
-
-
-def _check_like_parameters(x: Tensor, weight: Tensor) -> None:
-    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(f"input dtype must match the layer's parameters. Expected {weight.dtype}, "
-                        f"got {x.dtype} (convert the layer with .to(dtype))")
-    if x.device != weight.device:
-        raise ValueError(f"input must be on the layer's device. Expected {weight.device}, got {x.device}")
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -365,6 +359,7 @@ class SRU(nn.Module):
             if isinstance(input, PackedSequence):
                 return self._forward_packed(input, c0, lengths, mask_pad)
             check.check_sequence_input(input, self.input_size, self.batch_first)
+            check.check_like_parameters(input, self.layers[0].bias)
         x = input.transpose(0, 1) if self.batch_first else input
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None and not torch.jit.is_scripting():
@@ -382,7 +377,7 @@ class SRU(nn.Module):
                 state = states[i]
             elif zeros is not None and zeros.dtype == layer.bias.dtype:
                 state = zeros
-            x, c_n = layer.run(x, state, mask)
+            x, c_n = layer(x, state, None, mask)  # a module call: the layer's hooks (pruning, ...) run
             finals.append(c_n)
         return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
 

@@ -249,7 +249,8 @@ def _mask(mask_pad: Tensor | None, length: int, batch: int) -> Tensor | None:
     if mask_pad.numel() != length * batch:
         raise ValueError("mask_pad must have shape (L, N) = (" + str(length) + ", " + str(batch) + "), got "
                          + str(mask_pad.shape))
-    return mask_pad.reshape(length, batch) != 0
+    mask = mask_pad.reshape(length, batch)
+    return mask if mask.dtype == torch.bool else mask != 0
 
 
 class SRU(nn.Module):
@@ -341,7 +342,7 @@ class SRU(nn.Module):
             x = self.input_to_hidden(x)
         finals: list[Tensor] = []
         for i, cell in enumerate(self.rnn_lst):
-            x, c = cell.run(x, None if c0 is None else c0[i], mask)
+            x, c = cell(x, None if c0 is None else c0[i], mask)  # a module call: the cell's hooks run
             finals.append(c)
         c_n = torch.stack(finals)
         if self.nn_rnn_compatible_return:
