@@ -100,6 +100,17 @@ def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
     return steps >= lengths.unsqueeze(0)
 
 
+def zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` ``(L, N, *)`` with zeros on the steps where ``mask`` ``(L, N)`` is True (padding), or ``x`` itself.
+
+    Selected with ``torch.where``, never multiplied: NaN or inf in a padded step reaches neither an output nor a
+    gradient (``0 * nan`` is NaN, also in the backward of the products that read the padded rows).
+    """
+    if mask is None:
+        return x
+    return torch.where(mask.unsqueeze(-1), 0.0, x)
+
+
 def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.device, batch_first: bool, *,
                    name: str = "mask_pad", steps: str = "L") -> Tensor:
     """Validate a padding mask (non-zero = padding) and return it as an ``(L, N)`` bool tensor on ``device``

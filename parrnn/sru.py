@@ -66,7 +66,8 @@ class SRUCell(nn.Module):
         * **c0**: ``(N, dirs * H)`` initial cell state; zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding.
         * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps. Padded steps
-          keep ``c`` unchanged and output ``h = 0``. Give ``lengths`` or ``mask_pad``, not both.
+          keep ``c`` unchanged and output ``h = 0``; what the input holds there (NaN, inf) reaches no output and
+          no gradient. Give ``lengths`` or ``mask_pad``, not both.
 
     Outputs:
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``).
@@ -185,6 +186,7 @@ class SRUCell(nn.Module):
         """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``mask_pad``
         ``(L, N)`` bool."""
         length, batch, _ = x.shape
+        x = check.zero_padding(x, mask_pad)  # padded steps reach no value and no gradient, whatever they hold
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)

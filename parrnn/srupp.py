@@ -314,6 +314,9 @@ class SRUppCell(nn.Module):
         mem_mask = _memory_mask(memory_mask_pad, mem_len, batch, x.device, self.batch_first)
         key_padding = _key_padding(mask, length, batch, mem_len, mem_mask)
         _check_attn_mask(attn_mask, length, mem_len)
+        # padded steps and padded memory reach no value and no gradient, whatever they hold
+        x = check.zero_padding(x, mask)
+        mem = None if mem is None else check.zero_padding(mem, mem_mask)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
@@ -635,6 +638,7 @@ class SRUpp(nn.Module):
                 state.keys.append(empty)
                 state.values.append(empty)
             else:
+                memory_i = check.zero_padding(memory_i, mem_mask)
                 key, value = att.linear2(att.linear1(memory_i)).chunk(2, dim=-1)
                 state.keys.append(_split_heads(key, heads))
                 state.values.append(_split_heads(value, heads))

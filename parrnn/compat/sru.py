@@ -181,6 +181,7 @@ class SRUCell(nn.Module):
             c0 = x.new_zeros(batch, self.output_size)
         elif not torch.jit.is_scripting():
             check.check_state(c0, (batch, self.output_size), x, "c0")
+        x = check.zero_padding(x, mask)  # padded steps reach no value and no gradient, whatever they hold
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
