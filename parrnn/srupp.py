@@ -356,10 +356,11 @@ class SRUppCell(nn.Module):
             drop_mask = u.new_empty(batch, self.output_size).bernoulli_(1 - self.recurrent_dropout).div_(
                 1 - self.recurrent_dropout)
         if c0 is None:
-            c0 = u.new_zeros(batch, self.output_size)
+            c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = _cast(residual, u) if self.num_matrices == 3 else None
-        h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
+        h, c_n = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
+            u, skip, check.recurrence_operand(self.weight_c, u), check.recurrence_operand(self.bias, u),
+            check.recurrence_operand(c0, u), mask_pad, drop_mask,
             bidirectional=self.bidirectional, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)

@@ -178,9 +178,10 @@ class SRUCell(nn.Module):
         """The layer on `(L, N, H_in)` input with an `(L, N)` bool padding mask."""
         batch = x.size(1)
         if c0 is None:
-            c0 = x.new_zeros(batch, self.output_size)
+            c0 = x.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         elif not torch.jit.is_scripting():
-            check.check_state(c0, (batch, self.output_size), x, "c0")
+            check.check_state(c0, (batch, self.output_size), x, "c0", any_float=True)  # sru takes any float c0
+        state_dtype = torch.promote_types(c0.dtype, x.dtype)  # c_n's dtype in sru (float64 c0 -> float64 c_n)
         x = check.zero_padding(x, mask)  # padded steps reach no value and no gradient, whatever they hold
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
@@ -194,15 +195,17 @@ class SRUCell(nn.Module):
         if u.is_cuda and u.dtype != torch.float64 and not (self.amp_recurrence_fp16 and u.dtype == torch.float16):
             u = u.float()  # sru runs its CUDA recurrence in float32 unless amp_recurrence_fp16
         use_peephole = self._peephole or self.weight_c.requires_grad
-        weight_c = _cast(self.weight_c.view(2, self.output_size), u) if use_peephole else None
+        weight_c: Tensor | None = None
+        if use_peephole:
+            weight_c = check.recurrence_operand(self.weight_c.view(2, self.output_size), u)
         skip = _cast(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
-        h, c = dispatch.sru_recurrence(
-            u, skip, weight_c, self.bias.view(2, self.output_size).to(u.dtype), c0.to(u.dtype), mask,
-            _cast(drop_mask, u), self.bidirectional, self.activation_type == 1,
-            self._scale_x_value if self.rescale else 1.0, self.backend)
+        h, c = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
+            u, skip, weight_c, check.recurrence_operand(self.bias.view(2, self.output_size), u),
+            check.recurrence_operand(c0, u), mask, _cast(drop_mask, u), self.bidirectional,
+            self.activation_type == 1, self._scale_x_value if self.rescale else 1.0, self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
-        return h, c
+        return h, c if c.dtype == state_dtype else c.to(state_dtype)
 
     def project(self, x: Tensor) -> Tensor:
         """`U = x W` for all steps: `(L, N, H_in)` -> `(L, N, K, dirs * H)` in parrnn's (matrix, direction,
