@@ -332,19 +332,9 @@ class SRUppCell(nn.Module):
             raise ValueError("give memory or kv_cache, not both")
         if not isinstance(kv_cache, list) or len(kv_cache) != 2:
             raise TypeError(f"kv_cache must be a list [keys, values], got {type(kv_cache).__name__}")
-        heads = self.num_heads
-        for name, t in zip(("keys", "values"), kv_cache, strict=True):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"kv_cache {name} must be a torch.Tensor, got {type(t).__name__}")
-            expected = (batch, heads, t.size(2) if t.dim() == 4 else -1, self.proj_size // heads)
-            if tuple(t.shape) != expected or t.size(2) != kv_cache[0].size(2):
-                raise ValueError(f"kv_cache {name} must have shape (N, heads, M, proj_size / heads) = "
-                                 f"({batch}, {heads}, M, {self.proj_size // heads}) with the same M for keys and "
-                                 f"values, got {tuple(t.shape)}")
-            if t.dtype != like.dtype or t.device != like.device:
-                raise TypeError(f"kv_cache {name} must have the input's dtype and device ({like.dtype}, "
-                                f"{like.device}), got {t.dtype} on {t.device}")
-        return kv_cache[0].size(2)
+        dim = self.proj_size // self.num_heads
+        length = _check_cached(kv_cache[0], "kv_cache[0] (keys)", batch, self.num_heads, dim, None, like)
+        return _check_cached(kv_cache[1], "kv_cache[1] (values)", batch, self.num_heads, dim, length, like)
 
     def recur(self, u: Tensor, residual: Tensor, c0: Tensor | None, mask_pad: Tensor | None,
               ) -> tuple[Tensor, Tensor]:
@@ -378,6 +368,55 @@ class SRUppCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
+
+
+def _check_cached(t: Any, name: str, batch: int, heads: int, dim: int, length: int | None, like: Tensor) -> int:
+    """Cached keys or values must be `(batch, heads, S, dim)` on `like`'s device (and `S == length` when given);
+    returns `S`."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    cached = t.size(2) if t.dim() == 4 else -1
+    if tuple(t.shape) != (batch, heads, cached, dim) or (length is not None and cached != length):
+        s = "S" if length is None else str(length)
+        raise ValueError(f"{name} must have shape (N, heads, S, proj_size / heads) = ({batch}, {heads}, {s}, {dim})"
+                         f", got {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on the input's device. Expected {like.device}, got {t.device}")
+    return cached
+
+
+def _check_decoding_state(state: Any, layers: nn.ModuleList, batch: int, like: Tensor) -> None:
+    """An `SRUppState` for `batch` sequences: `c` `(num_layers, N, C)`; `keys` and `values` one entry per layer
+    (None for layers without attention, else `(N, heads, S, P / heads)` with one `S`); `key_padding` `(N, S)`
+    bool or None."""
+    if not isinstance(state, SRUppState):
+        raise TypeError(f"state must be the SRUppState from init_state or step, got {type(state).__name__}")
+    first = layers[0]
+    check.check_state(state.c, (len(layers), batch, first.output_size), like, "state.c")
+    for name in ("keys", "values"):
+        entries = getattr(state, name)
+        if not isinstance(entries, list) or len(entries) != len(layers):
+            got = len(entries) if isinstance(entries, list) else type(entries).__name__
+            raise ValueError(f"state.{name} must be a list with one entry per layer ({len(layers)}), got {got} "
+                             "(build the state with init_state)")
+    length = None
+    for i, layer in enumerate(layers):
+        for name in ("keys", "values"):
+            t = getattr(state, name)[i]
+            if not layer.has_attention:
+                if t is not None:
+                    raise ValueError(f"state.{name}[{i}] must be None (layer {i} has no attention), got a "
+                                     f"{type(t).__name__}")
+                continue
+            length = _check_cached(t, f"state.{name}[{i}]", batch, layer.num_heads,
+                                   layer.proj_size // layer.num_heads, length, like)
+    padding = state.key_padding
+    if padding is not None and length is not None:  # (without attention layers nothing reads it)
+        expected = (batch, length)
+        if not isinstance(padding, Tensor) or padding.dtype != torch.bool or tuple(padding.shape) != expected:
+            got = (f"{padding.dtype} {tuple(padding.shape)}" if isinstance(padding, Tensor)
+                   else type(padding).__name__)
+            raise ValueError(f"state.key_padding must be None or a bool tensor (N, S) = {expected}, got {got}")
 
 
 def _check_backend(name: str) -> None:
@@ -617,6 +656,7 @@ class SRUpp(nn.Module):
         `memory` (layout as in `forward`) cached. Causal, unidirectional models only."""
         if self.bidirectional:
             raise ValueError("incremental decoding needs a unidirectional SRUpp (bidirectional=False)")
+        check.check_positive_int(batch_size, "batch_size")
         param = self.layers[0].bias
         like = param if like is None else like
         if c0 is None:
@@ -656,9 +696,8 @@ class SRUpp(nn.Module):
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.dim() != 2 or input.size(-1) != self.input_size:
             raise ValueError(f"input must be (N, input_size) = (N, {self.input_size}), got {tuple(input.shape)}")
-        if not isinstance(state, SRUppState):
-            raise TypeError(f"state must be the SRUppState from init_state or step, got {type(state).__name__}")
-        check.check_state(state.c, (self.num_layers, input.size(0), self.output_size), input, "state.c")
+        check.check_like_parameters(input, self.layers[0].bias)
+        _check_decoding_state(state, self.layers, input.size(0), input)
         x = input.unsqueeze(0)  # (1, N, H_in)
         memory_mask = None if state.key_padding is None else state.key_padding.t()  # (S, N)
         new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(

@@ -15,7 +15,7 @@ import torch
 
 import parrnn
 from parrnn import SRUpp, SRUppCell
-from parrnn.srupp import causal_mask
+from parrnn.srupp import SRUppState, causal_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["reference", "cpu"]
@@ -340,7 +340,9 @@ def test_bad_input_is_named() -> None:
         (lambda: model(torch.randn(5, 2, 3)), ValueError, "input_size"),
         (lambda: model.step(x, model.init_state(2)), ValueError, r"\(N, input_size\)"),
         (lambda: model.step(x[0], model.init_state(3)), ValueError, r"state.c must have shape \(2, 2, 4\)"),
-        (lambda: model.step(x[0].double(), model.init_state(2)), TypeError, "state.c dtype must match"),
+        # a float64 input on a float32 model: the input is to blame, not the state built for the model
+        (lambda: model.step(x[0].double(), model.init_state(2)), TypeError,
+         "input dtype must match the layer's parameters. Expected torch.float32, got torch.float64"),
         (lambda: model.step(x[0], model.init_state(2).c), TypeError, "SRUppState"),
         (lambda: SRUpp(4, 2, 4, bidirectional=True).init_state(2), ValueError, "unidirectional"),
         (lambda: setattr(model, "backend", "scan"), ValueError, "peephole"),
@@ -349,3 +351,44 @@ def test_bad_input_is_named() -> None:
     for call, exc, message in cases:
         with pytest.raises(exc, match=message):
             call()
+
+
+def _state_with(model: SRUpp, batch: int = 2, **changes) -> SRUppState:
+    state = model.init_state(batch)
+    for name, value in changes.items():
+        setattr(state, name, value)
+    return state
+
+
+def test_malformed_decoding_state_is_named() -> None:
+    """SRUpp.step with a state that does not fit (issue 21: IndexError, "Sizes of tensors must match", a kernel
+    code 2 or a raw torch error before) and init_state with a batch size that is not a positive int."""
+    torch.manual_seed(0)
+    model = SRUpp(4, 4, 4, 2, num_heads=2)
+    x = torch.randn(2, 4)
+    fresh = model.init_state(2)
+    keys, values = fresh.keys, fresh.values
+    cases = [
+        (lambda: model.step(x, SRUppState(c=torch.zeros(2, 2, 4))), ValueError,
+         r"state.keys must be a list with one entry per layer \(2\), got 0"),
+        # a state for another batch size (its c fits the new batch, its cache does not)
+        (lambda: model.step(torch.randn(3, 4), _state_with(model, 2, c=torch.zeros(2, 3, 4))), ValueError,
+         r"state.keys\[0\] must have shape \(N, heads, S, proj_size / heads\) = \(3, 2, S, 2\), got \(2, 2, 0, 2\)"),
+        (lambda: model.step(x, _state_with(model, keys=[torch.zeros(2, 2, 0, 3), keys[1]])), ValueError,
+         r"state.keys\[0\] must have shape .* = \(2, 2, S, 2\), got \(2, 2, 0, 3\)"),
+        (lambda: model.step(x, _state_with(model, keys=[keys[0], torch.zeros(2, 2, 1, 2)])), ValueError,
+         r"state.keys\[1\] must have shape .* = \(2, 2, 0, 2\), got \(2, 2, 1, 2\)"),
+        (lambda: model.step(x, _state_with(model, values=[torch.zeros(2, 2, 3, 2), values[1]])), ValueError,
+         r"state.values\[0\]"),
+        (lambda: model.step(x, _state_with(model, key_padding=torch.zeros(2, 3, dtype=torch.bool))), ValueError,
+         r"state.key_padding must be None or a bool tensor \(N, S\) = \(2, 0\)"),
+        (lambda: model.init_state(0), ValueError, "batch_size must be >= 1, got 0"),
+        (lambda: model.init_state(-1), ValueError, "batch_size must be >= 1, got -1"),
+        (lambda: model.init_state(2.5), TypeError, "batch_size must be an int, got float"),
+    ]
+    for call, exc, message in cases:
+        with pytest.raises(exc, match=message):
+            call()
+    no_attention = SRUpp(4, 4, 4, 2, attention_last_n_layers=1)
+    with pytest.raises(ValueError, match=r"state.keys\[0\] must be None \(layer 0 has no attention\)"):
+        no_attention.step(x, _state_with(no_attention, keys=[torch.zeros(2, 1, 0, 4), None]))
