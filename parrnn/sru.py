@@ -172,13 +172,15 @@ class SRUCell(nn.Module):
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        x = input.transpose(0, 1) if self.batch_first else input
         if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
             check.check_sequence_input(input, self.input_size, self.batch_first)
-            check.check_like_parameters(input, self.bias)
-        x = input.transpose(0, 1) if self.batch_first else input
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None and not torch.jit.is_scripting():
-            check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+            check.check_like_parameters(input, self.bias)  # before c0: a wrong input dtype is the input's fault
+            if c0 is not None:
+                check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+        mask: Tensor | None = None
+        if lengths is not None or mask_pad is not None:
+            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         out, c_n = self.run(x, c0, mask)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
 
@@ -186,7 +188,8 @@ class SRUCell(nn.Module):
         """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``mask_pad``
         ``(L, N)`` bool."""
         length, batch, _ = x.shape
-        x = check.zero_padding(x, mask_pad)  # padded steps reach no value and no gradient, whatever they hold
+        if mask_pad is not None:  # padded steps reach no value and no gradient, whatever they hold
+            x = check.zero_padding(x, mask_pad)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
@@ -361,11 +364,13 @@ class SRU(nn.Module):
             if isinstance(input, PackedSequence):
                 return self._forward_packed(input, c0, lengths, mask_pad)
             check.check_sequence_input(input, self.input_size, self.batch_first)
-            check.check_like_parameters(input, self.layers[0].bias)
         x = input.transpose(0, 1) if self.batch_first else input
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None and not torch.jit.is_scripting():
+            check.check_like_parameters(input, self.layers[0].bias)  # a wrong input dtype is not c0's fault
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
+        mask: Tensor | None = None
+        if lengths is not None or mask_pad is not None:
+            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         # without c0, every layer starts from the same zeros (read only): one allocation, not one per layer (a layer
         # whose parameters have another dtype makes its own, in that dtype)
         zeros: Tensor | None = None
