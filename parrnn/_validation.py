@@ -28,16 +28,49 @@ def check_sequence_input(input: Tensor, input_size: int, batch_first: bool, name
         raise ValueError(f"{name} has batch size 0 (empty batch); expected at least one sequence")
 
 
-def check_state(state: Tensor, expected_shape: Sequence[int], like: Tensor, name: str) -> None:
-    """An initial state must match ``expected_shape`` and ``like``'s dtype and device."""
+def check_state(state: Tensor, expected_shape: Sequence[int], like: Tensor, name: str, *,
+                any_float: bool = False) -> None:
+    """An initial state must match ``expected_shape``, ``like``'s device and ``like``'s dtype (or, under autocast,
+    be float32: see `keeps_float32`). ``any_float``: any floating dtype (``sru`` 2.6's ``c0``)."""
     if not isinstance(state, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(state).__name__}")
     if tuple(state.shape) != tuple(expected_shape):
         raise ValueError(f"{name} must have shape {tuple(expected_shape)}, got {tuple(state.shape)}")
-    if state.dtype != like.dtype:
+    if any_float:
+        if state.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a floating tensor, got {state.dtype}")
+    elif state.dtype != like.dtype and not (keeps_float32(state.dtype, like.dtype)
+                                            and torch.is_autocast_enabled(like.device.type)):
         raise TypeError(f"{name} dtype must match input dtype. Expected {like.dtype}, got {state.dtype}")
     if state.device != like.device:
         raise ValueError(f"{name} must be on the input's device. Expected {like.device}, got {state.device}")
+
+
+def check_like_parameters(input: Tensor, parameter: Tensor, name: str = "input") -> None:
+    """``input`` must have the layer's parameter dtype (any float dtype under autocast) and device."""
+    if input.dtype != parameter.dtype and not torch.is_autocast_enabled(input.device.type):
+        raise TypeError(f"{name} dtype must match the layer's parameters. Expected {parameter.dtype}, "
+                        f"got {input.dtype} (convert the layer with .to(dtype))")
+    if input.device != parameter.device:
+        raise ValueError(f"{name} must be on the layer's device. Expected {parameter.device}, got {input.device}")
+
+
+# ---- the mixed-precision policy of every SRU layer (SRU, SRUpp, the compat classes) ------------------------------
+
+def keeps_float32(dtype: torch.dtype, activations: torch.dtype) -> bool:
+    """Whether a recurrence parameter or state of ``dtype`` stays as it is beside ``activations``: float32
+    ``weight_c``, ``bias`` and ``c0`` stay float32 beside float16/bfloat16 activations (autocast). The recurrence
+    computes in float32 anyway and returns each gradient in its input's dtype, so their gradients (sums over all
+    ``L * N`` steps) never take a 16-bit round trip that overflows."""
+    return dtype == torch.float32 and activations in (torch.float16, torch.bfloat16)
+
+
+def recurrence_operand(t: Tensor, u: Tensor) -> Tensor:
+    """``weight_c``, ``bias`` or ``c0`` as the recurrence takes it beside projections ``u`` ``(L, N, K, C)``:
+    unchanged when its dtype is ``u``'s or `keeps_float32` says so, else converted to ``u``'s dtype."""
+    if t.dtype == u.dtype or keeps_float32(t.dtype, u.dtype):
+        return t
+    return t.to(u.dtype)
 
 
 def lengths_to_tensor(lengths: Tensor | Sequence[int], batch: int, max_length: int, device: torch.device) -> Tensor:
@@ -67,15 +100,30 @@ def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
     return steps >= lengths.unsqueeze(0)
 
 
-def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.device, batch_first: bool) -> Tensor:
-    """Validate a padding mask (non-zero = padding) and return it as an ``(L, N)`` bool tensor on ``device``."""
+def zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` ``(L, N, *)`` with zeros on the steps where ``mask`` ``(L, N)`` is True (padding), or ``x`` itself.
+
+    Selected with ``torch.where``, never multiplied: NaN or inf in a padded step reaches neither an output nor a
+    gradient (``0 * nan`` is NaN, also in the backward of the products that read the padded rows).
+    """
+    if mask is None:
+        return x
+    return torch.where(mask.unsqueeze(-1), 0.0, x)
+
+
+def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.device, batch_first: bool, *,
+                   name: str = "mask_pad", steps: str = "L") -> Tensor:
+    """Validate a padding mask (non-zero = padding) and return it as an ``(L, N)`` bool tensor on ``device``
+    (``steps``: the letter naming the time axis in messages)."""
     if not isinstance(mask_pad, Tensor):
-        raise TypeError(f"mask_pad must be a torch.Tensor or None, got {type(mask_pad).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask_pad).__name__}")
     expected = (batch, length) if batch_first else (length, batch)
     if tuple(mask_pad.shape) != expected:
-        layout = "(N, L)" if batch_first else "(L, N)"
-        raise ValueError(f"mask_pad must have shape {layout} = {expected}, got {tuple(mask_pad.shape)}")
-    mask = mask_pad.to(device=device) != 0
+        layout = f"(N, {steps})" if batch_first else f"({steps}, N)"
+        raise ValueError(f"{name} must have shape {layout} = {expected}, got {tuple(mask_pad.shape)}")
+    mask = mask_pad.to(device=device)
+    if mask.dtype != torch.bool:
+        mask = mask != 0
     return mask.t() if batch_first else mask
 
 

@@ -67,7 +67,8 @@ class SRUCell(nn.Module):
         * **c0**: ``(N, dirs * H)`` initial cell state; zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding.
         * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps. Padded steps
-          keep ``c`` unchanged and output ``h = 0``. Give ``lengths`` or ``mask_pad``, not both.
+          keep ``c`` unchanged and output ``h = 0``; what the input holds there (NaN, inf) reaches no output and
+          no gradient. Give ``lengths`` or ``mask_pad``, not both.
 
     Outputs:
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``).
@@ -172,20 +173,24 @@ class SRUCell(nn.Module):
         lengths: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        x = input.transpose(0, 1) if self.batch_first else input
         if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
             check.check_sequence_input(input, self.input_size, self.batch_first)
-        x = input.transpose(0, 1) if self.batch_first else input
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None and not torch.jit.is_scripting():
-            check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+            check.check_like_parameters(input, self.bias)  # before c0: a wrong input dtype is the input's fault
+            if c0 is not None:
+                check.check_state(c0, (x.size(1), self.output_size), x, "c0")
+        mask: Tensor | None = None
+        if lengths is not None or mask_pad is not None:
+            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         out, c_n = self.run(x, c0, mask)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
 
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer on validated, time-major input: ``x`` ``(L, N, H_in)``, ``mask_pad`` ``(L, N)`` bool."""
+        """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``mask_pad``
+        ``(L, N)`` bool."""
         length, batch, _ = x.shape
-        if not torch.jit.is_scripting():
-            _check_like_parameters(x, self.weight)
+        if mask_pad is not None:  # padded steps reach no value and no gradient, whatever they hold
+            x = check.zero_padding(x, mask_pad)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
@@ -199,10 +204,12 @@ class SRUCell(nn.Module):
             c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
         skip = _cast(skip, u)
-        # weight_c, bias and c0 keep their dtype (float32 under autocast): the op computes in float32 and returns
-        # their gradients in that dtype, without a float16 round trip that overflows.
+        weight_c = self.weight_c
+        if weight_c is not None:
+            weight_c = check.recurrence_operand(weight_c, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, self.weight_c, self.bias, c0, mask_pad, drop_mask,
+            u, skip, weight_c, check.recurrence_operand(self.bias, u), check.recurrence_operand(c0, u), mask_pad,
+            drop_mask,
             bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -226,14 +233,6 @@ class SRUCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
-
-
-def _check_like_parameters(x: Tensor, weight: Tensor) -> None:
-    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(f"input dtype must match the layer's parameters. Expected {weight.dtype}, "
-                        f"got {x.dtype} (convert the layer with .to(dtype))")
-    if x.device != weight.device:
-        raise ValueError(f"input must be on the layer's device. Expected {weight.device}, got {x.device}")
 
 
 def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
@@ -367,9 +366,12 @@ class SRU(nn.Module):
                 return self._forward_packed(input, c0, lengths, mask_pad)
             check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None and not torch.jit.is_scripting():
+            check.check_like_parameters(input, self.layers[0].bias)  # a wrong input dtype is not c0's fault
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
+        mask: Tensor | None = None
+        if lengths is not None or mask_pad is not None:
+            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         # without c0, every layer starts from the same zeros (read only): one allocation, not one per layer (a layer
         # whose parameters have another dtype makes its own, in that dtype)
         zeros: Tensor | None = None
@@ -383,7 +385,7 @@ class SRU(nn.Module):
                 state = states[i]
             elif zeros is not None and zeros.dtype == layer.bias.dtype:
                 state = zeros
-            x, c_n = layer.run(x, state, mask)
+            x, c_n = layer(x, state, None, mask)  # a module call: the layer's hooks (pruning, ...) run
             finals.append(c_n)
         return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
 

@@ -131,15 +131,21 @@ class SRUppAttention(nn.Module):
             self.layer_norm.reset_parameters()
 
     def forward(self, x: Tensor, memory: Tensor | None, key_padding: Tensor | None,
-                attn_mask: Tensor | str | None) -> Tensor:
-        """`x` `(L, N, H_in)`, `memory` `(M, N, H_in)` or None, `key_padding` `(N, M + L)` bool or None."""
-        length = x.size(0)
+                attn_mask: Tensor | str | None, kv_cache: list[Tensor] | None = None) -> Tensor:
+        """`x` `(L, N, H_in)`, `memory` `(M, N, H_in)` or None, `key_padding` `(N, M + L)` bool or None.
+
+        `kv_cache` (incremental decoding, instead of `memory`): `[keys, values]` of the `M` earlier positions,
+        each `(N, heads, M, P / heads)`; this call's keys and values are appended (both entries replaced).
+        """
+        length, heads = x.size(0), self.num_heads
         z = self.linear1(x if memory is None else torch.cat([memory, x], 0))
         residual = z[z.size(0) - length:]
-        key, value = self.linear2(z).chunk(2, dim=-1)
-        heads = self.num_heads
-        out = _attention(_split_heads(residual, heads), _split_heads(key, heads), _split_heads(value, heads),
-                         attn_mask, key_padding, self.attn_dropout if self.training else 0.0)
+        key, value = (_split_heads(t, heads) for t in self.linear2(z).chunk(2, dim=-1))
+        if kv_cache is not None:
+            key, value = torch.cat([kv_cache[0], key], dim=2), torch.cat([kv_cache[1], value], dim=2)
+            kv_cache[0], kv_cache[1] = key, value
+        out = _attention(_split_heads(residual, heads), key, value, attn_mask, key_padding,
+                         self.attn_dropout if self.training else 0.0)
         return self.finish(_merge_heads(out), residual)
 
     def finish(self, attended: Tensor, residual: Tensor) -> Tensor:
@@ -178,7 +184,8 @@ class SRUppProjectedLinear(nn.Module):
             self.layer_norm.reset_parameters()
 
     def forward(self, x: Tensor, memory: Tensor | None = None, key_padding: Tensor | None = None,
-                attn_mask: Tensor | str | None = None) -> Tensor:
+                attn_mask: Tensor | str | None = None, kv_cache: list[Tensor] | None = None) -> Tensor:
+        """`x` `(L, N, H_in)` -> `U` `(L, N, K * C)`; the other arguments (attention's) are ignored."""
         out = self.linear1(x)
         if self.layer_norm is not None:
             out = self.layer_norm(out)
@@ -285,33 +292,49 @@ class SRUppCell(nn.Module):
 
     def forward(self, input: Tensor, c0: Tensor | None = None, lengths: Tensor | None = None,
                 mask_pad: Tensor | None = None, attn_mask: Tensor | str | None = None,
-                memory: Tensor | None = None, memory_mask_pad: Tensor | None = None,
-                ) -> tuple[Tensor, Tensor, Tensor]:
+                memory: Tensor | None = None, memory_mask_pad: Tensor | None = None, *,
+                kv_cache: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One layer; see the class docstring. `kv_cache` (incremental decoding, [SRUpp.step][parrnn.SRUpp.step];
+        attention layers only, instead of `memory`): `[keys, values]` of the `M` earlier positions, each
+        `(N, heads, M, P / heads)`, extended in place by this call's; `memory_mask_pad` `(M, N)` then marks
+        cached positions to ignore."""
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
+        check.check_like_parameters(x, self.bias)
+        length, batch = x.size(0), x.size(1)
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None:
-            check.check_state(c0, (x.size(1), self.output_size), x, "c0")
-        mem = None if memory is None else _check_memory(memory, x.size(1), self.input_size, x, self.batch_first,
+            check.check_state(c0, (batch, self.output_size), x, "c0")
+        mem = None if memory is None else _check_memory(memory, batch, self.input_size, x, self.batch_first,
                                                         "memory")
-        mem_len = 0 if mem is None else mem.size(0)
-        key_padding = _key_padding(mask, x.size(0), x.size(1), mem_len, memory_mask_pad, x.device, self.batch_first)
-        _check_attn_mask(attn_mask, x.size(0), mem_len)
-        h, c_n = self.run(x, c0, mask, key_padding, attn_mask, mem)
-        return (h.transpose(0, 1) if self.batch_first else h), c_n, input
-
-    def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None, key_padding: Tensor | None,
-            attn_mask: Tensor | str | None, memory: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer on validated, time-major input: `x` `(L, N, H_in)`, `mask_pad` `(L, N)` bool,
-        `key_padding` `(N, M + L)` bool, `memory` `(M, N, H_in)`."""
-        if x.dtype != self.bias.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"input dtype must match the layer's parameters. Expected {self.bias.dtype}, "
-                            f"got {x.dtype} (convert the layer with .to(dtype))")
+        if kv_cache is not None:
+            mem_len = self._check_kv_cache(kv_cache, batch, x, mem)
+        else:
+            mem_len = 0 if mem is None else mem.size(0)
+        mem_mask = _memory_mask(memory_mask_pad, mem_len, batch, x.device, self.batch_first)
+        key_padding = _key_padding(mask, length, batch, mem_len, mem_mask)
+        _check_attn_mask(attn_mask, length, mem_len)
+        # padded steps and padded memory reach no value and no gradient, whatever they hold
+        x = check.zero_padding(x, mask)
+        mem = None if mem is None else check.zero_padding(mem, mem_mask)
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
-        u = self.transform(x, memory, key_padding, attn_mask)
-        return self.recur(u, residual, c0, mask_pad)
+        u = self.transform(x, mem, key_padding, attn_mask, kv_cache)
+        h, c_n = self.recur(u, residual, c0, mask)
+        return (h.transpose(0, 1) if self.batch_first else h), c_n, input
+
+    def _check_kv_cache(self, kv_cache: Any, batch: int, like: Tensor, memory: Tensor | None) -> int:
+        """Validate `kv_cache` (see `forward`); returns the number of cached positions."""
+        if not self.has_attention:
+            raise ValueError("kv_cache was given to a layer without attention (it has no keys or values)")
+        if memory is not None:
+            raise ValueError("give memory or kv_cache, not both")
+        if not isinstance(kv_cache, list) or len(kv_cache) != 2:
+            raise TypeError(f"kv_cache must be a list [keys, values], got {type(kv_cache).__name__}")
+        dim = self.proj_size // self.num_heads
+        length = _check_cached(kv_cache[0], "kv_cache[0] (keys)", batch, self.num_heads, dim, None, like)
+        return _check_cached(kv_cache[1], "kv_cache[1] (values)", batch, self.num_heads, dim, length, like)
 
     def recur(self, u: Tensor, residual: Tensor, c0: Tensor | None, mask_pad: Tensor | None,
               ) -> tuple[Tensor, Tensor]:
@@ -323,10 +346,11 @@ class SRUppCell(nn.Module):
             drop_mask = u.new_empty(batch, self.output_size).bernoulli_(1 - self.recurrent_dropout).div_(
                 1 - self.recurrent_dropout)
         if c0 is None:
-            c0 = u.new_zeros(batch, self.output_size)
+            c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = _cast(residual, u) if self.num_matrices == 3 else None
-        h, c_n = dispatch.sru_recurrence(
-            u, skip, _cast(self.weight_c, u), _cast(self.bias, u), _cast(c0, u), mask_pad, drop_mask,
+        h, c_n = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
+            u, skip, check.recurrence_operand(self.weight_c, u), check.recurrence_operand(self.bias, u),
+            check.recurrence_operand(c0, u), mask_pad, drop_mask,
             bidirectional=self.bidirectional, scale_x=self.scale_x, backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -344,6 +368,55 @@ class SRUppCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
+
+
+def _check_cached(t: Any, name: str, batch: int, heads: int, dim: int, length: int | None, like: Tensor) -> int:
+    """Cached keys or values must be `(batch, heads, S, dim)` on `like`'s device (and `S == length` when given);
+    returns `S`."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    cached = t.size(2) if t.dim() == 4 else -1
+    if tuple(t.shape) != (batch, heads, cached, dim) or (length is not None and cached != length):
+        s = "S" if length is None else str(length)
+        raise ValueError(f"{name} must have shape (N, heads, S, proj_size / heads) = ({batch}, {heads}, {s}, {dim})"
+                         f", got {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on the input's device. Expected {like.device}, got {t.device}")
+    return cached
+
+
+def _check_decoding_state(state: Any, layers: nn.ModuleList, batch: int, like: Tensor) -> None:
+    """An `SRUppState` for `batch` sequences: `c` `(num_layers, N, C)`; `keys` and `values` one entry per layer
+    (None for layers without attention, else `(N, heads, S, P / heads)` with one `S`); `key_padding` `(N, S)`
+    bool or None."""
+    if not isinstance(state, SRUppState):
+        raise TypeError(f"state must be the SRUppState from init_state or step, got {type(state).__name__}")
+    first = layers[0]
+    check.check_state(state.c, (len(layers), batch, first.output_size), like, "state.c")
+    for name in ("keys", "values"):
+        entries = getattr(state, name)
+        if not isinstance(entries, list) or len(entries) != len(layers):
+            got = len(entries) if isinstance(entries, list) else type(entries).__name__
+            raise ValueError(f"state.{name} must be a list with one entry per layer ({len(layers)}), got {got} "
+                             "(build the state with init_state)")
+    length = None
+    for i, layer in enumerate(layers):
+        for name in ("keys", "values"):
+            t = getattr(state, name)[i]
+            if not layer.has_attention:
+                if t is not None:
+                    raise ValueError(f"state.{name}[{i}] must be None (layer {i} has no attention), got a "
+                                     f"{type(t).__name__}")
+                continue
+            length = _check_cached(t, f"state.{name}[{i}]", batch, layer.num_heads,
+                                   layer.proj_size // layer.num_heads, length, like)
+    padding = state.key_padding
+    if padding is not None and length is not None:  # (without attention layers nothing reads it)
+        expected = (batch, length)
+        if not isinstance(padding, Tensor) or padding.dtype != torch.bool or tuple(padding.shape) != expected:
+            got = (f"{padding.dtype} {tuple(padding.shape)}" if isinstance(padding, Tensor)
+                   else type(padding).__name__)
+            raise ValueError(f"state.key_padding must be None or a bool tensor (N, S) = {expected}, got {got}")
 
 
 def _check_backend(name: str) -> None:
@@ -385,30 +458,32 @@ def _check_memories(memory: Any, layers: nn.ModuleList, batch: int, like: Tensor
     return mems  # type: ignore[return-value]
 
 
-def _key_padding(mask: Tensor | None, length: int, batch: int, memory_length: int,
-                 memory_mask_pad: Tensor | None, device: torch.device, batch_first: bool) -> Tensor | None:
-    """`(N, M + L)` bool, True on keys to ignore (padded memory or input steps), or None."""
-    mem_mask = None
-    if memory_mask_pad is not None:
-        if memory_length == 0:
-            raise ValueError("memory_mask_pad was given without memory")
-        if not isinstance(memory_mask_pad, Tensor):
-            raise TypeError(f"memory_mask_pad must be a torch.Tensor or None, got {type(memory_mask_pad).__name__}")
-        expected = (batch, memory_length) if batch_first else (memory_length, batch)
-        if tuple(memory_mask_pad.shape) != expected:
-            layout = "(N, M)" if batch_first else "(M, N)"
-            raise ValueError(f"memory_mask_pad must have shape {layout} = {expected}, "
-                             f"got {tuple(memory_mask_pad.shape)}")
-        mem_mask = memory_mask_pad.to(device) != 0
-        mem_mask = mem_mask if batch_first else mem_mask.t()  # (N, M)
-    if mask is None and mem_mask is None:
+def _memory_mask(memory_mask_pad: Any, memory_length: int, batch: int, device: torch.device,
+                 batch_first: bool) -> Tensor | None:
+    """Validate `memory_mask_pad` (`(M, N)`, `(N, M)` with batch_first, non-zero on padded memory steps); return
+    it as an `(M, N)` bool tensor, or None."""
+    if memory_mask_pad is None:
         return None
-    own = mask.t() if mask is not None else torch.zeros(batch, length, dtype=torch.bool, device=device)
+    if memory_length == 0:
+        raise ValueError("memory_mask_pad was given without memory")
+    if not isinstance(memory_mask_pad, Tensor):
+        raise TypeError(f"memory_mask_pad must be a torch.Tensor or None, got {type(memory_mask_pad).__name__}")
+    return check.check_mask_pad(memory_mask_pad, memory_length, batch, device, batch_first, name="memory_mask_pad",
+                                steps="M")
+
+
+def _key_padding(mask: Tensor | None, length: int, batch: int, memory_length: int,
+                 memory_mask: Tensor | None) -> Tensor | None:
+    """`(N, M + L)` bool, True on keys to ignore (padded memory or input steps), or None; `mask` `(L, N)` and
+    `memory_mask` `(M, N)` bool or None."""
+    if mask is None and memory_mask is None:
+        return None
+    own = mask.t() if mask is not None else torch.zeros(batch, length, dtype=torch.bool,
+                                                        device=memory_mask.device)  # type: ignore[union-attr]
     if memory_length == 0:
         return own
-    if mem_mask is None:
-        mem_mask = torch.zeros(batch, memory_length, dtype=torch.bool, device=device)
-    return torch.cat([mem_mask, own], dim=1)
+    mem = memory_mask.t() if memory_mask is not None else own.new_zeros(batch, memory_length)
+    return torch.cat([mem, own], dim=1)
 
 
 def _check_attn_mask(attn_mask: Tensor | str | None, length: int, memory_length: int) -> None:
@@ -554,17 +629,19 @@ class SRUpp(nn.Module):
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
+        check.check_like_parameters(x, self.layers[0].bias)
         mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None:
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
         mems = _check_memories(memory, self.layers, x.size(1), x, self.batch_first)
         mem_len = 0 if mems[0] is None else mems[0].size(0)
-        key_padding = _key_padding(mask, x.size(0), x.size(1), mem_len, memory_mask_pad, x.device, self.batch_first)
+        mem_mask = _memory_mask(memory_mask_pad, mem_len, x.size(1), x.device, self.batch_first)
         _check_attn_mask(attn_mask, x.size(0), mem_len)
         inputs, finals = [], []
         for i, layer in enumerate(self.layers):
             inputs.append(x)
-            x, c_n = layer.run(x, None if c0 is None else c0[i], mask, key_padding, attn_mask, mems[i])
+            # a module call (the layer's hooks run), on time-major tensors
+            x, c_n, _ = layer(x, None if c0 is None else c0[i], None, mask, attn_mask, mems[i], mem_mask)
             finals.append(c_n)
         if self.batch_first:
             x = x.transpose(0, 1)
@@ -579,6 +656,7 @@ class SRUpp(nn.Module):
         `memory` (layout as in `forward`) cached. Causal, unidirectional models only."""
         if self.bidirectional:
             raise ValueError("incremental decoding needs a unidirectional SRUpp (bidirectional=False)")
+        check.check_positive_int(batch_size, "batch_size")
         param = self.layers[0].bias
         like = param if like is None else like
         if c0 is None:
@@ -586,8 +664,8 @@ class SRUpp(nn.Module):
         check.check_state(c0, (self.num_layers, batch_size, self.output_size), like, "c0")
         mems = _check_memories(memory, self.layers, batch_size, like, self.batch_first)
         mem_len = 0 if mems[0] is None else mems[0].size(0)
-        key_padding = _key_padding(None, 0, batch_size, mem_len, memory_mask_pad, like.device, self.batch_first)
-        state = SRUppState(c=c0, key_padding=key_padding)
+        mem_mask = _memory_mask(memory_mask_pad, mem_len, batch_size, like.device, self.batch_first)
+        state = SRUppState(c=c0, key_padding=None if mem_mask is None else mem_mask.t())
         for i, layer in enumerate(self.layers):
             if not layer.has_attention:
                 state.keys.append(None)
@@ -601,6 +679,7 @@ class SRUpp(nn.Module):
                 state.keys.append(empty)
                 state.values.append(empty)
             else:
+                memory_i = check.zero_padding(memory_i, mem_mask)
                 key, value = att.linear2(att.linear1(memory_i)).chunk(2, dim=-1)
                 state.keys.append(_split_heads(key, heads))
                 state.values.append(_split_heads(value, heads))
@@ -617,32 +696,20 @@ class SRUpp(nn.Module):
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.dim() != 2 or input.size(-1) != self.input_size:
             raise ValueError(f"input must be (N, input_size) = (N, {self.input_size}), got {tuple(input.shape)}")
-        if not isinstance(state, SRUppState):
-            raise TypeError(f"state must be the SRUppState from init_state or step, got {type(state).__name__}")
-        check.check_state(state.c, (self.num_layers, input.size(0), self.output_size), input, "state.c")
+        check.check_like_parameters(input, self.layers[0].bias)
+        _check_decoding_state(state, self.layers, input.size(0), input)
         x = input.unsqueeze(0)  # (1, N, H_in)
+        memory_mask = None if state.key_padding is None else state.key_padding.t()  # (S, N)
         new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(
             [state.key_padding, state.key_padding.new_zeros(input.size(0), 1)], dim=1))
         finals = []
         for i, layer in enumerate(self.layers):
-            residual = x
-            if layer.layer_norm is not None and not layer.normalize_after:
-                x = layer.layer_norm(x)
-            if layer.has_attention:
-                att = layer.transform
-                z = att.linear1(x)
-                key, value = att.linear2(z).chunk(2, dim=-1)
-                keys = torch.cat([state.keys[i], _split_heads(key, att.num_heads)], dim=2)
-                values = torch.cat([state.values[i], _split_heads(value, att.num_heads)], dim=2)
-                new.keys.append(keys)
-                new.values.append(values)
-                out = _attention(_split_heads(z, att.num_heads), keys, values, None, new.key_padding, 0.0)
-                u = att.finish(_merge_heads(out), z)
-            else:
-                new.keys.append(None)
-                new.values.append(None)
-                u = layer.transform(x)
-            x, c_n = layer.recur(u, residual, state.c[i], None)
+            cache = None if state.keys[i] is None else [state.keys[i], state.values[i]]
+            # a module call (the layer's hooks run); the layer appends this token's key and value to `cache`
+            x, c_n, _ = layer(x, state.c[i], memory_mask_pad=None if cache is None else memory_mask,
+                              kv_cache=cache)
+            new.keys.append(None if cache is None else cache[0])
+            new.values.append(None if cache is None else cache[1])
             finals.append(c_n)
         new.c = torch.stack(finals)
         return x.squeeze(0), new

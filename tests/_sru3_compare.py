@@ -1,6 +1,7 @@
 """Run in a subprocess with `sru` 3.0.0.dev6 first on sys.path (see tests/test_srupp.py): builds `sru.SRUpp`
 models for the configurations read as JSON on stdin, converts each with `parrnn.SRUpp.from_sru`, and prints the
-largest differences of outputs, final states, memory and input gradients as JSON.
+largest differences of outputs, final states, memory and input gradients as JSON. A configuration with
+`"mode": "init"` compares instead the initial weights of `sru.SRUpp` and `parrnn.SRUpp` built after the same seed.
 
 `sru` 3.0 and `sru` 2.6 register the same C++ operators, so they cannot share one process.
 """
@@ -60,12 +61,42 @@ def compare(config: dict) -> dict:
     }
 
 
+def compare_init(config: dict) -> dict:
+    """Same seed, same initial weights: every tensor equal, except each layer's last projection (`P -> K * C`),
+    whose rows parrnn draws in its own (matrix, direction, unit) order; that one holds the same values (sorted).
+    Also each layer's recurrent dropout (`sru`: none on the last layer)."""
+    import sru
+
+    args = (config["input_size"], config["hidden_size"], config["proj_size"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(config.get("seed", 0))
+        ref = sru.SRUpp(*args, **config["options"])
+    torch.manual_seed(config.get("seed", 0))
+    ours = parrnn.SRUpp(*args, **config["options"])
+    converted = parrnn.SRUpp.from_sru(ref).state_dict()
+    lasts = {f"layers.{i}.transform.{'linear3' if layer.has_attention else 'linear2'}.weight"
+             for i, layer in enumerate(ours.layers)}
+    exact, permuted = 0.0, 0.0
+    for key, value in ours.state_dict().items():
+        other = converted[key]
+        if key in lasts:
+            permuted = max(permuted, float((value.flatten().sort().values - other.flatten().sort().values).abs()
+                                           .max()))
+        else:
+            exact = max(exact, float((value - other).abs().max()))
+    return {"exact": exact, "last_projection_sorted": permuted,
+            "recurrent_dropout": [float(c.dropout) for c in ref.rnn_lst],
+            "ours_recurrent_dropout": [layer.recurrent_dropout for layer in ours.layers],
+            "scale": float(max(p.abs().max() for p in ours.parameters()))}
+
+
 if __name__ == "__main__":
     configs = json.load(sys.stdin)
     results = []
     for c in configs:
         try:
-            results.append(compare(c))
+            results.append(compare_init(c) if c.get("mode") == "init" else compare(c))
         except Exception as exc:  # report it for this configuration; go on with the others
             results.append({"error": f"{type(exc).__name__}: {exc}"})
     print(json.dumps(results))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import parrnn
+import parrnn.compat.sru as compat
 from parrnn import SRU, SRUCell
 
 
@@ -60,18 +61,34 @@ def test_torch_export_sru() -> None:
     torch.testing.assert_close(exported.module()(x)[0], model(x)[0])
 
 
+def _compat_stack(backend: str) -> torch.nn.Module:
+    model = compat.SRU(16, 16, 2, layer_norm=True)
+    for cell in model.rnn_lst:
+        cell.backend = backend
+    return model
+
+
+AUTOCAST_STACKS = {
+    "SRU": lambda backend: SRU(16, 16, 2, layer_norm=True, backend=backend),
+    "SRUpp": lambda backend: parrnn.SRUpp(16, 16, 8, 2, layer_norm=True, backend=backend),
+    "compat.SRU": _compat_stack,
+}
+
+
+@pytest.mark.parametrize("kind", AUTOCAST_STACKS)
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_autocast_bfloat16_keeps_float32_accumulation(backend: str) -> None:
+def test_autocast_bfloat16_keeps_float32_accumulation(backend: str, kind: str) -> None:
     if backend == "cpu":
         _cpu_backend_or_skip()
     torch.manual_seed(2)
-    model = SRU(16, 16, 2, layer_norm=True, backend=backend)
+    model = AUTOCAST_STACKS[kind](backend)
     x = torch.randn(40, 4, 16)
-    expected, expected_c = model(x)
+    expected, expected_c = model(x)[:2]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, c_n = model(x)
+        out, c_n = model(x)[:2]
         out.float().sum().backward()
     assert out.dtype == torch.bfloat16
+    assert c_n.dtype == torch.float32  # the state stays float32 (parrnn._validation.keeps_float32)
     # documented tolerance (docs/usage.md): bf16 storage of U and h, float32 recurrence -> about 3e-2 absolute
     torch.testing.assert_close(out.float(), expected, rtol=0, atol=6e-2)
     torch.testing.assert_close(c_n.float(), expected_c, rtol=0, atol=6e-2)
@@ -159,16 +176,31 @@ def test_sliced_rnn_accepts_packed_sequence() -> None:
         model(pack_padded_sequence(x, lengths, enforce_sorted=False), lengths=lengths)
 
 
+def _compat_cell(hidden: int, backend: str) -> torch.nn.Module:
+    cell = compat.SRUCell(hidden, hidden, highway_bias=-2.0)
+    cell.backend = backend
+    return cell
+
+
+# every layer kind follows the one mixed-precision policy (parrnn._validation.keeps_float32)
+AUTOCAST_LAYERS = {
+    "SRUCell": lambda hidden, backend: SRUCell(hidden, hidden, backend=backend),
+    "SRUppCell": lambda hidden, backend: parrnn.SRUppCell(hidden, hidden, 8, backend=backend),
+    "compat.SRUCell": _compat_cell,
+}
+
+
+@pytest.mark.parametrize("layer", AUTOCAST_LAYERS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_autocast_parameter_gradients_do_not_overflow(backend: str, dtype: torch.dtype) -> None:
+def test_autocast_parameter_gradients_do_not_overflow(backend: str, dtype: torch.dtype, layer: str) -> None:
     """weight_c, bias and c0 stay float32 under autocast: their gradients (sums over L*N steps, scaled like a
     GradScaler loss) exceed float16's 65504 yet come back finite, float32 and close to the float32 run's."""
     if backend == "cpu":
         _cpu_backend_or_skip()
     torch.manual_seed(0)
     length, batch, hidden = (1000, 16, 16) if backend == "cpu" else (200, 16, 16)
-    cell = SRUCell(hidden, hidden, backend=backend)
+    cell = AUTOCAST_LAYERS[layer](hidden, backend)
     x = torch.randn(length, batch, hidden)
     c0 = torch.randn(batch, hidden, requires_grad=True)
 
@@ -176,8 +208,8 @@ def test_autocast_parameter_gradients_do_not_overflow(backend: str, dtype: torch
         cell.zero_grad()
         c0.grad = None
         with torch.autocast("cpu", dtype=dtype, enabled=autocast):
-            h, c_n = cell(x, c0)
-            loss = 1024.0 * (h.float().sum() + c_n.float().sum())
+            h, c_n = cell(x, c0)[:2]
+            loss = 4096.0 * (h.float().sum() + c_n.float().sum())
         loss.backward()
         return {"c0": c0.grad.clone(), **{n: p.grad.clone() for n, p in cell.named_parameters()}}, c_n
 

@@ -125,3 +125,42 @@ def test_torchscript_based_exporter_names_the_fix(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="dynamo=True"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(3, 2, 5),), str(tmp_path / "m.onnx"), dynamo=False)
+
+
+def _example_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "export_onnx.py"
+    spec = importlib.util.spec_from_file_location("export_onnx_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lengths_outside_the_sequence_run_as_documented_and_the_example_refuses_them() -> None:
+    """Issue 21: the graph does not check lengths. docs/deploying.md says what it does (a length above L runs as
+    L; 0 or a negative length pads every step: output 0, c_n = c0); examples/export_onnx.py's check refuses them."""
+    torch.manual_seed(0)
+    model = parrnn.SRU(5, 4, num_layers=2, bidirectional=True).eval()
+    session = export(model, (torch.randn(6, 2, 5), torch.zeros(2, 2, 8), torch.tensor([6, 3])),
+                     {"input": {0: Dim("L"), 1: Dim("N")}, "c0": {1: Dim("N")}, "lengths": {0: Dim("N")}})
+    x, c0 = torch.randn(6, 2, 5), torch.randn(2, 2, 8)
+    with torch.no_grad():
+        out, c_n = run(session, x, c0, torch.tensor([7, 3]))
+        assert_matches_eager([out, c_n], model(x, c0, lengths=torch.tensor([6, 3])))
+        for bad in (0, -1):
+            out, c_n = run(session, x, c0, torch.tensor([bad, 3]))
+            expected = model(x, c0, lengths=torch.tensor([1, 3]))
+            assert out[:, 0].abs().max() == 0 and torch.equal(c_n[:, 0], c0[:, 0])
+            assert_matches_eager([out[:, 1:], c_n[:, 1:]], (expected[0][:, 1:], expected[1][:, 1:]))
+    example = _example_module()
+
+    def check(lengths: list[int]) -> None:
+        example.check_inputs(x.numpy(), torch.zeros(2, 2, 4).numpy(), torch.tensor(lengths).numpy(), features=5,
+                             hidden=4, layers=2)
+
+    check([6, 1])
+    for bad in ([7, 3], [0, 3], [-1, 3]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 6\]"):
+            check(bad)

@@ -3,6 +3,7 @@ torch.compile / torch.export, bad input."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import torch
 
 import parrnn
 from parrnn import SRUpp, SRUppCell
-from parrnn.srupp import causal_mask
+from parrnn.srupp import SRUppState, causal_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["reference", "cpu"]
@@ -93,6 +94,91 @@ def test_from_sru_matches_sru3(sru3_results: dict, name: str, backend: str) -> N
     for key in ("output", "c_n", "memory"):
         assert result[key] <= 1e-5, (key, result)
     assert result["grad_input"] <= 1e-4, result
+
+
+# initialisation: dropout > 0 everywhere (it scales the last projection by sqrt(1 - dropout)), both transforms
+SRU3_INIT_CONFIGS = {
+    "dropout-heads": _config(num_layers=3, num_heads=2, dropout=0.3),
+    "every-2-layer_norm-input!=hidden": _config(input_size=5, num_layers=4, attention_every_n_layers=2,
+                                                dropout=0.2, layer_norm=True),
+    "bidirectional-rescale-last-1": _config(hidden_size=4, num_layers=2, bidirectional=True, rescale=True,
+                                            highway_bias=-1.0, attention_last_n_layers=1, dropout=0.1),
+}
+
+
+@pytest.fixture(scope="module")
+def sru3_init_results() -> dict:
+    path = _sru3_path()
+    if path is None:
+        pytest.skip("sru 3.0.0.dev6 is not installed (scripts/bootstrap.sh puts it in .venv/sru3; "
+                    "or set PARRNN_SRU3_PATH)")
+    configs = [dict(c, mode="init", seed=seed) for c in SRU3_INIT_CONFIGS.values() for seed in (0, 1)]
+    extensions = Path(tempfile.gettempdir()) / "parrnn-sru3-torch-extensions"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]), TORCH_EXTENSIONS_DIR=str(extensions))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_sru3_compare.py")], input=json.dumps(configs),
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = [(name, seed) for name in SRU3_INIT_CONFIGS for seed in (0, 1)]
+    return dict(zip(keys, results, strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", list(SRU3_INIT_CONFIGS))
+def test_initialisation_equals_sru3_with_the_same_seed(sru3_init_results: dict, name: str, seed: int) -> None:
+    """The same seed gives sru 3.0.0.dev6's initial weights (the last projection's rows in parrnn's order: the
+    same values), and sru's recurrent-dropout rule: every layer but the last."""
+    result = sru3_init_results[(name, seed)]
+    assert "error" not in result, result["error"]
+    assert result["scale"] > 0.1
+    assert result["exact"] == 0.0, result
+    assert result["last_projection_sorted"] == 0.0, result
+    assert result["ours_recurrent_dropout"] == result["recurrent_dropout"]
+    assert result["recurrent_dropout"][-1] == 0.0 and result["recurrent_dropout"][0] > 0
+
+
+def test_last_layer_runs_without_recurrent_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In training, every layer's recurrence but the last gets a dropout mask (sru's rule)."""
+    from parrnn.ops import dispatch
+
+    masks = []
+    original = dispatch.sru_recurrence
+
+    def recording(u, x, weight_c, bias, c0, mask_pad, drop_mask, *args, **kwargs):
+        masks.append(drop_mask)
+        return original(u, x, weight_c, bias, c0, mask_pad, drop_mask, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "sru_recurrence", recording)
+    model = SRUpp(6, 6, 4, num_layers=3, dropout=0.4).train()
+    model(torch.randn(5, 2, 6))
+    assert [m is not None for m in masks] == [True, True, False]
+    masks.clear()
+    model.eval()(torch.randn(5, 2, 6))
+    assert masks == [None, None, None]
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
+def test_eval_mode_applies_no_attention_dropout(backend_name: str) -> None:
+    """attn_dropout > 0 with a non-zero alpha (the default alpha = 0 hides attention): eval is deterministic and
+    equals the model without attention dropout; training does drop (so the check is not vacuous)."""
+    if not parrnn.available_backends()[backend_name][0]:
+        pytest.skip(f"backend {backend_name} unavailable")
+    torch.manual_seed(0)
+    model = SRUpp(6, 6, 4, num_layers=2, num_heads=2, attn_dropout=0.5, backend=backend_name)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.transform.alpha.fill_(1.0)
+    x = torch.randn(7, 3, 6)
+    without = copy.deepcopy(model)
+    for layer in without.layers:
+        layer.transform.attn_dropout = 0.0
+    with torch.no_grad():
+        model.eval()
+        first, second = model(x, attn_mask="causal")[0], model(x, attn_mask="causal")[0]
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        torch.testing.assert_close(first, without.eval()(x, attn_mask="causal")[0], rtol=0, atol=0)
+        model.train()
+        assert not torch.allclose(model(x, attn_mask="causal")[0], first)
 
 
 def test_sru3_subprocess_does_not_shadow_sru26() -> None:
@@ -340,7 +426,9 @@ def test_bad_input_is_named() -> None:
         (lambda: model(torch.randn(5, 2, 3)), ValueError, "input_size"),
         (lambda: model.step(x, model.init_state(2)), ValueError, r"\(N, input_size\)"),
         (lambda: model.step(x[0], model.init_state(3)), ValueError, r"state.c must have shape \(2, 2, 4\)"),
-        (lambda: model.step(x[0].double(), model.init_state(2)), TypeError, "state.c dtype must match"),
+        # a float64 input on a float32 model: the input is to blame, not the state built for the model
+        (lambda: model.step(x[0].double(), model.init_state(2)), TypeError,
+         "input dtype must match the layer's parameters. Expected torch.float32, got torch.float64"),
         (lambda: model.step(x[0], model.init_state(2).c), TypeError, "SRUppState"),
         (lambda: SRUpp(4, 2, 4, bidirectional=True).init_state(2), ValueError, "unidirectional"),
         (lambda: setattr(model, "backend", "scan"), ValueError, "peephole"),
@@ -349,3 +437,44 @@ def test_bad_input_is_named() -> None:
     for call, exc, message in cases:
         with pytest.raises(exc, match=message):
             call()
+
+
+def _state_with(model: SRUpp, batch: int = 2, **changes) -> SRUppState:
+    state = model.init_state(batch)
+    for name, value in changes.items():
+        setattr(state, name, value)
+    return state
+
+
+def test_malformed_decoding_state_is_named() -> None:
+    """SRUpp.step with a state that does not fit (issue 21: IndexError, "Sizes of tensors must match", a kernel
+    code 2 or a raw torch error before) and init_state with a batch size that is not a positive int."""
+    torch.manual_seed(0)
+    model = SRUpp(4, 4, 4, 2, num_heads=2)
+    x = torch.randn(2, 4)
+    fresh = model.init_state(2)
+    keys, values = fresh.keys, fresh.values
+    cases = [
+        (lambda: model.step(x, SRUppState(c=torch.zeros(2, 2, 4))), ValueError,
+         r"state.keys must be a list with one entry per layer \(2\), got 0"),
+        # a state for another batch size (its c fits the new batch, its cache does not)
+        (lambda: model.step(torch.randn(3, 4), _state_with(model, 2, c=torch.zeros(2, 3, 4))), ValueError,
+         r"state.keys\[0\] must have shape \(N, heads, S, proj_size / heads\) = \(3, 2, S, 2\), got \(2, 2, 0, 2\)"),
+        (lambda: model.step(x, _state_with(model, keys=[torch.zeros(2, 2, 0, 3), keys[1]])), ValueError,
+         r"state.keys\[0\] must have shape .* = \(2, 2, S, 2\), got \(2, 2, 0, 3\)"),
+        (lambda: model.step(x, _state_with(model, keys=[keys[0], torch.zeros(2, 2, 1, 2)])), ValueError,
+         r"state.keys\[1\] must have shape .* = \(2, 2, 0, 2\), got \(2, 2, 1, 2\)"),
+        (lambda: model.step(x, _state_with(model, values=[torch.zeros(2, 2, 3, 2), values[1]])), ValueError,
+         r"state.values\[0\]"),
+        (lambda: model.step(x, _state_with(model, key_padding=torch.zeros(2, 3, dtype=torch.bool))), ValueError,
+         r"state.key_padding must be None or a bool tensor \(N, S\) = \(2, 0\)"),
+        (lambda: model.init_state(0), ValueError, "batch_size must be >= 1, got 0"),
+        (lambda: model.init_state(-1), ValueError, "batch_size must be >= 1, got -1"),
+        (lambda: model.init_state(2.5), TypeError, "batch_size must be an int, got float"),
+    ]
+    for call, exc, message in cases:
+        with pytest.raises(exc, match=message):
+            call()
+    no_attention = SRUpp(4, 4, 4, 2, attention_last_n_layers=1)
+    with pytest.raises(ValueError, match=r"state.keys\[0\] must be None \(layer 0 has no attention\)"):
+        no_attention.step(x, _state_with(no_attention, keys=[torch.zeros(2, 1, 0, 4), None]))

@@ -61,7 +61,7 @@ class SRUCell(nn.Module):
         weight_proj: `(H_in, projection_size)` or `None`.
         weight_c: `(2 * dirs * H,)` peephole weights (zero and frozen for `v1`).
         bias: `(2 * dirs * H,)` forget and reset biases.
-        scale_x: buffer `(1,)`, the highway scale.
+        scale_x: buffer `(1,)`, the highway scale (read at every call, as the peephole rule of `v1` layers).
     """
 
     def __init__(
@@ -116,8 +116,6 @@ class SRUCell(nn.Module):
         self.register_buffer("scale_x", torch.zeros(1))
         self.layer_norm = (nn.LayerNorm(self.output_size if normalize_after else self.input_size)
                            if layer_norm else None)
-        self._scale_x_value = 1.0   # float(scale_x), kept in sync by reset_parameters and load_state_dict
-        self._peephole = not self.v1  # False while a v1 layer's weight_c is zero: parrnn's linear recurrence
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -155,16 +153,6 @@ class SRUCell(nn.Module):
                 self.weight_c.requires_grad = False
         if self.layer_norm is not None:
             self.layer_norm.reset_parameters()
-        self._sync_buffers()
-
-    @torch.jit.unused
-    def _sync_buffers(self) -> None:
-        self._scale_x_value = float(self.scale_x)
-        self._peephole = not self.v1 or bool(self.weight_c.detach().any())
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._sync_buffers()
 
     def forward(self, input: Tensor, c0: Tensor | None = None, mask_pad: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if input.dim() != 2 and input.dim() != 3:
@@ -172,15 +160,19 @@ class SRUCell(nn.Module):
         x = input if input.dim() == 3 else input.unsqueeze(0)
         if not torch.jit.is_scripting():
             check.check_sequence_input(x, self.input_size, batch_first=False)
+            check.check_like_parameters(x, self.bias)
+            _check_mask_type(mask_pad)
         return self.run(x, c0, _mask(mask_pad, x.size(0), x.size(1)))
 
     def run(self, x: Tensor, c0: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """The layer on `(L, N, H_in)` input with an `(L, N)` bool padding mask."""
         batch = x.size(1)
         if c0 is None:
-            c0 = x.new_zeros(batch, self.output_size)
+            c0 = x.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         elif not torch.jit.is_scripting():
-            check.check_state(c0, (batch, self.output_size), x, "c0")
+            check.check_state(c0, (batch, self.output_size), x, "c0", any_float=True)  # sru takes any float c0
+        state_dtype = torch.promote_types(c0.dtype, x.dtype)  # c_n's dtype in sru (float64 c0 -> float64 c_n)
+        x = check.zero_padding(x, mask)  # padded steps reach no value and no gradient, whatever they hold
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
@@ -192,16 +184,22 @@ class SRUCell(nn.Module):
         u = self.project(x)
         if u.is_cuda and u.dtype != torch.float64 and not (self.amp_recurrence_fp16 and u.dtype == torch.float16):
             u = u.float()  # sru runs its CUDA recurrence in float32 unless amp_recurrence_fp16
-        use_peephole = self._peephole or self.weight_c.requires_grad
-        weight_c = _cast(self.weight_c.view(2, self.output_size), u) if use_peephole else None
+        weight_c: Tensor | None = None
+        if self._uses_peephole():
+            weight_c = check.recurrence_operand(self.weight_c.view(2, self.output_size), u)
         skip = _cast(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
-        h, c = dispatch.sru_recurrence(
-            u, skip, weight_c, self.bias.view(2, self.output_size).to(u.dtype), c0.to(u.dtype), mask,
-            _cast(drop_mask, u), self.bidirectional, self.activation_type == 1,
-            self._scale_x_value if self.rescale else 1.0, self.backend)
+        h, c = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
+            u, skip, weight_c, check.recurrence_operand(self.bias.view(2, self.output_size), u),
+            check.recurrence_operand(c0, u), mask, _cast(drop_mask, u), self.bidirectional,
+            self.activation_type == 1, float(self.scale_x) if self.rescale else 1.0, self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
-        return h, c
+        return h, c if c.dtype == state_dtype else c.to(state_dtype)
+
+    def _uses_peephole(self) -> bool:
+        """Read at every call: v2, or a v1 layer whose ``weight_c`` trains or is not zero (``sru`` then uses it);
+        a v1 layer with zero frozen ``weight_c`` runs parrnn's linear recurrence (where the scan backend works)."""
+        return not self.v1 or self.weight_c.requires_grad or bool(self.weight_c.detach().any())
 
     def project(self, x: Tensor) -> Tensor:
         """`U = x W` for all steps: `(L, N, H_in)` -> `(L, N, K, dirs * H)` in parrnn's (matrix, direction,
@@ -242,6 +240,12 @@ class SRUCell(nn.Module):
         return s
 
 
+def _check_mask_type(mask_pad: object) -> None:
+    if mask_pad is not None and not isinstance(mask_pad, Tensor):
+        raise TypeError(f"mask_pad must be a torch.Tensor (L, N), non-zero on padded steps, or None; "
+                        f"got {type(mask_pad).__name__}")
+
+
 def _mask(mask_pad: Tensor | None, length: int, batch: int) -> Tensor | None:
     """`sru`'s `mask_pad` (non-zero = padding, any shape with `L * N` elements) as an `(L, N)` bool tensor."""
     if mask_pad is None:
@@ -249,7 +253,8 @@ def _mask(mask_pad: Tensor | None, length: int, batch: int) -> Tensor | None:
     if mask_pad.numel() != length * batch:
         raise ValueError("mask_pad must have shape (L, N) = (" + str(length) + ", " + str(batch) + "), got "
                          + str(mask_pad.shape))
-    return mask_pad.reshape(length, batch) != 0
+    mask = mask_pad.reshape(length, batch)
+    return mask if mask.dtype == torch.bool else mask != 0
 
 
 class SRU(nn.Module):
@@ -333,15 +338,19 @@ class SRU(nn.Module):
             raise ValueError("There must be 3 dimensions for (length, batch_size, input_size)")
         if not torch.jit.is_scripting():
             check.check_sequence_input(input, self.input_size, batch_first=False)
-            if c0 is not None:
-                check.check_state(c0, (self.num_layers, input.size(1), self.output_size), input, "c0")
+            check.check_like_parameters(input, self.rnn_lst[0].bias if self.input_to_hidden is None
+                                        else self.input_to_hidden.weight)
+            _check_mask_type(mask_pad)
+            if c0 is not None:  # any floating dtype, as sru (c_n then has the promoted dtype)
+                check.check_state(c0, (self.num_layers, input.size(1), self.output_size), input, "c0",
+                                  any_float=True)
         mask = _mask(mask_pad, input.size(0), input.size(1))
         x = input
         if self.input_to_hidden is not None:
             x = self.input_to_hidden(x)
         finals: list[Tensor] = []
         for i, cell in enumerate(self.rnn_lst):
-            x, c = cell.run(x, None if c0 is None else c0[i], mask)
+            x, c = cell(x, None if c0 is None else c0[i], mask)  # a module call: the cell's hooks run
             finals.append(c)
         c_n = torch.stack(finals)
         if self.nn_rnn_compatible_return:

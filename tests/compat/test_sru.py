@@ -202,3 +202,44 @@ def test_parrnn_from_sru_accepts_a_compat_model() -> None:
     native = parrnn.SRU.from_sru(ours)
     x = torch.randn(5, 2, 4, dtype=torch.float64)
     torch.testing.assert_close(native(x), ours(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("model", [compat.SRU(4, 4, 2), compat.SRUCell(4, 4)], ids=["SRU", "SRUCell"])
+def test_bad_input_is_named(model) -> None:
+    """Issue 21: a float64 input on a float32 model raised "expected m1 and m2 to have the same dtype", a list
+    mask_pad an AttributeError."""
+    x = torch.randn(3, 2, 4)
+    with pytest.raises(TypeError, match="input dtype must match the layer's parameters. Expected torch.float32, "
+                                        "got torch.float64"):
+        model(x.double())
+    with pytest.raises(TypeError, match="mask_pad must be a torch.Tensor .* got list"):
+        model(x, None, [[0, 0], [0, 0], [0, 1]])
+
+
+def test_float64_c0_with_float32_input_as_in_sru26() -> None:
+    """sru 2.6 takes a float64 c0 beside float32 input (output float32, c_n float64); so does the compat SRU."""
+    ref, ours = _pair(5, 5, 2, {}, dtype=torch.float32)
+    x = torch.randn(6, 3, 5)
+    c0 = torch.randn(2, 3, 5, dtype=torch.float64)
+    expected_out, expected_c = _run(ref, x, c0, None)
+    out, c_n = _run(ours, x, c0, None)
+    assert (out.dtype, c_n.dtype) == (expected_out.dtype, expected_c.dtype) == (torch.float32, torch.float64)
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_n, expected_c, rtol=1e-5, atol=1e-5)
+
+
+def test_writes_to_scale_x_and_v1_weight_c_are_used_at_the_next_call() -> None:
+    """The compat classes cached scale_x and the v1 peephole rule as Python values, refreshed only by
+    reset_parameters / load_state_dict: an in-place write was ignored. Both are read at every call now."""
+    for options, write in (({"rescale": True, "highway_bias": -2.0}, lambda cell: cell.scale_x.fill_(3.0)),
+                           ({"v1": True}, lambda cell: cell.weight_c.normal_())):
+        ref, ours = _pair(5, 5, 2, options)
+        x = torch.randn(4, 2, 5, dtype=torch.float64)
+        _run(ours, x, None, None)  # a first call before the write
+        torch.manual_seed(3)
+        with torch.no_grad():
+            write(ref.rnn_lst[1])
+        torch.manual_seed(3)
+        with torch.no_grad():
+            write(ours.rnn_lst[1])
+        torch.testing.assert_close(_run(ours, x, None, None), _run(ref, x, None, None), rtol=1e-10, atol=1e-10)
