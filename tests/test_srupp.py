@@ -139,7 +139,7 @@ def test_initialisation_equals_sru3_with_the_same_seed(sru3_init_results: dict, 
 
 def test_last_layer_runs_without_recurrent_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
     """In training, every layer's recurrence but the last gets a dropout mask (sru's rule)."""
-    from parrnn.ops import dispatch
+    from parrnn.ops.sru import dispatch
 
     masks = []
     original = dispatch.sru_recurrence
