@@ -139,3 +139,26 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def cast_like(t: Tensor | None, like: Tensor) -> Tensor | None:
+    """``t`` in ``like``'s dtype (``None`` stays ``None``; ``t`` itself when it already is)."""
+    return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
+
+
+def padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
+    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask_pad``
+    (``x`` is time-major), or None."""
+    length, batch = x.size(0), x.size(1)
+    if lengths is not None and mask_pad is not None:
+        raise ValueError("give either lengths or mask_pad, not both")
+    if lengths is not None:
+        if torch.jit.is_scripting():
+            return lengths_to_mask(lengths.to(device=x.device, dtype=torch.int64), length)
+        return lengths_to_mask(lengths_to_tensor(lengths, batch, length, x.device), length)
+    if mask_pad is not None:
+        if torch.jit.is_scripting():
+            mask = mask_pad.to(device=x.device) != 0
+            return mask.t() if batch_first else mask
+        return check_mask_pad(mask_pad, length, batch, x.device, batch_first)
+    return None

@@ -181,7 +181,7 @@ class SRUCell(nn.Module):
                 check.check_state(c0, (x.size(1), self.output_size), x, "c0")
         mask: Tensor | None = None
         if lengths is not None or mask_pad is not None:
-            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+            mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
         out, c_n = self.run(x, c0, mask)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
 
@@ -203,7 +203,7 @@ class SRUCell(nn.Module):
         if c0 is None:
             c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
         skip = residual if self.num_matrices == 3 and self.has_skip_term else None
-        skip = _cast(skip, u)
+        skip = check.cast_like(skip, u)
         weight_c = self.weight_c
         if weight_c is not None:
             weight_c = check.recurrence_operand(weight_c, u)
@@ -233,28 +233,6 @@ class SRUCell(nn.Module):
         if self.layer_norm is not None:
             s += ", layer_norm=True" + (", normalize_after=True" if self.normalize_after else "")
         return s
-
-
-def _cast(t: Tensor | None, like: Tensor) -> Tensor | None:
-    return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
-
-
-def _padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
-    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask_pad``
-    (``x`` is time-major), or None."""
-    length, batch = x.size(0), x.size(1)
-    if lengths is not None and mask_pad is not None:
-        raise ValueError("give either lengths or mask_pad, not both")
-    if lengths is not None:
-        if torch.jit.is_scripting():
-            return check.lengths_to_mask(lengths.to(device=x.device, dtype=torch.int64), length)
-        return check.lengths_to_mask(check.lengths_to_tensor(lengths, batch, length, x.device), length)
-    if mask_pad is not None:
-        if torch.jit.is_scripting():
-            mask = mask_pad.to(device=x.device) != 0
-            return mask.t() if batch_first else mask
-        return check.check_mask_pad(mask_pad, length, batch, x.device, batch_first)
-    return None
 
 
 class SRU(nn.Module):
@@ -371,7 +349,7 @@ class SRU(nn.Module):
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
         mask: Tensor | None = None
         if lengths is not None or mask_pad is not None:
-            mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+            mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
         # without c0, every layer starts from the same zeros (read only): one allocation, not one per layer (a layer
         # whose parameters have another dtype makes its own, in that dtype)
         zeros: Tensor | None = None

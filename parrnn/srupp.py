@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from parrnn import _validation as check
 from parrnn.ops.sru import dispatch
-from parrnn.sru import _cast, _padding_mask
 
 CAUSAL = "causal"
 
@@ -302,7 +301,7 @@ class SRUppCell(nn.Module):
         x = input.transpose(0, 1) if self.batch_first else input
         check.check_like_parameters(x, self.bias)
         length, batch = x.size(0), x.size(1)
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None:
             check.check_state(c0, (batch, self.output_size), x, "c0")
         mem = None if memory is None else _check_memory(memory, batch, self.input_size, x, self.batch_first,
@@ -347,7 +346,7 @@ class SRUppCell(nn.Module):
                 1 - self.recurrent_dropout)
         if c0 is None:
             c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
-        skip = _cast(residual, u) if self.num_matrices == 3 else None
+        skip = check.cast_like(residual, u) if self.num_matrices == 3 else None
         h, c_n = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
             u, skip, check.recurrence_operand(self.weight_c, u), check.recurrence_operand(self.bias, u),
             check.recurrence_operand(c0, u), mask_pad, drop_mask,
@@ -630,7 +629,7 @@ class SRUpp(nn.Module):
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         check.check_like_parameters(x, self.layers[0].bias)
-        mask = _padding_mask(x, lengths, mask_pad, self.batch_first)
+        mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
         if c0 is not None:
             check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
         mems = _check_memories(memory, self.layers, x.size(1), x, self.batch_first)

@@ -9,7 +9,8 @@ mask (`(L, N)`, non-zero on padded steps), and hold their parameters under `sru`
 
 Speed: parrnn's recurrence wants the projection columns ordered (matrix, direction, unit). Each forward
 permutes the weight (`(D, K * C)`, a copy the size of the weight, not of the activations) before the one matrix
-product; the recurrence then runs on parrnn's fused kernels (forward and backward on CPU and GPU, where `sru`
+product, which runs on parrnn's matrix-product engine (`parrnn.ops.gemm`) like `parrnn.SRU`'s; the recurrence
+then runs on parrnn's fused kernels (forward and backward on CPU and GPU, where `sru`
 trains on CPU through a Python loop).
 
 Not supported: `custom_m` (raises `NotImplementedError`). `rnn_dropout`/`use_tanh`/`v1`, deprecated in `sru`,
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
+from parrnn.ops import gemm
 from parrnn.ops.sru import dispatch
-from parrnn.sru import _cast
 
 __version__ = "2.6.0"
 __all__ = ["SRU", "SRUCell", "__version__"]
@@ -187,10 +188,10 @@ class SRUCell(nn.Module):
         weight_c: Tensor | None = None
         if self._uses_peephole():
             weight_c = check.recurrence_operand(self.weight_c.view(2, self.output_size), u)
-        skip = _cast(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
+        skip = check.cast_like(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
         h, c = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
             u, skip, weight_c, check.recurrence_operand(self.bias.view(2, self.output_size), u),
-            check.recurrence_operand(c0, u), mask, _cast(drop_mask, u), self.bidirectional,
+            check.recurrence_operand(c0, u), mask, check.cast_like(drop_mask, u), self.bidirectional,
             self.activation_type == 1, float(self.scale_x) if self.rescale else 1.0, self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
@@ -210,8 +211,9 @@ class SRUCell(nn.Module):
         flat = x.reshape(length * batch, x.size(-1))
         weight_proj = self.weight_proj
         if weight_proj is not None:
-            flat = flat @ weight_proj
-        return (flat @ weight.reshape(fan_in, k * self.output_size)).view(length, batch, k, self.output_size)
+            flat = gemm.matmul(flat, weight_proj)
+        u = gemm.matmul(flat, weight.reshape(fan_in, k * self.output_size))
+        return u.view(length, batch, k, self.output_size)
 
     def _dropout_mask(self, batch: int, size: int, p: float) -> Tensor:
         return self.bias.new_empty(batch, size).bernoulli_(1 - p).div_(1 - p)
