@@ -1,0 +1,202 @@
+"""`parrnn.ops.linear_recurrence`: every backend against the reference loop (values and every gradient, float64
+gradcheck), padding that leaks nothing, the backward-is-a-reverse-recurrence identity, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from parrnn.ops.linear_recurrence import linear_recurrence, reference
+from parrnn.ops.linear_recurrence.op import backend_availability
+
+#: Backends run on CPU tensors here (CUDA ones: the `gpu` tests at the end and the host-shim tests).
+CPU_BACKENDS = ["reference"]
+#: (atol, rtol) per storage dtype, against the float64 reference on the same (rounded) inputs.
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (3e-2, 3e-2),
+       torch.float16: (5e-3, 5e-3)}
+
+
+def make_inputs(length: int, batch: int, cols: int, dtype: torch.dtype, *, seed: int = 0, padded: bool = False,
+                with_h0: bool = True, device: str = "cpu") -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(a, b, h0, lengths)``: ``a`` in (0.5, 1) (a stable recurrence), ``b``/``h0`` standard normal; with
+    ``padded``, lengths from 1 to ``length`` and NaN/inf written into every padded step of ``a`` and ``b``."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (0.5 + 0.5 * torch.rand(length, batch, cols, generator=gen, dtype=torch.float64)).to(dtype)
+    b = torch.randn(length, batch, cols, generator=gen, dtype=torch.float64).to(dtype)
+    h0 = torch.randn(batch, cols, generator=gen, dtype=torch.float64).to(dtype) if with_h0 else None
+    lengths = None
+    if padded:
+        lengths = torch.randint(1, length + 1, (batch,), generator=gen)
+        lengths[0] = length
+        pad = torch.arange(length).unsqueeze(1) >= lengths.unsqueeze(0)
+        a[pad] = float("nan")
+        b[pad] = float("inf")
+    return tuple(None if t is None else t.to(device) for t in (a, b, h0, lengths))  # type: ignore[return-value]
+
+
+def run_with_grads(fn, a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, reverse: bool,
+                   seed: int = 1) -> tuple[Tensor, ...]:
+    """``(h, h_n, grad_a, grad_b[, grad_h0])`` of ``fn`` under random output gradients (float64 draws)."""
+    a, b = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    h0 = None if h0 is None else h0.detach().clone().requires_grad_()
+    h, h_n = fn(a, b, h0, lengths, reverse)
+    gen = torch.Generator().manual_seed(seed)
+    gh = torch.randn(h.shape, generator=gen, dtype=torch.float64).to(h)
+    ghn = torch.randn(h_n.shape, generator=gen, dtype=torch.float64).to(h_n)
+    torch.autograd.backward([h, h_n], [gh, ghn])
+    grads = (a.grad, b.grad) + (() if h0 is None else (h0.grad,))
+    return (h.detach(), h_n.detach()) + grads
+
+
+def on_backend(backend: str):
+    def fn(a, b, h0, lengths, reverse):
+        return linear_recurrence(a, b, h0, lengths, reverse=reverse, backend=backend)
+    return fn
+
+
+def reference64(a, b, h0, lengths, reverse):
+    """The reference on the same (already rounded) inputs in float64."""
+    h, h_n = reference.linear_recurrence(a.double(), b.double(), None if h0 is None else h0.double(), lengths,
+                                         reverse=reverse)
+    return h, h_n
+
+
+def require(backend: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    ok, why = backend_availability(backend, device, dtype)
+    if not ok:
+        pytest.fail(f"backend {backend} unavailable on {device}: {why}")
+
+
+def assert_close_all(got: tuple[Tensor, ...], want: tuple[Tensor, ...], dtype: torch.dtype) -> None:
+    atol, rtol = TOL[dtype]
+    for name, g, w in zip(("h", "h_n", "grad_a", "grad_b", "grad_h0"), got, want, strict=False):
+        assert torch.isfinite(g).all(), f"{name} has non-finite values"
+        scale = max(1.0, float(w.abs().max()))
+        torch.testing.assert_close(g.double(), w.double(), atol=atol * scale, rtol=rtol,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ---- every backend against the reference --------------------------------------------------------------------------
+
+SHAPES = [(1, 1, 1), (7, 3, 5), (33, 2, 19), (130, 4, 8)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+def test_backend_matches_reference(backend: str, dtype: torch.dtype, shape, reverse: bool, padded: bool) -> None:
+    require(backend, dtype=dtype)
+    a, b, h0, lengths = make_inputs(*shape, dtype, padded=padded, with_h0=shape[0] != 7)
+    got = run_with_grads(on_backend(backend), a, b, h0, lengths, reverse)
+    want = run_with_grads(reference64, a, b, h0, lengths, reverse)
+    assert got[0].dtype == dtype and got[2].dtype == dtype
+    assert_close_all(got, want, dtype)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_gradcheck_float64(backend: str, reverse: bool) -> None:
+    require(backend, dtype=torch.float64)
+    a, b, h0, lengths = make_inputs(9, 3, 4, torch.float64, padded=True, seed=3)
+    a = torch.where(torch.isfinite(a), a, 0.7)  # gradcheck perturbs every entry; padding is tested elsewhere
+    b = torch.where(torch.isfinite(b), b, 0.3)
+
+    def fn(a, b, h0):
+        return linear_recurrence(a, b, h0, lengths, reverse=reverse, backend=backend)
+
+    inputs = tuple(t.requires_grad_() for t in (a, b, h0))
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_padding_leaks_nothing(backend: str) -> None:
+    """NaN/inf in padded steps change nothing: same outputs and gradients as finite padding, padded h = 0,
+    padded gradients = 0."""
+    require(backend)
+    a, b, h0, lengths = make_inputs(12, 4, 6, torch.float32, padded=True, seed=5)
+    pad = (torch.arange(12).unsqueeze(1) >= lengths.unsqueeze(0)).unsqueeze(2).expand_as(a)
+    finite = (torch.where(pad, 0.3, a), torch.where(pad, -2.0, b))
+    for reverse in (False, True):
+        got = run_with_grads(on_backend(backend), a, b, h0, lengths, reverse)
+        clean = run_with_grads(on_backend(backend), *finite, h0, lengths, reverse)
+        for g, c in zip(got, clean, strict=True):
+            torch.testing.assert_close(g, c, atol=0, rtol=0)
+        h, _, grad_a, grad_b, _ = got
+        assert (h[pad] == 0).all() and (grad_a[pad] == 0).all() and (grad_b[pad] == 0).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mask_equals_lengths(backend: str) -> None:
+    require(backend)
+    a, b, h0, lengths = make_inputs(10, 3, 4, torch.float32, padded=True, seed=7)
+    mask = torch.arange(10).unsqueeze(1) >= lengths.unsqueeze(0)
+    for reverse in (False, True):
+        by_len = linear_recurrence(a, b, h0, lengths, reverse=reverse, backend=backend)
+        by_mask = linear_recurrence(a, b, h0, mask=mask, reverse=reverse, backend=backend)
+        for x, y in zip(by_len, by_mask, strict=True):
+            torch.testing.assert_close(x, y, atol=0, rtol=0)
+
+
+def test_reverse_runs_each_sequence_from_its_last_valid_step() -> None:
+    """reverse with lengths == the forward recurrence on each sequence's valid steps flipped in time."""
+    a, b, h0, lengths = make_inputs(8, 3, 2, torch.float64, padded=True, seed=9)
+    h, h_n = reference.linear_recurrence(a, b, h0, lengths, reverse=True)
+    for n, ln in enumerate(lengths.tolist()):
+        hf, hnf = reference.linear_recurrence(a[:ln, n:n + 1].flip(0), b[:ln, n:n + 1].flip(0), h0[n:n + 1])
+        torch.testing.assert_close(h[:ln, n:n + 1], hf.flip(0))
+        torch.testing.assert_close(h_n[n:n + 1], hnf)
+
+
+def test_backward_is_the_reverse_recurrence() -> None:
+    """grad_b is the recurrence run backwards on the output gradients with the next step's a:
+    g_t = grad_h_t + a_{t+1} g_{t+1}, g_{L-1} = grad_h_{L-1} + grad_h_n."""
+    a, b, h0, _ = make_inputs(11, 2, 3, torch.float64, seed=11)
+    _, _, grad_a, grad_b, grad_h0 = run_with_grads(reference64, a, b, h0, None, False, seed=4)
+    gen = torch.Generator().manual_seed(4)
+    gh = torch.randn(a.shape, generator=gen, dtype=torch.float64)
+    ghn = torch.randn(a.shape[1:], generator=gen, dtype=torch.float64)
+    a_next = torch.cat([a[1:], torch.ones_like(a[:1])])
+    g, g0 = reference.linear_recurrence(a_next, gh, ghn, reverse=True)
+    torch.testing.assert_close(grad_b, g)
+    torch.testing.assert_close(grad_h0, a[0] * g0)
+    h, _ = reference.linear_recurrence(a, b, h0)
+    torch.testing.assert_close(grad_a, g * torch.cat([h0.unsqueeze(0), h[:-1]]))
+
+
+def test_half_storage_keeps_a_float32_state() -> None:
+    """bf16 storage: the state is float32 (h_n with a float32 h0 is not rounded to bf16)."""
+    a, b, _, _ = make_inputs(50, 2, 3, torch.bfloat16, seed=13)
+    h0 = torch.randn(2, 3)
+    h, h_n = linear_recurrence(a, b, h0, backend="reference")
+    _, want = reference64(a, b, h0, None, False)
+    assert h.dtype == torch.bfloat16 and h_n.dtype == torch.float32
+    torch.testing.assert_close(h_n.double(), want, atol=1e-5, rtol=1e-5)
+
+
+# ---- bad input ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"a": torch.zeros(3, 2)}, ValueError, "a must be 3-D"),
+    ({"b": torch.zeros(3, 2, 5)}, ValueError, "b must have a's shape"),
+    ({"b": torch.zeros(3, 2, 4, dtype=torch.float64)}, TypeError, "b dtype"),
+    ({"a": torch.zeros(3, 2, 4, dtype=torch.int32)}, TypeError, "a must be float32"),
+    ({"h0": torch.zeros(2, 5)}, ValueError, "h0 must have shape"),
+    ({"h0": torch.zeros(2, 4, dtype=torch.float64)}, TypeError, "h0 dtype"),
+    ({"lengths": torch.tensor([3, 4])}, ValueError, "lengths must lie in"),
+    ({"lengths": torch.tensor([1.0, 2.0])}, TypeError, "lengths must have an integer dtype"),
+    ({"mask": torch.zeros(3, 2)}, TypeError, "mask must be a bool"),
+    ({"mask": torch.tensor([[False, True], [True, False], [True, True]])}, ValueError, "suffix"),
+    ({"mask": torch.zeros(3, 2, dtype=torch.bool), "lengths": torch.tensor([1, 2])}, ValueError, "not both"),
+    ({"reverse": 1}, TypeError, "reverse must be a bool"),
+    ({"backend": "fast"}, ValueError, "backend must be one of"),
+])
+def test_bad_input_names_the_argument(kwargs: dict, error: type, words: str) -> None:
+    args = {"a": torch.zeros(3, 2, 4), "b": torch.zeros(3, 2, 4)}
+    args.update(kwargs)
+    if "a" in kwargs and "b" not in kwargs:
+        args["b"] = torch.zeros_like(args["a"])
+    with pytest.raises(error, match=words):
+        linear_recurrence(**args)
