@@ -11,7 +11,7 @@ from parrnn.ops.linear_recurrence import linear_recurrence, reference
 from parrnn.ops.linear_recurrence.op import backend_availability
 
 #: Backends run on CPU tensors here (CUDA ones: the `gpu` tests at the end and the host-shim tests).
-CPU_BACKENDS = ["reference"]
+CPU_BACKENDS = ["reference", "sequential", "scan"]
 #: (atol, rtol) per storage dtype, against the float64 reference on the same (rounded) inputs.
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (3e-2, 3e-2),
        torch.float16: (5e-3, 5e-3)}
@@ -200,3 +200,45 @@ def test_bad_input_names_the_argument(kwargs: dict, error: type, words: str) -> 
         args["b"] = torch.zeros_like(args["a"])
     with pytest.raises(error, match=words):
         linear_recurrence(**args)
+
+
+# ---- kernel-level: several chunks, column blocks and threads (the op picks one chunk/thread for small shapes) ----
+
+def kernel_values_and_grads(forward, backward, a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None,
+                            reverse: bool, seed: int = 1, **options) -> tuple[Tensor, ...]:
+    """A backend module's ``forward``/``backward`` called directly, under the output gradients of
+    `run_with_grads`: ``(h, h_n, grad_a, grad_b[, grad_h0])``."""
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    h0_ = None if h0 is None else h0.to(acc)
+    h, h_n = forward(a, b, h0_, lengths, reverse, **options)
+    gen = torch.Generator().manual_seed(seed)
+    gh = torch.randn(h.shape, generator=gen, dtype=torch.float64).to(h.dtype)
+    ghn = torch.randn(h_n.shape, generator=gen, dtype=torch.float64).to(acc)
+    grad_a, grad_b, grad_h0 = backward(gh, ghn, a, h, h0_, lengths, reverse, **options)
+    return (h, h_n, grad_a, grad_b) + (() if grad_h0 is None else (grad_h0,))
+
+
+def _scan_options(length: int) -> dict:
+    """Uneven chunks for the forward and the backward (the backward's count steps from the end)."""
+    cuts = sorted({0, 1, length // 3, length // 2 + 1, length - 2, length})
+    return {"threads": 2, "bounds": torch.tensor(cuts, dtype=torch.int64)}
+
+
+@pytest.mark.parametrize("kind", ["sequential_blocks", "scan_chunks"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+def test_cpu_kernels_with_blocks_chunks_and_threads(kind: str, dtype: torch.dtype, reverse: bool,
+                                                    padded: bool) -> None:
+    from parrnn.ops.linear_recurrence import scan_cpu, sequential_cpu
+
+    require("sequential")
+    length, batch, cols = 23, 3, 7  # column blocks of 5 cross batch rows
+    a, b, h0, lengths = make_inputs(length, batch, cols, dtype, padded=padded, seed=17)
+    if kind == "sequential_blocks":
+        mod, options = sequential_cpu, {"threads": 2, "block": 5}
+    else:
+        mod, options = scan_cpu, _scan_options(length)
+    got = kernel_values_and_grads(mod.forward, mod.backward, a, b, h0, lengths, reverse, **options)
+    want = run_with_grads(reference64, a, b, h0, lengths, reverse)
+    assert_close_all(got, want, dtype)
