@@ -3,6 +3,8 @@ gradcheck), padding that leaks nothing, the backward-is-a-reverse-recurrence ide
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import Tensor
@@ -242,3 +244,57 @@ def test_cpu_kernels_with_blocks_chunks_and_threads(kind: str, dtype: torch.dtyp
     got = kernel_values_and_grads(mod.forward, mod.backward, a, b, h0, lengths, reverse, **options)
     want = run_with_grads(reference64, a, b, h0, lengths, reverse)
     assert_close_all(got, want, dtype)
+
+
+# ---- the CUDA kernels (.cu) on the CPU through kernels/host_shim.h ------------------------------------------------
+
+def _host(kind: str):
+    """``(forward, backward)`` of a CUDA backend module with its launcher bound to the host build of its .cu:
+    small blocks and a capped grid so the grid-stride loops run; the scan with uneven chunk counts."""
+    from parrnn.ops.linear_recurrence import scan_cuda, sequential_cuda
+
+    mod = sequential_cuda if kind == "sequential_cuda" else scan_cuda
+    launch = mod.make_host_launcher(block=4, max_grid=3)
+    options = {} if kind == "sequential_cuda" else {"chunk_len": 4}
+    return (functools.partial(mod.forward_with, launch, **options),
+            functools.partial(mod.backward_with, launch, **options))
+
+
+@pytest.mark.parametrize("kind", ["sequential_cuda", "scan_cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+def test_cuda_kernels_on_cpu_match_reference(kind: str, dtype: torch.dtype, reverse: bool, padded: bool) -> None:
+    forward, backward = _host(kind)
+    a, b, h0, lengths = make_inputs(19, 3, 5, dtype, padded=padded, with_h0=not padded, seed=21)
+    got = kernel_values_and_grads(forward, backward, a, b, h0, lengths, reverse)
+    want = run_with_grads(reference64, a, b, h0, lengths, reverse)
+    assert_close_all(got, want, dtype)
+
+
+def test_scan_kernel_single_chunk_and_one_step_chunks() -> None:
+    """Chunk lengths at the extremes (L steps in one chunk; one step per chunk) give the same result."""
+    from parrnn.ops.linear_recurrence import scan_cuda
+
+    launch = scan_cuda.make_host_launcher()
+    a, b, h0, lengths = make_inputs(9, 2, 3, torch.float64, padded=True, seed=23)
+    want = run_with_grads(reference64, a, b, h0, lengths, True)
+    for chunk_len in (1, 9):
+        got = kernel_values_and_grads(functools.partial(scan_cuda.forward_with, launch, chunk_len=chunk_len),
+                                      functools.partial(scan_cuda.backward_with, launch, chunk_len=chunk_len),
+                                      a, b, h0, lengths, True)
+        assert_close_all(got, want, torch.float64)
+
+
+# ---- CUDA devices -------------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["sequential", "scan"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_cuda_backend_matches_reference(backend: str, dtype: torch.dtype, reverse: bool) -> None:
+    require(backend, "cuda", dtype)
+    a, b, h0, lengths = make_inputs(300, 5, 70, dtype, padded=True, seed=25, device="cuda")
+    got = run_with_grads(on_backend(backend), a, b, h0, lengths, reverse)
+    want = run_with_grads(reference64, *(t.cpu() for t in (a, b, h0, lengths)), reverse)
+    assert_close_all(tuple(t.cpu() for t in got), want, dtype)
