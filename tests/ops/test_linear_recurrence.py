@@ -298,3 +298,67 @@ def test_cuda_backend_matches_reference(backend: str, dtype: torch.dtype, revers
     got = run_with_grads(on_backend(backend), a, b, h0, lengths, reverse)
     want = run_with_grads(reference64, *(t.cpu() for t in (a, b, h0, lengths)), reverse)
     assert_close_all(tuple(t.cpu() for t in got), want, dtype)
+
+
+# ---- torch.compile, torch.export, ONNX ----------------------------------------------------------------------------
+
+def test_compile_fullgraph_matches_eager_values_and_grads() -> None:
+    """The custom op (with its autograd and fake kernels) traces without graph breaks, ``auto`` included (its
+    thread count is read once while tracing)."""
+    a, b, h0, lengths = make_inputs(6, 2, 3, torch.float32, padded=True, seed=27)
+
+    def loss(a, b, h0, lengths, reverse):
+        h, h_n = linear_recurrence(a, b, h0, lengths, reverse=reverse)
+        return h, h_n
+
+    compiled = torch.compile(loss, fullgraph=True)
+    got = run_with_grads(compiled, a, b, h0, lengths, True)
+    want = run_with_grads(loss, a, b, h0, lengths, True)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_export_keeps_the_custom_op() -> None:
+    class Model(torch.nn.Module):
+        def forward(self, a: Tensor, b: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+            return linear_recurrence(a, b, h0, backend="sequential")
+
+    a, b, h0, _ = make_inputs(5, 2, 3, torch.float32, seed=29)
+    program = torch.export.export(Model(), (a, b, h0))
+    assert "parrnn.linear_recurrence" in program.graph_module.code
+    for g, w in zip(program.module()(a, b, h0), reference.linear_recurrence(a, b, h0), strict=True):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+def test_onnx_scan_equals_reference(reverse: bool, padded: bool) -> None:
+    """The export path's scan (called eagerly) computes the reference's values."""
+    from parrnn.ops.linear_recurrence import onnx as onnx_export
+    from parrnn.ops.linear_recurrence.contract import validate
+
+    a, b, h0, lengths = make_inputs(7, 3, 4, torch.float64, padded=padded, seed=31)
+    got = onnx_export.run(validate(a, b, h0, lengths), reverse)
+    want = reference.linear_recurrence(a, b, h0, lengths, reverse=reverse)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+
+
+def test_onnx_export_runs_in_onnxruntime_at_unseen_shapes() -> None:
+    ort = pytest.importorskip("onnxruntime")
+
+    class Model(torch.nn.Module):
+        def forward(self, a: Tensor, b: Tensor, h0: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+            return linear_recurrence(a, b, h0, lengths, reverse=True)
+
+    length, batch = torch.export.Dim("L"), torch.export.Dim("N")
+    example = make_inputs(6, 2, 3, torch.float32, padded=True, seed=33)
+    example = tuple(torch.nan_to_num(t) if t.is_floating_point() else t for t in example)
+    program = torch.onnx.export(Model(), example, dynamo=True, verbose=False,
+                                dynamic_shapes=({0: length, 1: batch}, {0: length, 1: batch}, {0: batch}, {0: batch}))
+    session = ort.InferenceSession(program.model_proto.SerializeToString())
+    inputs = make_inputs(9, 4, 3, torch.float32, padded=True, seed=35)
+    outputs = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)})
+    want = reference.linear_recurrence(*inputs, reverse=True)
+    for g, w in zip(outputs, want, strict=True):
+        torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-6, rtol=1e-6)

@@ -61,7 +61,7 @@ def validate(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: Tensor | N
         raise TypeError(f"b dtype must match a's. Expected {a.dtype}, got {b.dtype}")
     if b.device != a.device:
         raise ValueError(f"b must be on a's device {a.device}, got {b.device}")
-    length, batch, cols = map(int, a.shape)
+    length, batch, cols = a.shape
     if length == 0 or batch == 0:
         raise ValueError(f"a must have at least one step and one sequence, got shape {tuple(a.shape)}")
     if not isinstance(reverse, bool):

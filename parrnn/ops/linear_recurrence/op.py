@@ -77,6 +77,14 @@ backend_availability._dynamo_marked_constant = True  # type: ignore[attr-defined
 
 # ---- backend="auto" -----------------------------------------------------------------------------------------------
 
+def _num_threads() -> int:
+    """``torch.get_num_threads()``, which torch.compile reads once while tracing (a constant of the graph)."""
+    return torch.get_num_threads()
+
+
+_num_threads._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class AutoRule:
     """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the call has at most
@@ -95,7 +103,7 @@ class AutoRule:
             return False
         if self.max_columns_per_thread is None and self.min_threads <= 1:
             return True
-        threads = torch.get_num_threads()  # asked only when a row needs it (torch.compile cannot trace it)
+        threads = _num_threads()
         if threads < self.min_threads:
             return False
         return self.max_columns_per_thread is None or columns <= self.max_columns_per_thread * threads
@@ -223,8 +231,10 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
     """
     ops = validate(a, b, h0, lengths, mask, reverse)
     if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
+        from parrnn.ops import onnx as sru_onnx
         from parrnn.ops.linear_recurrence import onnx as onnx_export
 
+        sru_onnx.check_exporter()  # the same clear error under the TorchScript-based exporter
         return onnx_export.run(ops, reverse)
     length, batch, cols = a.shape
     name = resolve_backend(backend, a.device, batch * cols, length, a.dtype)
