@@ -93,7 +93,26 @@ class MinLSTMLayer(MinGRULayer):
         return torch.sigmoid(-d), torch.sigmoid(d) * self.candidate(u[:, :, 0]), None
 
 
-_COMMON_DOC = r"""
+class MinGRU(DiagonalRNN):
+    r"""minGRU (Feng et al., 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate see only
+    the input, so training is one fused linear recurrence instead of a sequential loop.
+
+    For every layer, step $t$ and unit (all steps' projections are one matrix product):
+
+    $$
+    \begin{aligned}
+    z_t &= \sigma(W_z x_t + b_z) \\
+    \tilde h_t &= g(W_h x_t + b_h) \\
+    h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+    \end{aligned}
+    $$
+
+    with $g$ the identity or the paper's $g(x) = x + 0.5$ ($x \ge 0$), $\sigma(x)$ ($x < 0$). The layer's output is
+    $h_t$, or $h_t W_{out}$ with ``proj_size``. The paper's parallel mode computes the same values in log space;
+    parrnn runs them linearly and fused. ``MinGRU.from_mingru_pytorch`` converts a ``minGRU-pytorch`` module
+    (``minGRU(dim, expansion_factor)`` is ``MinGRU(dim, int(dim * expansion_factor), bias=False,
+    activation="g", proj_size=dim if it projects else 0, batch_first=True)``).
+
     Args:
         input_size: features of the input, ``H_in``.
         hidden_size: features of the state per direction, ``H``.
@@ -125,29 +144,7 @@ _COMMON_DOC = r"""
 
     `step` ``(input (N, H_in), hx) -> (output (N, H_out), h_n)`` runs one token and equals `forward` token by
     token (unidirectional stacks).
-"""
 
-
-class MinGRU(DiagonalRNN):
-    __doc__ = r"""minGRU (Feng et al., 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate see only
-    the input, so training is one fused linear recurrence instead of a sequential loop.
-
-    For every layer, step $t$ and unit (all steps' projections are one matrix product):
-
-    $$
-    \begin{aligned}
-    z_t &= \sigma(W_z x_t + b_z) \\
-    \tilde h_t &= g(W_h x_t + b_h) \\
-    h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
-    \end{aligned}
-    $$
-
-    with $g$ the identity or the paper's $g(x) = x + 0.5$ ($x \ge 0$), $\sigma(x)$ ($x < 0$). The layer's output is
-    $h_t$, or $h_t W_{out}$ with ``proj_size``. The paper's parallel mode computes the same values in log space;
-    parrnn runs them linearly and fused. ``MinGRU.from_mingru_pytorch`` converts a ``minGRU-pytorch`` module
-    (``minGRU(dim, expansion_factor)`` is ``MinGRU(dim, int(dim * expansion_factor), bias=False,
-    activation="g", proj_size=dim if it projects else 0, batch_first=True)``).
-    """ + _COMMON_DOC + r"""
     Attributes:
         layers[k].weight: ``(H_in or H_out, 2 * dirs * H)``, column blocks (candidate, gate), each ordered
             (direction, unit); ``layers[k].bias`` ``(2 * dirs * H)``. Initialised
@@ -213,7 +210,7 @@ class MinGRU(DiagonalRNN):
 
 
 class MinLSTM(MinGRU):
-    __doc__ = r"""minLSTM (Feng et al., 2024, "Were RNNs All We Needed?"): an LSTM whose gates and candidate see
+    r"""minLSTM (Feng et al., 2024, "Were RNNs All We Needed?"): an LSTM whose gates and candidate see
     only the input, with the forget and input gates normalised to sum to 1; one fused linear recurrence.
 
     For every layer, step $t$ and unit:
@@ -230,7 +227,19 @@ class MinLSTM(MinGRU):
     ($f'_t = \sigma(-d_t)$, $i'_t = \sigma(d_t)$ with $d_t = \log i_t - \log f_t$, computed without logarithms of
     0). $g$, ``proj_size`` and the rest as in [MinGRU][parrnn.MinGRU]; ``MinLSTM.from_mingru_pytorch`` converts
     ``minGRU_pytorch.minLSTM`` modules.
-    """ + _COMMON_DOC + r"""
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, activation, proj_size,
+            backend: as in [MinGRU][parrnn.MinGRU].
+
+    Inputs: input, hx, lengths
+        As in [MinGRU][parrnn.MinGRU]: **input** ``(L, N, H_in)`` (batch first with ``batch_first``) or a
+        ``PackedSequence``, **hx** ``(num_layers * dirs, N, H)``, **lengths** ``(N,)``.
+
+    Outputs: output, h_n
+        **output** ``(L, N, dirs * (proj_size or H))``, **h_n** ``(num_layers * dirs, N, H)``; `step` as in
+        [MinGRU][parrnn.MinGRU].
+
     Attributes:
         layers[k].weight: ``(H_in or H_out, 3 * dirs * H)``, column blocks (candidate, forget, input), each
             ordered (direction, unit); ``layers[k].bias`` ``(3 * dirs * H)``; ``torch.nn.Linear``'s init.
