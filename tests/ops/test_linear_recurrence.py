@@ -362,3 +362,22 @@ def test_onnx_export_runs_in_onnxruntime_at_unseen_shapes() -> None:
     want = reference.linear_recurrence(*inputs, reverse=True)
     for g, w in zip(outputs, want, strict=True):
         torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-6, rtol=1e-6)
+
+
+# ---- backend="auto" -----------------------------------------------------------------------------------------------
+
+def test_auto_rule_picks_the_scan_only_for_few_columns_long_sequences_and_threads() -> None:
+    from parrnn.ops.linear_recurrence.op import auto_backend
+
+    cpu = torch.device("cpu")
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert auto_backend(cpu, columns=128, length=65536) == "scan"
+        assert auto_backend(cpu, columns=8, length=65536) == "sequential"  # one sequential thread is faster
+        assert auto_backend(cpu, columns=1 << 16, length=65536) == "sequential"  # bandwidth-bound: read once
+        assert auto_backend(cpu, columns=128, length=512) == "sequential"
+        torch.set_num_threads(1)
+        assert auto_backend(cpu, columns=128, length=65536) == "sequential"
+    finally:
+        torch.set_num_threads(saved)
