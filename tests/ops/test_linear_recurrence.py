@@ -381,3 +381,21 @@ def test_auto_rule_picks_the_scan_only_for_few_columns_long_sequences_and_thread
         assert auto_backend(cpu, columns=128, length=65536) == "sequential"
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("used", ["h", "h_n"])
+def test_gradient_through_one_output_only(backend: str, used: str) -> None:
+    """The op's backward gets ``None`` for the unused output's gradient; a strided lengths tensor is read right."""
+    require(backend)
+    a, b, h0, lengths = make_inputs(8, 3, 4, torch.float64, padded=True, seed=37)
+    lengths = torch.stack([lengths, lengths], 1)[:, 0]  # non-contiguous
+
+    def grads(fn):
+        x = [t.clone().requires_grad_() for t in (a, b, h0)]
+        h, h_n = fn(*x, lengths, True)
+        (h.sum() if used == "h" else h_n.sum()).backward()
+        return [t.grad for t in x]
+
+    for g, w in zip(grads(on_backend(backend)), grads(reference64), strict=True):
+        torch.testing.assert_close(g, w)

@@ -84,6 +84,8 @@ def validate(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: Tensor | N
         lengths = _mask_to_lengths(mask, length, batch, a.device)
     elif lengths is not None:
         lengths = lengths_to_tensor(lengths, batch, length, a.device)
+    if lengths is not None:
+        lengths = lengths.contiguous()  # the kernels read it by pointer
     return Operands(a, b, h0, lengths, state_dtype)
 
 
