@@ -38,11 +38,11 @@ class HGRNLayer(DiagonalLayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        u = self.project(x)
-        forget = torch.sigmoid(u[:, :, 1])
+        candidate, forget, gate = self.project(x).unbind(2)
+        forget = torch.sigmoid(forget)
         if floor is not None:
             forget = floor + (1 - floor) * forget
-        return forget, (1 - forget) * F.silu(u[:, :, 0]), F.silu(u[:, :, 2])
+        return forget, (1 - forget) * F.silu(candidate), F.silu(gate)
 
     def readout(self, h: Tensor, extra: Tensor | None) -> Tensor:
         assert extra is not None

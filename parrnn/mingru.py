@@ -73,10 +73,9 @@ class MinGRULayer(_MinLayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        u = self.project(x)
-        gate = u[:, :, 1]
-        # a = 1 - z = sigmoid(-k): exact where 1 - sigmoid(k) would round to 0 or lose digits
-        return torch.sigmoid(-gate), torch.sigmoid(gate) * self.candidate(u[:, :, 0]), None
+        candidate, gate = self.project(x).unbind(2)  # (unbind: its backward is one stack, not a copy per slice)
+        z = torch.sigmoid(gate)
+        return 1 - z, z * self.candidate(candidate), None
 
 
 class MinLSTMLayer(MinGRULayer):
@@ -87,10 +86,10 @@ class MinLSTMLayer(MinGRULayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        u = self.project(x)
-        # f / (f + i) = sigmoid(-d) and i / (f + i) = sigmoid(d) with d = log i - log f (exact, never 0/0)
-        d = F.softplus(-u[:, :, 1]) - F.softplus(-u[:, :, 2])
-        return torch.sigmoid(-d), torch.sigmoid(d) * self.candidate(u[:, :, 0]), None
+        candidate, forget, input_gate = self.project(x).unbind(2)
+        # f / (f + i) = sigmoid(-d) with d = log i - log f (never 0/0), and i / (f + i) = 1 - that
+        forget = torch.sigmoid(F.softplus(-input_gate) - F.softplus(-forget))
+        return forget, (1 - forget) * self.candidate(candidate), None
 
 
 class MinGRU(DiagonalRNN):
@@ -224,7 +223,7 @@ class MinLSTM(MinGRU):
     \end{aligned}
     $$
 
-    ($f'_t = \sigma(-d_t)$, $i'_t = \sigma(d_t)$ with $d_t = \log i_t - \log f_t$, computed without logarithms of
+    ($f'_t = \sigma(-d_t)$, $i'_t = 1 - f'_t$ with $d_t = \log i_t - \log f_t$, computed without logarithms of
     0). $g$, ``proj_size`` and the rest as in [MinGRU][parrnn.MinGRU]; ``MinLSTM.from_mingru_pytorch`` converts
     ``minGRU_pytorch.minLSTM`` modules.
 

@@ -38,7 +38,7 @@ class QRNNLayer(DiagonalLayer):
         u = self.project(x)
         if self.window == 1:
             return u
-        now, before = u[:, :, :self.gates], u[:, :, self.gates:]
+        now, before = u.split(self.gates, dim=2)
         hidden = self.hidden_size
         first = torch.zeros_like(before[:1]) if prev is None else self.project(prev.unsqueeze(0))[:, :, self.gates:]
         shifted = torch.cat([first, before[:-1]], dim=0)
@@ -49,16 +49,16 @@ class QRNNLayer(DiagonalLayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        u = self._convolve(x, prev)
-        z = torch.tanh(u[:, :, 0])
-        forget = torch.sigmoid(u[:, :, 1])
-        b = torch.sigmoid(u[:, :, 3]) * z if self.pooling == "ifo" else torch.sigmoid(-u[:, :, 1]) * z
+        u = self._convolve(x, prev).unbind(2)  # (z, f[, o[, i]])
+        z = torch.tanh(u[0])
+        forget = torch.sigmoid(u[1])
+        b = torch.sigmoid(u[3]) * z if self.pooling == "ifo" else torch.sigmoid(-u[1]) * z
         if self.zoneout:
             # zoneout: a unit keeps its state (a = 1, b = 0) with probability p; its expectation at evaluation
             keep = (torch.rand_like(forget) < self.zoneout).to(forget.dtype) if self.training else self.zoneout
             forget = keep + (1 - keep) * forget
             b = (1 - keep) * b
-        output_gate = torch.sigmoid(u[:, :, 2]) if self.pooling != "f" else None
+        output_gate = torch.sigmoid(u[2]) if self.pooling != "f" else None
         return forget, b, output_gate
 
     def readout(self, h: Tensor, extra: Tensor | None) -> Tensor:
