@@ -114,10 +114,8 @@ class AutoRule:
 #: The first row that applies and whose backend works is used; the last row of a device is its default kernel.
 AUTO_RULES: tuple[AutoRule, ...] = (
     AutoRule("cpu", "scan", min_length=4096, min_columns=32, max_columns_per_thread=1024, min_threads=2,
-             measurement="docs/linear-recurrence.md (auto rule): `python benchmarks/linear_recurrence_speed.py "
-                         "--sweep`, 2 threads: the scan's fwd+bwd 1.1-1.5x the sequential kernel's for "
-                         "32 <= N*C <= 2048 at L >= 4096, 0.3-0.7x for N*C <= 16 (one sequential thread is "
-                         "faster than two scan threads there), below 1 at N*C = 4096"),
+             measurement="docs/linear-recurrence.md, section backend=\"auto\": the scan/sequential sweep of "
+                         "`python benchmarks/linear_recurrence_speed.py --sweep` on 2 threads"),
     AutoRule("cpu", "sequential", measurement="docs/linear-recurrence.md: the default CPU kernel"),
     AutoRule("cuda", "sequential", measurement="not yet measured on a GPU: the device's default kernel"),
 )
