@@ -124,12 +124,13 @@ def measure(models: dict[str, nn.Module], length: int, batch: int, size: int, ro
         for call in per_mode.values():
             call()
     samples: dict[str, dict[str, list[float]]] = {mode: {name: [] for name in models} for mode in MODES}
-    for _ in range(rounds):
+    for index in range(rounds):
         for mode, per_mode in calls.items():
             for name, call in per_mode.items():
                 start = time.perf_counter()
                 call()
                 samples[mode][name].append((time.perf_counter() - start) * 1e3)
+        print(f"round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return samples
 
 

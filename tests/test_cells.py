@@ -4,6 +4,8 @@ bidirectional layers, state in/out, step() == forward, PackedSequence, batch_fir
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -172,6 +174,21 @@ def test_backends_agree(name: str) -> None:
         torch.testing.assert_close(flat(h_n)[0], flat(ref_h)[0])
         for got, want in zip(params_grads(model, out.square().sum()), ref_grads, strict=True):
             torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_half_storage_is_close_to_float32(name: str, dtype: torch.dtype) -> None:
+    model = make(name).float()
+    x, lengths = torch.randn(6, 2, D), [6, 3]
+    expected, expected_state = model(x, lengths=lengths)
+    half = copy.deepcopy(model).to(dtype)
+    out, state = half(x.to(dtype), lengths=lengths)
+    assert out.dtype == dtype and flat(state)[0].dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(flat(state)[0].float(), flat(expected_state)[0], atol=0.05, rtol=0.05)
+    out.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in half.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("name", DEFAULTS)
