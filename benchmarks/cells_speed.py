@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -160,6 +161,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": args.threads, "torch": torch.__version__, "length": args.length, "batch": args.batch,
                  "size": args.size, "layers": args.layers, "rounds": args.rounds, "load_before": load_before,
                  "load_after": load_after, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                 "gemm_engines": gemm.choices()},
+                 "gemm_engines": gemm.choices(), "commit": _commit()},
         "samples_ms": samples,
         "summary": summarize(samples),
     }
