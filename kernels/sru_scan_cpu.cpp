@@ -28,12 +28,14 @@
 #include <thread>
 #include <vector>
 
+#include "chunked_scan_cpu.h"
 #include "sru_scan.cuh"
 
 namespace {
 
 typedef long long i64;
 using parrnn::scan::Affine;
+using parrnn::scan_cpu::three_phases;
 
 enum Skip { kNoSkip = 0, kSkipX = 1, kSkipU3 = 2 };
 
@@ -242,63 +244,6 @@ void bwd_reduce(const Problem<T>& p, i64 q0, i64 q1, T* agg_a, T* agg_b) {
                                           p.bias + C + col0, p.drop + o, r.c_prev, r.gh, agg_a + o, agg_b + o);
         });
     }
-}
-
-// ---- the three-phase driver ----------------------------------------------------------------------------------------
-
-// Runs f(0) .. f(ntasks-1) on up to `nthreads` threads (the caller's thread included) and returns when all are
-// done. Plain std::thread + join rather than OpenMP: joins block in the kernel instead of spin-waiting, which
-// matters when the cores are shared (a spinning OpenMP barrier loses whole time slices to other processes).
-template <typename F>
-void parallel_tasks(i64 ntasks, int nthreads, F&& f) {
-    const i64 workers = std::min<i64>(ntasks, nthreads);
-    if (workers <= 1) {
-        for (i64 t = 0; t < ntasks; ++t) f(t);
-        return;
-    }
-    std::atomic<i64> next{0};
-    auto work = [&]() {
-        for (i64 t = next.fetch_add(1); t < ntasks; t = next.fetch_add(1)) f(t);
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(size_t(workers - 1));
-    for (i64 i = 1; i < workers; ++i) pool.emplace_back(work);
-    work();
-    for (std::thread& th : pool) th.join();
-}
-
-// state (n, NC): state[0] holds the initial state on entry; on return state[n-1] holds the final one.
-// fused(k, q0, q1, state_k) runs the recurrence of chunk k; reduce(q0, q1, a, b) composes chunk maps.
-template <typename T, typename Fused, typename Reduce>
-void three_phases(const i64* bounds, i64 n, i64 nc, int nthreads, T* state, Fused&& fused, Reduce&& reduce) {
-    if (n == 1) {
-        fused(0, bounds[0], bounds[1], state);
-        return;
-    }
-    std::vector<T> agg_a(size_t(n * nc)), agg_b(size_t(n * nc));
-    // phase 1: chunk 0 runs fused from the known initial state while chunks 1 .. n-2 are reduced
-    parallel_tasks(n - 1, nthreads, [&](i64 task) {
-        if (task == 0) {
-            fused(0, bounds[0], bounds[1], state);
-        } else {
-            reduce(bounds[task], bounds[task + 1], agg_a.data() + task * nc, agg_b.data() + task * nc);
-        }
-    });
-    // phase 2: carries (serial over chunks, vectorised over columns)
-    for (i64 k = 1; k < n; ++k) {
-        T* cur = state + k * nc;
-        const T* prev = state + (k - 1) * nc;
-        if (k == 1) {
-            for (i64 i = 0; i < nc; ++i) cur[i] = prev[i];
-        } else {
-            const T* a = agg_a.data() + (k - 1) * nc;
-            const T* b = agg_b.data() + (k - 1) * nc;
-            for (i64 i = 0; i < nc; ++i) cur[i] = parrnn::scan::apply(Affine<T>{a[i], b[i]}, prev[i]);
-        }
-    }
-    // phase 3: chunks 1 .. n-1 rerun fused from their carries
-    parallel_tasks(n - 1, nthreads, [&](i64 task) { fused(task + 1, bounds[task + 1], bounds[task + 2],
-                                                          state + (task + 1) * nc); });
 }
 
 template <typename T>

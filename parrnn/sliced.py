@@ -8,8 +8,9 @@ once, and so on up to the top level, which sees ``slices`` steps per sequence an
 representation.
 
 Unlike the reference Keras code, [SlicedRNN][parrnn.SlicedRNN] accepts any ``T`` (padded internally), per-sequence
-``lengths`` (padded steps never change a result), any base cell (GRU, LSTM, [parrnn.SRU][], or a user
-module), bidirectional cells, and ``levels=0`` (exactly the base RNN over the whole sequence).
+``lengths`` (padded steps never change a result), any base cell (GRU, LSTM, [parrnn.SRU][], parrnn's
+QRNN/minGRU/minLSTM/HGRN, or a user module), bidirectional cells, and ``levels=0`` (exactly the base RNN over
+the whole sequence).
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
+from parrnn._diagonal_rnn import DiagonalRNN
+from parrnn.hgrn import HGRN
+from parrnn.mingru import MinGRU, MinLSTM
 from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies, gru_rows
+from parrnn.qrnn import QRNN
 from parrnn.sru import SRU
 
 CellFactory = Callable[..., nn.Module]
-CELLS = ("gru", "lstm", "sru")
+#: parrnn's cells with nn.LSTM's contract and a ``lengths`` argument, by name
+LINEAR_CELLS: dict[str, type[DiagonalRNN]] = {"qrnn": QRNN, "mingru": MinGRU, "minlstm": MinLSTM, "hgrn": HGRN}
+CELLS = ("gru", "lstm", "sru", *LINEAR_CELLS)
 
 
 class SlicedRNN(nn.Module):
@@ -73,7 +80,8 @@ class SlicedRNN(nn.Module):
         slices: ``n``, slices per level (>= 2). Default: 8.
         levels: ``k``, levels above the base (>= 0). Default: 2.
         cell: the recurrent module of every level: ``"gru"`` (`torch.nn.GRU`), ``"lstm"``
-            (`torch.nn.LSTM`), ``"sru"`` ([parrnn.SRU][]), or a callable
+            (`torch.nn.LSTM`), ``"sru"`` ([parrnn.SRU][]), ``"qrnn"``, ``"mingru"``, ``"minlstm"``, ``"hgrn"``
+            ([parrnn.QRNN][], [parrnn.MinGRU][], [parrnn.MinLSTM][], [parrnn.HGRN][]), or a callable
             ``cell(input_size, hidden_size, **cell_kwargs) -> nn.Module`` whose module follows
             `torch.nn.GRU`'s call contract: time-major input ``(L, N, H_in)`` -> ``(output, h_n)`` with
             output ``(L, N, dirs * H)`` (forward direction first). A user module must be causal when
@@ -158,7 +166,7 @@ class SlicedRNN(nn.Module):
         else:
             raise TypeError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
                             f"nn.Module, got {type(cell).__name__}")
-        proj_size = cell_kwargs.get("proj_size", 0) if self.cell == "lstm" else 0
+        proj_size = cell_kwargs.get("proj_size", 0) if self.cell in ("lstm", "mingru", "minlstm") else 0
         self.output_size = self.num_directions * (proj_size or hidden_size)
         self.cell_kwargs = dict(cell_kwargs)
         self.rnns = nn.ModuleList(self._make_cell(cell, input_size if level == 0 else self.output_size)
@@ -177,6 +185,8 @@ class SlicedRNN(nn.Module):
             return nn.LSTM(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         if cell == "sru":
             return SRU(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
+        if isinstance(cell, str) and cell in LINEAR_CELLS:
+            return LINEAR_CELLS[cell](input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         module = cell(input_size, hidden, **kwargs)  # type: ignore[operator]
         if not isinstance(module, nn.Module):
             raise TypeError(f"the cell factory must return an nn.Module, got {type(module).__name__}")
@@ -359,7 +369,7 @@ class SlicedRNN(nn.Module):
             packed = pack_padded_sequence(x, row_len.cpu(), enforce_sorted=False)
             out, _ = rnn(packed)
             return pad_packed_sequence(out, total_length=steps)[0]
-        if self.cell == "sru":
+        if self.cell == "sru" or self.cell in LINEAR_CELLS:
             return rnn(x, lengths=row_len)[0].masked_fill(pad, 0)
         # a user module knows nothing of lengths: run each group of equal-length rows on its valid steps only
         out = x.new_zeros(steps, x.shape[1], self.output_size)

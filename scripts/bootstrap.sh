@@ -55,4 +55,9 @@ if [ ! -f "$VENV/sru3/sru/modules.py" ]; then
     pip_install --no-deps --target "$VENV/sru3" "sru==3.0.0.dev6" || \
         echo "bootstrap: sru 3.0.0.dev6 unavailable; the SRU++ equivalence tests will skip"
 fi
+# minGRU-pytorch 0.2.1, the MinGRU/MinLSTM reference (tests/test_mingru.py), in its own folder
+if [ ! -f "$VENV/mingru/minGRU_pytorch/minGRU.py" ]; then
+    pip_install --no-deps --target "$VENV/mingru" "minGRU-pytorch==0.2.1" || \
+        echo "bootstrap: minGRU-pytorch 0.2.1 unavailable; the MinGRU equivalence tests will skip"
+fi
 "$PY" -c "import torch, parrnn; print(f'bootstrap: torch {torch.__version__}, parrnn {parrnn.__version__}')"

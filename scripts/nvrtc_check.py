@@ -5,8 +5,9 @@ Usage:
     python scripts/nvrtc_check.py check [--arch sm_80 sm_90] [--prefetch N] [--require]
     python scripts/nvrtc_check.py ptx --arch sm_90 -o DIR
 
-``check`` compiles every kernel file of `KERNEL_FILES` (the sequential
-recurrence ``kernels/sru_recurrence.cu`` and the scan ``kernels/sru_scan.cu``) once per storage dtype (float32,
+``check`` compiles every kernel file of `KERNEL_FILES` (the SRU's sequential
+recurrence ``kernels/sru_recurrence.cu`` and scan ``kernels/sru_scan.cu``, the linear recurrence's
+``kernels/linear_recurrence.cu`` and ``kernels/linear_recurrence_scan.cu``) once per storage dtype (float32,
 float64, float16, bfloat16) and target architecture to PTX and CUBIN, verifies that every expected
 ``extern "C"`` kernel is in the PTX, prints each kernel's ptxas resource report (registers, stack, spill
 stores/loads), and exits non-zero on any failure. The default architectures are sm_70 and sm_75 (the oldest
@@ -32,6 +33,8 @@ from typing import Any
 
 from parrnn.ops import cuda_toolchain
 from parrnn.ops.launch import DTYPE_SUFFIXES
+from parrnn.ops.linear_recurrence import scan_cuda as linrec_scan_cuda
+from parrnn.ops.linear_recurrence import sequential_cuda as linrec_sequential_cuda
 from parrnn.ops.sru import scan_cuda, sequential_cuda
 
 
@@ -48,6 +51,8 @@ class KernelFile:
 KERNEL_FILES: tuple[KernelFile, ...] = (
     KernelFile(sequential_cuda.KERNEL_FILE, sequential_cuda.KERNELS, prefetch=True),
     KernelFile(scan_cuda.KERNEL_FILE, scan_cuda.KERNELS),
+    KernelFile(linrec_sequential_cuda.KERNEL_FILE, linrec_sequential_cuda.KERNELS),
+    KernelFile(linrec_scan_cuda.KERNEL_FILE, linrec_scan_cuda.KERNELS),
 )
 #: Always checked (when this NVRTC supports them); the newest supported architecture is added.
 BASE_ARCHS = ("sm_70", "sm_75", "sm_80", "sm_90")

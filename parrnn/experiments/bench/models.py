@@ -12,6 +12,10 @@ Model names (``--models``):
   ``proj_size`` = H/4, heads of width 64, ``backend="auto"``;
 * ``transformer``                        -- the baseline of the same width and depth: ``nn.TransformerEncoder``
   of pre-norm ``nn.TransformerEncoderLayer`` (d_model H, heads of width 64, feed-forward 4H), causal;
+* ``qrnn``, ``mingru``, ``minlstm``, ``hgrn`` -- ``parrnn.QRNN`` (fo-pooling, window 1), ``parrnn.MinGRU``,
+  ``parrnn.MinLSTM``, ``parrnn.HGRN``, each with ``backend="auto"`` and its defaults;
+* ``mingru-pytorch``                     -- ``num_layers`` layers of the reference ``minGRU-pytorch`` 0.2.1
+  (log-space scan; only where it imports, e.g. from ``.venv/mingru``, see scripts/bootstrap.sh);
 * ``rec-<backend>-<v1|v2>``              -- the SRU recurrence alone ([parrnn.ops.sru_recurrence][], no
   matrix products), for the kernel's bytes/s and fraction of copy bandwidth.
 
@@ -39,8 +43,10 @@ SLICES, LEVELS = 8, 2
 _SRU_RE = re.compile(r"^(sru|rec)-([a-z]+)-(v1|v2)$")
 
 #: Every name the factory accepts, as patterns (for help texts and error messages).
+#: parrnn's diagonal-recurrence cells by model name
+CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn": "HGRN"}
 MODEL_PATTERNS = ("lstm", "gru", "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1", "srupp", "transformer",
-                  "sliced-<gru|lstm|sru>", "rec-<backend>-<v1|v2>")
+                  "sliced-<gru|lstm|sru>", "rec-<backend>-<v1|v2>", *CELL_MODELS, "mingru-pytorch")
 
 
 class ModelUnavailable(RuntimeError):
@@ -49,7 +55,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelName:
-    """A parsed model name: ``family`` is lstm, gru, sru, sru26, sliced or rec."""
+    """A parsed model name: ``family`` is lstm, gru, sru, sru26, sliced, rec, cell or mingru_pytorch."""
 
     name: str
     family: str
@@ -64,6 +70,10 @@ def parse_model_name(name: str) -> ModelName:
         return ModelName(name, name)
     if name == "srupp":
         return ModelName(name, "srupp", "auto", "v2")
+    if name in CELL_MODELS:
+        return ModelName(name, "cell", "auto", cell=name)
+    if name == "mingru-pytorch":
+        return ModelName(name, "mingru_pytorch", "mingru-pytorch")
     if name == "sru":
         return ModelName(name, "sru", "auto", "v2")
     if name in ("sru26", "sru26-v1"):
@@ -208,6 +218,42 @@ def _build_transformer(spec: ModelName, input_size: int, hidden: int, layers: in
                       notes=f"pre-norm, heads={module.num_heads}, ff={4 * hidden}, causal")
 
 
+def _build_cell(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
+                dtype: torch.dtype) -> BenchModel:
+    module = getattr(_import_parrnn(), CELL_MODELS[spec.cell])(input_size, hidden, layers)
+    return _sequence_model(spec, module, input_size, device, dtype)
+
+
+class _MinGRUPytorch(nn.Module):
+    """``minGRU-pytorch`` layers applied in turn to time-major ``(L, N, D)`` input (the package is batch first)."""
+
+    def __init__(self, layer_class: type[nn.Module], input_size: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layer_class(input_size, expansion_factor=hidden / input_size)
+                                    for _ in range(layers))
+
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        x = x.transpose(0, 1)
+        for layer in self.layers:
+            x = layer(x)
+        return (x.transpose(0, 1),)
+
+
+def _build_mingru_pytorch(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
+                          dtype: torch.dtype) -> BenchModel:
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.prefix) / "mingru"  # scripts/bootstrap.sh installs it there with pip --target
+    if importlib.util.find_spec("minGRU_pytorch") is None and (target / "minGRU_pytorch").is_dir():
+        sys.path.append(str(target))
+    if importlib.util.find_spec("minGRU_pytorch") is None:
+        raise ModelUnavailable("minGRU-pytorch is not installed (pip install --no-deps minGRU-pytorch==0.2.1)")
+    layer_class = importlib.import_module("minGRU_pytorch.minGRU").minGRU
+    return _sequence_model(spec, _MinGRUPytorch(layer_class, input_size, hidden, layers), input_size, device,
+                           dtype, "log-space scan (logcumsumexp), no biases")
+
+
 class _Recurrence(nn.Module):
     """The SRU recurrence alone, with the layer's own parameters (peephole weights for v2, gate biases)."""
 
@@ -247,6 +293,8 @@ _BUILDERS = {
     "transformer": _build_transformer,
     "sliced": _build_sliced,
     "rec": _build_rec,
+    "cell": _build_cell,
+    "mingru_pytorch": _build_mingru_pytorch,
 }
 
 

@@ -5,7 +5,9 @@ whose encoder carries its state across segments; it also accepts ``srupp`` ([par
 previous segment as attention memory) and ``transformer`` (`CausalTransformer`, context = one segment).
 
 Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` ([parrnn.SRU][],
-the peephole v2 and the linear v1 recurrence), and ``sliced-gru`` / ``sliced-lstm`` / ``sliced-sru``
+the peephole v2 and the linear v1 recurrence), ``qrnn`` / ``mingru`` / ``minlstm`` / ``hgrn`` ([parrnn.QRNN][],
+[parrnn.MinGRU][], [parrnn.MinLSTM][], [parrnn.HGRN][] with their defaults), and ``sliced-gru`` / ``sliced-lstm`` /
+``sliced-sru``
 ([parrnn.SlicedRNN][] over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
 optional ``lengths`` to ``(outputs, last)``: per-step outputs ``(L, N, H)`` (``None`` for sliced encoders,
 which only produce one state per sequence) and the state after each sequence's last valid step ``(N, H)``.
@@ -20,9 +22,11 @@ from torch import Tensor, nn
 
 from parrnn.experiments.tasks.base import Task
 
-MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", "sliced-gru", "sliced-lstm", "sliced-sru")
+#: parrnn's diagonal-recurrence cells by model name
+CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn": "HGRN"}
+MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "sliced-gru", "sliced-lstm", "sliced-sru")
 #: Models of stateful (language-model) tasks: their state is carried from one segment to the next.
-STATEFUL_MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", "srupp", "transformer")
+STATEFUL_MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "srupp", "transformer")
 
 
 @dataclass
@@ -84,6 +88,21 @@ class SRUEncoder(nn.Module):
         return outputs, last_valid(outputs, lengths)
 
 
+class CellEncoder(nn.Module):
+    """One of parrnn's diagonal-recurrence cells (``CELL_MODELS``); padded steps leave the state unchanged."""
+
+    def __init__(self, name: str, input_size: int, spec: ModelSpec) -> None:
+        super().__init__()
+        import parrnn
+
+        self.rnn = getattr(parrnn, CELL_MODELS[name])(input_size, spec.hidden, spec.layers, dropout=spec.dropout)
+        self.output_size = spec.hidden
+
+    def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        outputs, _ = self.rnn(x, lengths=lengths)
+        return outputs, last_valid(outputs, lengths)
+
+
 class SlicedEncoder(nn.Module):
     """[parrnn.SlicedRNN][] over a GRU, LSTM or SRU base: one state per sequence, no per-step outputs.
 
@@ -121,6 +140,8 @@ def build_encoder(input_size: int, spec: ModelSpec, pad_to: int | None = None) -
         return TorchRNNEncoder(name, input_size, spec)
     if name in ("sru", "sru-v2", "sru-v1"):
         return SRUEncoder("v1" if name == "sru-v1" else "v2", input_size, spec)
+    if name in CELL_MODELS:
+        return CellEncoder(name, input_size, spec)
     if name.startswith("sliced-") and name.removeprefix("sliced-") in ("gru", "lstm", "sru"):
         return SlicedEncoder(name.removeprefix("sliced-"), input_size, spec, pad_to)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -142,7 +163,7 @@ class SequenceModel(nn.Module):
         if task.readout == "every" and isinstance(self.encoder, SlicedEncoder):
             raise ValueError(
                 f"model {spec.name!r} yields one state per sequence, but task {task.name!r} needs "
-                "an output at every step; use lstm, gru or sru"
+                "an output at every step; use lstm, gru, sru or one of the cells"
             )
         self.head = nn.Linear(self.encoder.output_size, task.num_outputs)
 
@@ -198,8 +219,9 @@ def _detach(state):
 class StatefulEncoder(nn.Module):
     """An encoder ``(L, N, F), state -> (L, N, H), new state`` whose state continues the previous segment.
 
-    State per model: LSTM ``(h, c)``, GRU ``h``, SRU ``c`` (every layer), SRU++ ``(c, memory)`` with memory
-    the previous segment's layer inputs (Transformer-XL style, attention over M + L keys), Transformer none.
+    State per model: LSTM ``(h, c)``, GRU ``h``, SRU ``c`` (every layer), QRNN/MinGRU/MinLSTM/HGRN their ``h_n``,
+    SRU++ ``(c, memory)`` with memory the previous segment's layer inputs (Transformer-XL style, attention over
+    M + L keys), Transformer none.
     """
 
     def __init__(self, input_size: int, spec: ModelSpec) -> None:
@@ -212,6 +234,8 @@ class StatefulEncoder(nn.Module):
         elif spec.name in ("sru", "sru-v1"):
             self.rnn = SRU(input_size, spec.hidden, spec.layers, dropout=spec.dropout,
                            version="v1" if spec.name == "sru-v1" else "v2", backend=spec.sru_backend)
+        elif spec.name in CELL_MODELS:
+            self.rnn = CellEncoder(spec.name, input_size, spec).rnn
         elif spec.name == "srupp":
             proj, heads = attention_sizes(spec.hidden)
             self.rnn = SRUpp(input_size, spec.hidden, proj, spec.layers, num_heads=heads, dropout=spec.dropout,
@@ -229,7 +253,7 @@ class StatefulEncoder(nn.Module):
             c0, memory = state if state is not None else (None, None)
             out, c_n, memory_out = self.rnn(x, c0, attn_mask="causal", memory=memory)
             return out, (c_n, memory_out)
-        return self.rnn(x, state)  # nn.LSTM/GRU (h0 or (h0, c0)), parrnn.SRU (c0)
+        return self.rnn(x, state)  # nn.LSTM/GRU (h0 or (h0, c0)), parrnn.SRU (c0), the cells (hx)
 
 
 class LanguageModel(nn.Module):

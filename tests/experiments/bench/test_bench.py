@@ -152,7 +152,7 @@ def test_model_names() -> None:
 
 
 def test_build_model_runs_each_family() -> None:
-    for name in ("lstm", "gru", "sru-reference-v2", "rec-reference-v2"):
+    for name in ("lstm", "gru", "sru-reference-v2", "rec-reference-v2", "qrnn", "mingru", "minlstm", "hgrn"):
         bm = build_model(name, input_size=6, hidden=4, layers=1, device="cpu", dtype=torch.float32)
         out = bm.run(*bm.make_inputs(5, 3, False))
         assert out.shape[:2] == (5, 3)

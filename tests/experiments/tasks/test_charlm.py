@@ -52,7 +52,7 @@ def test_task_split_and_bits_per_character():
     assert task.loss(uniform, targets).item() == pytest.approx(8 * math.log(2))
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "sru", "srupp"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "sru", "srupp", "qrnn", "mingru", "minlstm", "hgrn"])
 def test_state_carried_across_segments_equals_one_long_segment(name):
     """Two segments read one after the other give the predictions of their concatenation read at once."""
     torch.manual_seed(0)

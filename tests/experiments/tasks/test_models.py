@@ -29,7 +29,7 @@ def test_regression_and_classification_shapes(name):
     assert build_model(listops, spec)(batch.inputs, batch.lengths).shape == (4, 10)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "sru", "sru-v1"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "sru", "sru-v1", "qrnn", "mingru", "minlstm", "hgrn"])
 def test_per_step_outputs(name):
     task = make_task("copy", seq_len=5, test_size=2)
     batch = task.test.batch([0, 1])
@@ -53,7 +53,7 @@ def test_last_valid():
     assert torch.equal(last_valid(out, torch.tensor([2, 5])), torch.stack([out[1, 0], out[4, 1]]))
 
 
-@pytest.mark.parametrize("name", _models(["gru", "sru", "sliced-gru", "sliced-sru"]))
+@pytest.mark.parametrize("name", _models(["gru", "sru", "qrnn", "hgrn", "sliced-gru", "sliced-sru"]))
 def test_an_example_gets_the_same_prediction_in_any_batch(name):
     torch.manual_seed(0)
     task = make_task("listops", seq_len=8, max_len=30, train_size=4, test_size=4)

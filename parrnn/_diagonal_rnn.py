@@ -1,0 +1,281 @@
+r"""The `torch.nn.LSTM` contract for cells whose recurrence is diagonal and linear in the state.
+
+QRNN, minGRU, minLSTM and HGRN compute every gate from the input alone, so each of their layers is
+
+$$ h_t = a_t \odot h_{t-1} + b_t $$
+
+with $a_t$, $b_t$ known for all steps at once: one matrix product gives every step's gates, and
+[parrnn.ops.linear_recurrence][] runs the recurrence fused (forward and backward). A cell defines one layer
+(`DiagonalLayer`: the coefficients $a, b$ from the layer's input and the output from $h$); `DiagonalRNN` stacks
+layers with `torch.nn.LSTM`'s contract -- time-major or ``batch_first`` input, ``num_layers``, ``bidirectional``,
+``dropout`` between layers, ``lengths`` or a ``PackedSequence``, an initial state in and the final state out as
+``(num_layers * dirs, N, H)`` -- and adds `DiagonalRNN.step`, one token at a time from the same coefficients,
+so streaming gives the parallel form's numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from parrnn import _validation as check
+from parrnn.ops import gemm
+from parrnn.ops.linear_recurrence import BACKENDS, linear_recurrence
+
+#: A cell's state: the hidden state ``(num_layers * dirs, N, H)``, or for cells that also carry each layer's last
+#: input (QRNN with ``window=2``) the pair ``(h, x)`` with ``x`` ``(num_layers, N, max layer input size)``.
+State = Tensor | tuple[Tensor, Tensor]
+
+
+def check_backend(backend: str) -> str:
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+class DiagonalLayer(nn.Module):
+    """One layer (both directions when ``bidirectional``) of a diagonal linear recurrence.
+
+    The input projection is one matrix product ``U = x W + b``, ``W`` ``(input_size, blocks * dirs * H)``, ``b``
+    ``(bias_blocks * dirs * H)`` added to the first ``bias_blocks`` blocks, whose
+    ``blocks`` column blocks of width ``dirs * H`` (columns ordered direction, unit) a subclass turns into the
+    recurrence's coefficients (`coefficients`) and whose state it turns into the layer's output (`readout`).
+    The reverse direction runs from each sequence's last valid step back to step 0.
+    """
+
+    #: True when the coefficients at step t also read the input of step t - 1 (QRNN with window 2): the stack
+    #: then carries each layer's last input in its state.
+    uses_previous_input: bool = False
+
+    def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, blocks: int, bias: bool,
+                 bias_blocks: int | None = None) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_directions = 2 if bidirectional else 1
+        self.state_size = self.num_directions * hidden_size
+        self.blocks = blocks
+        #: the bias covers the first ``bias_blocks`` blocks (all by default)
+        self.bias_blocks = blocks if bias_blocks is None else bias_blocks
+        self.weight = nn.Parameter(torch.empty(input_size, blocks * self.state_size))
+        self.bias = nn.Parameter(torch.empty(self.bias_blocks * self.state_size)) if bias else None
+
+    @property
+    def output_size(self) -> int:
+        """Features of the layer's output (the next layer's input)."""
+        return self.state_size
+
+    def reset_parameters(self) -> None:
+        """`torch.nn.Linear`'s initialisation: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+        bound = 1.0 / math.sqrt(self.input_size)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def project(self, x: Tensor) -> Tensor:
+        """``x W + b`` for all steps at once: ``(L, N, input_size)`` -> ``(L, N, blocks, dirs * H)``."""
+        length, batch, _ = x.shape
+        u = gemm.matmul(x.reshape(length * batch, x.size(-1)), self.weight)
+        if self.bias is not None:
+            bias = self.bias
+            if self.bias_blocks != self.blocks:
+                bias = F.pad(bias, (0, (self.blocks - self.bias_blocks) * self.state_size))
+            u = u + bias
+        return u.view(length, batch, self.blocks, self.state_size)
+
+    def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(a, b, extra)`` for ``x`` ``(L, N, input_size)``: ``a``, ``b`` ``(L, N, dirs * H)``; ``extra`` is what
+        `readout` needs besides ``h``. ``prev`` ``(N, input_size)``: the input before ``x[0]`` (cells with
+        `uses_previous_input`); ``floor`` ``(dirs * H,)``: a lower bound of the decay given by the stack (HGRN)."""
+        raise NotImplementedError
+
+    def readout(self, h: Tensor, extra: Tensor | None) -> Tensor:
+        """The layer's output from the states ``h`` ``(L, N, dirs * H)``."""
+        return h
+
+    def run(self, x: Tensor, h0: Tensor | None, prev: Tensor | None, floor: Tensor | None,
+            lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
+        """The layer over time-major ``x`` (zero on padded steps): ``(output, h_n)``, ``h_n`` ``(N, dirs * H)``."""
+        a, b, extra = self.coefficients(x, prev, floor)
+        hidden = self.hidden_size
+        if self.num_directions == 1:
+            h, h_n = linear_recurrence(a, b, h0, lengths, backend=backend)
+        else:
+            fwd, bwd = slice(0, hidden), slice(hidden, 2 * hidden)
+            h_f, n_f = linear_recurrence(a[..., fwd], b[..., fwd], None if h0 is None else h0[:, fwd], lengths,
+                                         backend=backend)
+            h_b, n_b = linear_recurrence(a[..., bwd], b[..., bwd], None if h0 is None else h0[:, bwd], lengths,
+                                         reverse=True, backend=backend)
+            h, h_n = torch.cat([h_f, h_b], dim=-1), torch.cat([n_f, n_b], dim=-1)
+        return self.readout(h, extra), h_n
+
+    def step(self, x: Tensor, h: Tensor | None, prev: Tensor | None, floor: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One token ``x`` ``(N, input_size)`` from state ``h`` ``(N, H)`` (zeros if ``None``): ``(output, h)``,
+        from the same `coefficients` as `run`."""
+        a, b, extra = self.coefficients(x.unsqueeze(0), prev, floor)
+        h = b[0] if h is None else a[0] * h + b[0]
+        return self.readout(h.unsqueeze(0), extra)[0], h
+
+
+LayerFactory = Callable[[int], DiagonalLayer]
+
+
+class DiagonalRNN(nn.Module):
+    """A stack of `DiagonalLayer` with `torch.nn.LSTM`'s contract (see the module docstring); the cells subclass
+    it and give ``make_layer(input_size)``, which builds one layer."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, make_layer: LayerFactory, *,
+                 bidirectional: bool, dropout: float, batch_first: bool, backend: str) -> None:
+        super().__init__()
+        self.input_size = check.check_positive_int(input_size, "input_size")
+        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
+        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.dropout = check.check_probability(dropout, "dropout")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.batch_first = bool(batch_first)
+        self.backend = check_backend(backend)
+        layers: list[DiagonalLayer] = []
+        for _ in range(num_layers):
+            layers.append(make_layer(input_size if not layers else layers[-1].output_size))
+        self.layers = nn.ModuleList(layers)
+        self.output_size = layers[-1].output_size
+        #: width of the last-input part of the state (0: the state is the hidden state alone)
+        self.input_state_size = max(layer.input_size for layer in layers) if layers[0].uses_previous_input else 0
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def floors(self) -> list[Tensor | None]:
+        """Per layer, a lower bound of the decay ``a`` (HGRN's); ``None`` for none."""
+        return [None] * self.num_layers
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        for name, default in (("bidirectional", False), ("dropout", 0.0), ("batch_first", False),
+                              ("backend", "auto")):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+    # ---- state ------------------------------------------------------------------------------------------------
+
+    def _split_state(self, hx: State | None, x: Tensor, batch: int) -> tuple[list[Tensor | None],
+                                                                              list[Tensor | None]]:
+        """Per layer: the initial hidden state ``(N, dirs * H)`` and the previous input ``(N, input_size)``."""
+        none: list[Tensor | None] = [None] * self.num_layers
+        if hx is None:
+            return none, none
+        hidden_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        if self.input_state_size:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx must be a pair (h, x) for {type(self).__name__} with window=2 (the hidden "
+                                f"state and each layer's last input), got {type(hx).__name__}")
+            h, last = hx
+            check.check_state(h, hidden_shape, x, "hx[0]")
+            check.check_state(last, (self.num_layers, batch, self.input_state_size), x, "hx[1]")
+            prevs: list[Tensor | None] = [last[i, :, :layer.input_size] for i, layer in enumerate(self.layers)]
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx must be a tensor {hidden_shape} for {type(self).__name__}, got a "
+                                f"{type(hx).__name__}")
+            h, prevs = hx, none
+            check.check_state(h, hidden_shape, x, "hx")
+        dirs = self.num_directions
+        hiddens: list[Tensor | None] = [
+            h[i * dirs:(i + 1) * dirs].transpose(0, 1).reshape(batch, dirs * self.hidden_size)
+            for i in range(self.num_layers)]
+        return hiddens, prevs
+
+    def _join_state(self, finals: list[Tensor], lasts: list[Tensor]) -> State:
+        batch = finals[0].size(0)
+        h_n = torch.stack([f.view(batch, self.num_directions, self.hidden_size).transpose(0, 1) for f in finals])
+        h_n = h_n.reshape(self.num_layers * self.num_directions, batch, self.hidden_size)
+        if not self.input_state_size:
+            return h_n
+        width = self.input_state_size
+        return h_n, torch.stack([F.pad(last, (0, width - last.size(-1))) for last in lasts])
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+
+    def forward(self, input: Tensor | PackedSequence, hx: State | None = None,
+                lengths: Tensor | None = None) -> tuple[Tensor | PackedSequence, State]:
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx, lengths)
+        check.check_sequence_input(input, self.input_size, self.batch_first)
+        x = input.transpose(0, 1) if self.batch_first else input
+        check.check_like_parameters(x, self.layers[0].weight)
+        length, batch = x.size(0), x.size(1)
+        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, length, x.device)
+        pad = None if counts is None else check.lengths_to_mask(counts, length).unsqueeze(2)
+        hiddens, prevs = self._split_state(hx, x, batch)
+        finals: list[Tensor] = []
+        lasts: list[Tensor] = []
+        for i, (layer, floor) in enumerate(zip(self.layers, self.floors(), strict=True)):
+            if i and self.dropout and self.training:
+                x = F.dropout(x, self.dropout, True)
+            if pad is not None:  # padding (NaN included) never reaches a product or the other direction
+                x = x.masked_fill(pad, 0)
+            if self.input_state_size:
+                lasts.append(_last_valid(x, counts))
+            x, h_n = layer.run(x, hiddens[i], prevs[i], floor, counts, self.backend)
+            finals.append(h_n)
+        if pad is not None:
+            x = x.masked_fill(pad, 0)
+        return (x.transpose(0, 1) if self.batch_first else x), self._join_state(finals, lasts)
+
+    def _forward_packed(self, input: PackedSequence, hx: State | None,
+                        lengths: Tensor | None) -> tuple[PackedSequence, State]:
+        if lengths is not None:
+            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
+        # padded (and so hx and the state) are in the order of the sequences before packing, as nn.LSTM's states
+        padded, counts = pad_packed_sequence(input, batch_first=self.batch_first)
+        output, state = self.forward(padded, hx, counts)
+        return pack_padded_sequence(output, counts, batch_first=self.batch_first, enforce_sorted=False), state
+
+    def step(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+        """One time step: ``input`` ``(N, H_in)`` and the state (as `forward` takes and returns it; zeros if
+        ``None``) give ``(output (N, H_out), state)``, equal to `forward` over the sequence token by token.
+        Unidirectional stacks only (a reverse direction needs the whole sequence)."""
+        if self.bidirectional:
+            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
+                             "(call forward)")
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+        if input.dim() != 2 or input.size(-1) != self.input_size:
+            raise ValueError(f"input must be 2-D (N, input_size) = (N, {self.input_size}) for step(), got shape "
+                             f"{tuple(input.shape)}")
+        check.check_like_parameters(input, self.layers[0].weight)
+        x = input
+        hiddens, prevs = self._split_state(hx, x, x.size(0))
+        finals: list[Tensor] = []
+        lasts: list[Tensor] = []
+        for i, (layer, floor) in enumerate(zip(self.layers, self.floors(), strict=True)):
+            if i and self.dropout and self.training:
+                x = F.dropout(x, self.dropout, True)
+            lasts.append(x)
+            x, h = layer.step(x, hiddens[i], prevs[i], floor)
+            finals.append(h)
+        return x, self._join_state(finals, lasts)
+
+
+def _last_valid(x: Tensor, counts: Tensor | None) -> Tensor:
+    """``x[counts[n] - 1, n]`` (the last step when ``counts`` is None): ``(N, F)``."""
+    if counts is None:
+        return x[-1]
+    index = (counts - 1).view(1, -1, 1).expand(1, -1, x.size(-1))
+    return x.gather(0, index).squeeze(0)
+

@@ -1,0 +1,279 @@
+r"""minGRU and minLSTM (Feng et al., 2024, "Were RNNs All We Needed?", arXiv:2410.01201).
+
+Both drop the previous state from every gate, so a layer is the linear recurrence
+$h_t = a_t \odot h_{t-1} + b_t$ that [parrnn.ops.linear_recurrence][] runs fused. The paper trains them in a
+"parallel mode" in log space (a ``logcumsumexp`` scan, Heinsen 2023) because its scan is written with cumulative
+sums and products; the fused op multiplies step by step, so parrnn runs the paper's equations directly, without
+logarithms (``docs/cells.md`` compares the accuracy of both forms against float64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from parrnn import _validation as check
+from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
+from parrnn.ops import gemm
+
+ACTIVATIONS = ("identity", "g")
+
+
+def g(x: Tensor) -> Tensor:
+    r"""The paper's candidate activation $g(x) = x + 0.5$ for $x \ge 0$, $\sigma(x)$ otherwise (continuous,
+    positive, linear growth), which keeps every state positive as its log-space scan needs."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+class _MinGRUGates(torch.autograd.Function):
+    """minGRU's coefficients for the identity candidate: ``u`` ``(L, N, 2, C)`` = (candidate, gate) gives
+    ``a = 1 - z`` and ``b = z * candidate`` with ``z = sigmoid(gate)``. The backward writes both halves of
+    ``grad_u`` in place, in four passes where autograd's graph of the three ops takes about twice the memory
+    traffic (a gradient per op, their sum, a stack of the halves): half the time of these ops on a CPU."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor) -> tuple[Tensor, Tensor]:
+        candidate, gate = u.unbind(2)
+        z = torch.sigmoid(gate)
+        ctx.save_for_backward(u, z)
+        return 1 - z, z * candidate
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        u, z = ctx.saved_tensors
+        grad_u = torch.empty_like(u)
+        grad_candidate, grad_gate = grad_u.unbind(2)
+        torch.mul(grad_b, z, out=grad_candidate)
+        torch.mul(grad_b, u[:, :, 0], out=grad_gate)  # dL/dz = grad_b * candidate - grad_a
+        grad_gate.sub_(grad_a)
+        torch.ops.aten.sigmoid_backward.grad_input(grad_gate, z, grad_input=grad_gate)  # * z (1 - z)
+        return grad_u
+
+
+class _MinLayer(DiagonalLayer):
+    """A minGRU/minLSTM layer: ``blocks`` projections (candidate first, then the gates), the candidate's
+    activation, and the optional output projection of the reference code (``to_out``)."""
+
+    def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, bias: bool, blocks: int,
+                 activation: str, proj_size: int) -> None:
+        super().__init__(input_size, hidden_size, bidirectional=bidirectional, blocks=blocks, bias=bias)
+        self.activation = activation
+        self.proj_size = proj_size
+        self.weight_out = (nn.Parameter(torch.empty(self.state_size, self.num_directions * proj_size))
+                           if proj_size else None)
+        self.reset_parameters()
+
+    @property
+    def output_size(self) -> int:
+        return self.num_directions * self.proj_size if self.proj_size else self.state_size
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.weight_out is not None:
+            bound = 1.0 / self.state_size**0.5
+            nn.init.uniform_(self.weight_out, -bound, bound)
+
+    def candidate(self, u: Tensor) -> Tensor:
+        return g(u) if self.activation == "g" else u
+
+    def readout(self, h: Tensor, extra: Tensor | None) -> Tensor:
+        if self.weight_out is None:
+            return h
+        length, batch, cols = h.shape
+        return gemm.matmul(h.reshape(length * batch, cols), self.weight_out).view(length, batch, -1)
+
+
+class MinGRULayer(_MinLayer):
+    """One minGRU layer (see [MinGRU][parrnn.MinGRU]); projection blocks (candidate, update gate)."""
+
+    BLOCKS = 2
+    #: the ``minGRU-pytorch`` module's projection with the same rows (candidate, gate)
+    REFERENCE_PROJECTION = "to_hidden_and_gate"
+
+    def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool = False, bias: bool = True,
+                 activation: str = "identity", proj_size: int = 0) -> None:
+        super().__init__(input_size, hidden_size, bidirectional=bidirectional, bias=bias, blocks=self.BLOCKS,
+                         activation=activation, proj_size=proj_size)
+
+    def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        u = self.project(x)
+        # eager only: a compiler fuses the plain ops itself (and dynamo cannot trace the strided out= writes)
+        if self.activation == "identity" and not torch.compiler.is_compiling():
+            a, b = _MinGRUGates.apply(u)
+            return a, b, None
+        candidate, gate = u.unbind(2)  # (unbind: its backward is one stack, not a copy per slice)
+        z = torch.sigmoid(gate)
+        return 1 - z, z * self.candidate(candidate), None
+
+
+class MinLSTMLayer(MinGRULayer):
+    """One minLSTM layer (see [MinLSTM][parrnn.MinLSTM]); projection blocks (candidate, forget, input)."""
+
+    BLOCKS = 3
+    REFERENCE_PROJECTION = "to_hidden_and_f_i_gate"
+
+    def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+        candidate, forget, input_gate = self.project(x).unbind(2)
+        # f / (f + i) = sigmoid(-d) with d = log i - log f (never 0/0), and i / (f + i) = 1 - that
+        forget = torch.sigmoid(F.softplus(-input_gate) - F.softplus(-forget))
+        return forget, (1 - forget) * self.candidate(candidate), None
+
+
+class MinGRU(DiagonalRNN):
+    r"""minGRU (Feng et al., 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate see only
+    the input, so training is one fused linear recurrence instead of a sequential loop.
+
+    For every layer, step $t$ and unit (all steps' projections are one matrix product):
+
+    $$
+    \begin{aligned}
+    z_t &= \sigma(W_z x_t + b_z) \\
+    \tilde h_t &= g(W_h x_t + b_h) \\
+    h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+    \end{aligned}
+    $$
+
+    with $g$ the identity or the paper's $g(x) = x + 0.5$ ($x \ge 0$), $\sigma(x)$ ($x < 0$). The layer's output is
+    $h_t$, or $h_t W_{out}$ with ``proj_size``. The paper's parallel mode computes the same values in log space;
+    parrnn runs them linearly and fused. ``MinGRU.from_mingru_pytorch`` converts a ``minGRU-pytorch`` module
+    (``minGRU(dim, expansion_factor)`` is ``MinGRU(dim, int(dim * expansion_factor), bias=False,
+    activation="g", proj_size=dim if it projects else 0, batch_first=True)``).
+
+    Args:
+        input_size: features of the input, ``H_in``.
+        hidden_size: features of the state per direction, ``H``.
+        num_layers: stacked layers. Default: 1.
+        bias: the projections have biases (the paper's ``Linear``; ``minGRU-pytorch`` has none). Default: ``True``.
+        batch_first: inputs and outputs are ``(N, L, *)`` instead of ``(L, N, *)``. Default: ``False``.
+        dropout: dropout on the outputs of every layer but the last, as in `torch.nn.LSTM`. Default: 0.
+        bidirectional: add a direction that runs backwards in time. Default: ``False``.
+        activation: ``"identity"`` (the paper's equations) or ``"g"`` (its appendix's positive activation
+            [parrnn.mingru.g][] of the candidate, which the log-space form needs). Default: ``"identity"``.
+        proj_size: if > 0, each layer's output is ``h W_out`` with ``W_out`` ``(dirs * H, dirs * proj_size)``
+            (the reference code's ``to_out`` after an ``expansion_factor``). Default: 0.
+        backend: the [parrnn.ops.linear_recurrence][] backend (``"auto"``, ``"reference"``, ``"sequential"``,
+            ``"scan"``). Default: ``"auto"``.
+
+    Inputs: input, hx, lengths
+        * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
+          `torch.nn.utils.rnn.PackedSequence`.
+        * **hx**: ``(num_layers * dirs, N, H)`` initial state (the state itself, as `step` and ``h_n`` carry
+          it); zeros if ``None``.
+        * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding: they never
+          change a result (NaN included) and their output is 0.
+
+    Outputs: output, h_n
+        * **output**: ``(L, N, H_out)`` (batch first with ``batch_first``; a ``PackedSequence`` for one),
+          ``H_out = dirs * (proj_size or H)``.
+        * **h_n**: ``(num_layers * dirs, N, H)``, the state after each sequence's last valid step (the reverse
+          direction's after step 0), layers and directions ordered as in `torch.nn.LSTM`.
+
+    `step` ``(input (N, H_in), hx) -> (output (N, H_out), h_n)`` runs one token and equals `forward` token by
+    token (unidirectional stacks).
+
+    Attributes:
+        layers[k].weight: ``(H_in or H_out, 2 * dirs * H)``, column blocks (candidate, gate), each ordered
+            (direction, unit); ``layers[k].bias`` ``(2 * dirs * H)``. Initialised
+            $\mathcal{U}(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})$ like `torch.nn.Linear`.
+        layers[k].weight_out: ``(dirs * H, dirs * proj_size)`` or ``None``.
+
+    Examples:
+        >>> rnn = MinGRU(16, 32, num_layers=2)
+        >>> output, h_n = rnn(torch.randn(50, 4, 16))
+        >>> output.shape, h_n.shape
+        (torch.Size([50, 4, 32]), torch.Size([2, 4, 32]))
+    """
+
+    layer_class: type[MinGRULayer] = MinGRULayer
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 activation: str = "identity", proj_size: int = 0, backend: str = "auto") -> None:
+        check_choice(activation, ACTIVATIONS, "activation")
+        proj_size = check.check_positive_int(proj_size, "proj_size", minimum=0)
+        self_class = type(self)
+
+        def make_layer(size: int) -> DiagonalLayer:
+            return self_class.layer_class(size, hidden_size, bidirectional=bidirectional, bias=bias,
+                                          activation=activation, proj_size=proj_size)
+
+        super().__init__(input_size, hidden_size, num_layers, make_layer, bidirectional=bidirectional,
+                         dropout=dropout, batch_first=batch_first, backend=backend)
+        self.activation, self.proj_size, self.bias = activation, proj_size, bool(bias)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.activation != "identity":
+            s += f", activation={self.activation!r}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        return s + ("" if self.bias else ", bias=False")
+
+    @classmethod
+    def from_mingru_pytorch(cls, *modules: nn.Module, batch_first: bool = True, backend: str = "auto"):
+        """A stack with the weights of ``minGRU-pytorch`` layers (``minGRU_pytorch.minGRU``, or ``minLSTM`` for
+        [MinLSTM][parrnn.MinLSTM]), one per layer, each applied to the previous one's output (no norms or
+        residuals in between): the same outputs, batch first like the reference by default."""
+        if not modules:
+            raise ValueError("give at least one minGRU-pytorch module")
+        projections = [getattr(module, cls.layer_class.REFERENCE_PROJECTION) for module in modules]
+        first = projections[0]
+        inner, dim = first.weight.size(0) // cls.layer_class.BLOCKS, first.weight.size(1)
+        projects = isinstance(modules[0].to_out, nn.Linear)
+        new = cls(dim, inner, len(modules), bias=False, batch_first=batch_first, activation="g",
+                  proj_size=dim if projects else 0, backend=backend)
+        new.to(device=first.weight.device, dtype=first.weight.dtype)
+        with torch.no_grad():
+            for layer, module, projection in zip(new.layers, modules, projections, strict=True):
+                weight = projection.weight
+                if tuple(weight.t().shape) != tuple(layer.weight.shape):
+                    raise ValueError(f"minGRU-pytorch layers must all have dim {dim} and inner size {inner}; "
+                                     f"got a projection of shape {tuple(weight.shape)}")
+                layer.weight.copy_(weight.t())  # rows (candidate, gate[s]) -> column blocks in that order
+                if layer.weight_out is not None:
+                    layer.weight_out.copy_(module.to_out.weight.t())
+        return new
+
+
+class MinLSTM(MinGRU):
+    r"""minLSTM (Feng et al., 2024, "Were RNNs All We Needed?"): an LSTM whose gates and candidate see
+    only the input, with the forget and input gates normalised to sum to 1; one fused linear recurrence.
+
+    For every layer, step $t$ and unit:
+
+    $$
+    \begin{aligned}
+    f_t &= \sigma(W_f x_t + b_f), \quad i_t = \sigma(W_i x_t + b_i) \\
+    f'_t &= \frac{f_t}{f_t + i_t}, \quad i'_t = \frac{i_t}{f_t + i_t} \\
+    \tilde h_t &= g(W_h x_t + b_h) \\
+    h_t &= f'_t \odot h_{t-1} + i'_t \odot \tilde h_t
+    \end{aligned}
+    $$
+
+    ($f'_t = \sigma(-d_t)$, $i'_t = 1 - f'_t$ with $d_t = \log i_t - \log f_t$, computed without logarithms of
+    0). $g$, ``proj_size`` and the rest as in [MinGRU][parrnn.MinGRU]; ``MinLSTM.from_mingru_pytorch`` converts
+    ``minGRU_pytorch.minLSTM`` modules.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, activation, proj_size,
+            backend: as in [MinGRU][parrnn.MinGRU].
+
+    Inputs: input, hx, lengths
+        As in [MinGRU][parrnn.MinGRU]: **input** ``(L, N, H_in)`` (batch first with ``batch_first``) or a
+        ``PackedSequence``, **hx** ``(num_layers * dirs, N, H)``, **lengths** ``(N,)``.
+
+    Outputs: output, h_n
+        **output** ``(L, N, dirs * (proj_size or H))``, **h_n** ``(num_layers * dirs, N, H)``; `step` as in
+        [MinGRU][parrnn.MinGRU].
+
+    Attributes:
+        layers[k].weight: ``(H_in or H_out, 3 * dirs * H)``, column blocks (candidate, forget, input), each
+            ordered (direction, unit); ``layers[k].bias`` ``(3 * dirs * H)``; ``torch.nn.Linear``'s init.
+        layers[k].weight_out: ``(dirs * H, dirs * proj_size)`` or ``None``.
+    """
+
+    layer_class = MinLSTMLayer
