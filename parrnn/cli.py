@@ -120,7 +120,7 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-only", action="store_true", help="only rebuild the report from OUT (protocol.json or run folders)"
     )
-    add_config_options(parser, skip=("model", "lr", "valid_fraction"))
+    add_config_options(parser, skip=("model", "lr", "valid_fraction", "test_at_end"))
     return parser
 
 

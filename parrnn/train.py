@@ -83,6 +83,7 @@ class TrainConfig:
     valid_fraction: float = _opt(0.0, "carve this last fraction of the training split as a validation split: "
                                       "evaluations during training read it, the test split is read once at the end "
                                       "(0: evaluate on the test split)")
+    test_at_end: bool = _opt(True, "with a validation split: read the test split once after training")
     log_every: int = _opt(20, "write a train record every N steps")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: only at the end)")
     target: float | None = _opt(None, "stop once the eval metric reaches this value (mse <= / accuracy >=)")
@@ -521,7 +522,7 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
     bar.close()
     checkpoint()
     test = None
-    if ddp.main and task.valid is not None:
+    if ddp.main and task.valid is not None and config.test_at_end:
         test = evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size, "test")
         log.write({"step": run.step, "split": "test", **test, "time": run.train_time})
     result = TrainResult(

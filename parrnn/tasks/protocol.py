@@ -8,7 +8,8 @@ For every model of a comparison, on one task:
 2. **Trivial baseline.** The best input-independent predictor (mean / majority class / unigram, fitted on the
    training split) is scored on the validation split (`parrnn.tasks.base.trivial_baseline`).
 3. **Learning-rate grid.** One short run per (model, learning rate) of ``lr_grid`` (seed 0, ``grid_fraction``
-   of the final budget); each model keeps the rate with the lowest validation loss.
+   of the final budget; these runs never read the test split); each model keeps the rate with the lowest
+   validation loss.
 4. **Finals.** Each model trains ``seeds`` times at its rate (seeds ``seed, seed + 1, ...``: seed ``k`` gives
    every model the same data order). Tables give the mean and sample standard deviation over seeds, with the
    min-max range; the ranking says when two models' min-max ranges overlap ("within each other's spread").
@@ -177,7 +178,8 @@ def run_protocol(base: Any, models: Sequence[str], out: str | Path, protocol: Pr
         runs = []
         for lr in protocol.lr_grid if len(protocol.lr_grid) > 1 else ():
             config = replace(base, model=model, lr=lr, steps=budget["grid"]["steps"],
-                             max_time=budget["grid"]["max_time"], out=str(out / "grid" / f"{model}-lr{lr:g}"))
+                             max_time=budget["grid"]["max_time"], out=str(out / "grid" / f"{model}-lr{lr:g}"),
+                             test_at_end=False)
             runs.append(_run_record(train(config, task), model, lr, base.seed, baseline, protocol.margin, out))
             log(f"grid {model} lr={lr:g}: best valid loss {runs[-1]['best_loss']}")
         chosen[model] = select_lr(runs) if runs else protocol.lr_grid[0]
