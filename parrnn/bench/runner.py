@@ -377,9 +377,10 @@ class _Context:
     advance: Callable[[str, Case], None]
 
 
-def _measure_case(case: Case, todo: dict[str, list[str]], ctx: _Context, repeats: int | None = None
-                  ) -> list[dict[str, Any]]:
-    """Build every model of ``todo`` at ``case`` and time each mode's models in interleaved rounds."""
+def _measure_case(case: Case, todo: dict[str, list[str]], ctx: _Context, repeats: int | None = None,
+                  max_rounds: int | None = None) -> list[dict[str, Any]]:
+    """Build every model of ``todo`` at ``case`` and time each mode's models in interleaved rounds
+    (``repeats`` rounds, up to ``max_rounds`` while noisy; the config's by default)."""
     config, device = ctx.config, ctx.device
     built: dict[str, tuple[BenchModel, list[str]]] = {}
     for name, modes in todo.items():
@@ -409,7 +410,7 @@ def _measure_case(case: Case, todo: dict[str, list[str]], ctx: _Context, repeats
         load_before = noise.load_average()
         timings = timing.interleaved(fns, device, warmup=max(config.warmup - 1, 0),
                                      repeats=repeats or config.repeats, min_sample_s=config.min_sample_s,
-                                     max_case_s=config.max_case_s, max_rounds=config.max_rounds,
+                                     max_case_s=config.max_case_s, max_rounds=max_rounds or config.max_rounds,
                                      still_noisy=_still_noisy(config.noise_threshold))
         load_after = noise.load_average()
         ctx.loads += [load_before, load_after]
@@ -438,7 +439,8 @@ def _resample_broken(rows: list[dict[str, Any]], cases: list[tuple[Case, dict[st
             if key not in broken or not redo:
                 continue
             resampled.append(f"{mode} L={case.seq_len} N={case.batch} H={case.hidden}: {broken[key]}")
-            fresh = {(r["model"], r["mode"]): r for r in _measure_case(case, redo, ctx, 3 * ctx.config.repeats)}
+            rounds = 3 * ctx.config.repeats
+            fresh = {(r["model"], r["mode"]): r for r in _measure_case(case, redo, ctx, rounds, rounds)}
             rows[:] = [fresh.pop((r["model"], r["mode"]), r) if tuple(r[k] for k in SIZE_KEYS) == key else r
                        for r in rows]
     attach_speedups(rows)
