@@ -148,8 +148,10 @@ def _spread_text(spread: dict[str, float] | None, digits: int = 4) -> str:
 
 
 def _budget_text(budget: dict[str, float | None]) -> str:
-    seconds = budget.get("max_time")
-    return f"{seconds:g} s of training (at most {budget['steps']} steps)" if seconds else f"{budget['steps']} steps"
+    seconds, steps = budget.get("max_time"), budget["steps"]
+    if not seconds:
+        return f"{steps} steps"
+    return f"{seconds:g} s of training" + (f" (at most {steps} steps)" if steps < 100_000 else "")
 
 
 def _tried(payload: dict[str, Any], model: str) -> str:
@@ -163,7 +165,7 @@ def protocol_tables(payload: dict[str, Any]) -> str:
     """The final table (mean ± std over seeds) and the learning-rate grid table of a protocol payload."""
     metric = payload["metric"]
     lines = [f"| model | params | lr (chosen) | seeds | test {metric}: mean ± std [min–max] "
-             "| best valid loss: mean ± std [min–max] | steps (mean) | steps/s (mean) | status |",
+             "| lowest valid loss: mean ± std [min–max] | steps (mean) | steps/s (mean) | status |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in payload["summary"]:
         status = s["status"] if s["status"] != "did not train" else f"**did not train** ({_tried(payload, s['model'])})"
@@ -199,8 +201,8 @@ def protocol_text(payload: dict[str, Any]) -> str:
     return "\n".join([
         f"- **Task:** {payload['description']}.",
         f"- **Validation:** the last {100 * p['valid_fraction']:g}% of the training split; it chooses each "
-        f"model's learning rate. The test split ({base['eval_size'] or 'all'} examples/segments) is read once per "
-        "final run, after training.",
+        f"model's learning rate. The test split (its first {base['eval_size'] or 'all'} examples/segments, or all "
+        "of it when shorter) is read once per final run, after training.",
         f"- **Learning-rate grid:** {', '.join(f'{lr:g}' for lr in p['lr_grid'])}; one run per (model, lr), "
         f"seed {base['seed']}, {_budget_text(payload['budget']['grid'])} each.",
         f"- **Finals:** {p['seeds']} seed(s) per model at its chosen rate, {_budget_text(payload['budget']['final'])}"
