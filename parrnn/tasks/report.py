@@ -220,8 +220,9 @@ def protocol_text(payload: dict[str, Any]) -> str:
 
 
 def plot_protocol(payload: dict[str, Any], out: Path) -> Path:
-    """``curves.png``: validation metric over steps and training time (line: mean over seeds, band: min-max),
-    and the grid's lowest validation loss against the learning rate, with the trivial baseline dashed."""
+    """``curves.png``: validation metric over steps and training time (line: mean over seeds, band: min-max; at
+    the steps every seed evaluated), and the grid's lowest validation loss against the learning rate, with the
+    trivial baseline dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,7 +237,7 @@ def plot_protocol(payload: dict[str, Any], out: Path) -> Path:
             for rec in run.metrics:
                 if rec["split"] == "valid":
                     by_step.setdefault(rec["step"], []).append((rec[metric], rec["time"]))
-        steps = sorted(by_step)
+        steps = sorted(step for step, values in by_step.items() if len(values) == len(runs))  # every seed's
         values = [[v for v, _ in by_step[s]] for s in steps]
         times = [sum(t for _, t in by_step[s]) / len(by_step[s]) for s in steps]
         mean = [sum(v) / len(v) for v in values]
