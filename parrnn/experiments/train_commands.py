@@ -2,7 +2,8 @@
 `parrnn.experiments.gradient_flow`).
 
 * ``parrnn-train``    -- train one model on one task (``--help`` lists every option of `TrainConfig`).
-* ``parrnn-compare``  -- train several models on one task; write a markdown table and learning curves.
+* ``parrnn-compare``  -- compare several models on one task with the protocol of `parrnn.experiments.tasks.protocol` (lr
+  grid on a validation split, seeds, trivial baseline); write a markdown table and curves.
 * ``parrnn-gradflow`` -- plot ``||dLoss/dx_t||`` against ``t`` for several models.
 
 Also ``python -m parrnn.experiments.train_commands {train,compare,gradflow} ...``. Distributed:
@@ -12,7 +13,8 @@ under torchrun) trains with DistributedDataParallel.
 Example commands:
 
     parrnn-train --task adding --seq-len 1000 --model sru --hidden 128 --layers 2 --steps 2000 --out runs/add
-    parrnn-compare --task adding --seq-len 200 --models lstm,gru,sru --steps 500 --out runs/cmp
+    parrnn-compare --task adding --seq-len 200 --models lstm,gru,sru --steps 500 --seeds 3 \\
+        --lr-grid 3e-4,1e-3,3e-3 --out runs/cmp
     parrnn-gradflow --seq-len 1000 --models lstm,gru,sru,sliced-gru --out runs/gradflow
 """
 
@@ -24,13 +26,13 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, fields, replace
 
 import torch
 
 from parrnn.experiments.tasks import MissingDataError
 from parrnn.experiments.tasks.report import report_runs
-from parrnn.experiments.training import TrainConfig, compare, train
+from parrnn.experiments.training import TrainConfig, train
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -81,36 +83,81 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def compare_main(argv: Sequence[str] | None = None) -> int:
-    """``parrnn-compare``: train several models on one task and write ``results.md`` + ``curves.png``."""
+def _float_list(text: str) -> tuple[float, ...]:
+    """``"3e-4,1e-3"`` -> ``(0.0003, 0.001)``."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    """The ``parrnn-compare`` parser; its epilog is the protocol (`parrnn.experiments.tasks.protocol`)."""
+    from parrnn.experiments.tasks import protocol
+
     parser = argparse.ArgumentParser(
         prog="parrnn-compare",
-        description="Compare models on one task: table (metric, time, parameters) and learning curves.",
+        description="Compare models on one task with a fair protocol: a learning rate tuned per model on a "
+        "validation split, several seeds with their spread, a trivial baseline and a did-not-train rule. Writes "
+        "OUT/results.md, OUT/protocol.json, OUT/curves.png and one run folder per (model, lr) and (model, seed).",
+        epilog="Protocol:\n" + protocol.__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    defaults = protocol.Protocol()
     parser.add_argument("--models", default="lstm,gru,sru", help="comma-separated model names (default: %(default)s)")
+    parser.add_argument("--lr-grid", type=_float_list, default=defaults.lr_grid,
+                        help="learning rates tried per model; one value: no grid (default: 3e-4,1e-3,3e-3)")
+    parser.add_argument("--seeds", type=int, default=defaults.seeds,
+                        help="final runs per model, seeds SEED, SEED+1, ... (default: %(default)s)")
+    parser.add_argument("--grid-fraction", type=float, default=defaults.grid_fraction,
+                        help="a grid run's budget as a fraction of --steps and --max-time (default: %(default)s)")
+    parser.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
+                        help="last fraction of the training split held out for validation (default: %(default)s)")
+    parser.add_argument("--dnt-margin", type=float, default=defaults.margin,
+                        help="did not train: validation loss never below (1 - margin) x the trivial baseline's "
+                        "(default: %(default)s)")
     parser.add_argument(
-        "--report-only", action="store_true", help="only rebuild the report from the existing run folders OUT/<model>"
+        "--report-only", action="store_true", help="only rebuild the report from OUT (protocol.json or run folders)"
     )
-    add_config_options(parser, skip=("model",))
+    add_config_options(parser, skip=("model", "lr", "valid_fraction", "test_at_end"))
+    return parser
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``parrnn-compare``: run the comparison protocol and write ``results.md`` + ``curves.png``."""
+    from parrnn.experiments.tasks.protocol import Protocol, run_protocol
+    from parrnn.experiments.tasks.report import report_protocol
+
+    parser = compare_parser()
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("--out is required (the comparison folder)")
     _require_matplotlib(parser)
     if args.report_only:
-        print(f"report: {report_runs(args.out, args.models.split(','))}")
+        has_protocol = os.path.exists(os.path.join(args.out, "protocol.json"))
+        path = report_protocol(args.out) if has_protocol else report_runs(args.out, args.models.split(","))
+        print(f"report: {path}")
         return 0
+    protocol = Protocol(lr_grid=args.lr_grid, seeds=args.seeds, grid_fraction=args.grid_fraction,
+                        valid_fraction=args.valid_fraction, margin=args.dnt_margin)
     try:
-        results = compare(
-            config_from_args(args),
+        protocol.validate()
+        payload = run_protocol(
+            replace(config_from_args(args), lr=args.lr_grid[0]),
             args.models.split(","),
             args.out,
+            protocol,
             command=_command_line("parrnn-compare", argv),
         )
     except MissingDataError as exc:
         parser.exit(2, f"parrnn-compare: {exc}\n")
+    except ValueError as exc:
+        parser.error(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:
-        for result in results:
-            print(json.dumps(asdict(result)))
+        print("\n".join(payload["ranking"]))
         print(f"report: {args.out}/results.md, {args.out}/curves.png")
     return 0
 

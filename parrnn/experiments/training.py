@@ -40,7 +40,8 @@ from torch import nn
 
 from parrnn.experiments.allocator import retain_freed_memory
 from parrnn.experiments.progress import progress_bar
-from parrnn.experiments.tasks import Task, make_task
+from parrnn.experiments.tasks import SequenceDataset, Task, make_task
+from parrnn.experiments.tasks.base import with_validation
 from parrnn.experiments.tasks.models import ModelSpec, build_model, count_parameters
 
 
@@ -79,6 +80,10 @@ class TrainConfig:
     eval_every: int = _opt(200, "evaluate every N steps (and at the end)")
     eval_size: int | None = _opt(1000, "held-out examples per evaluation (default: all)")
     eval_batch_size: int = _opt(256, "batch size for evaluation")
+    valid_fraction: float = _opt(0.0, "carve this last fraction of the training split as a validation split: "
+                                      "evaluations during training read it, the test split is read once at the end "
+                                      "(0: evaluate on the test split)")
+    test_at_end: bool = _opt(True, "with a validation split: read the test split once after training")
     log_every: int = _opt(20, "write a train record every N steps")
     ckpt_every: int = _opt(0, "checkpoint every N steps (0: only at the end)")
     target: float | None = _opt(None, "stop once the eval metric reaches this value (mse <= / accuracy >=)")
@@ -98,8 +103,8 @@ class TrainConfig:
         return ModelSpec(name=self.model, **shared)
 
     def make_task(self) -> Task:
-        """The task (and its data) this config trains on."""
-        return make_task(
+        """The task (and its data) this config trains on, with its validation split when ``valid_fraction``."""
+        task = make_task(
             self.task,
             seq_len=self.seq_len,
             train_size=self.batch_size if self.task == "charlm" and self.train_size is None else self.train_size,
@@ -107,6 +112,7 @@ class TrainConfig:
             seed=self.data_seed,
             max_len=self.max_len,
         )
+        return with_validation(task, self.valid_fraction) if self.valid_fraction else task
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -124,6 +130,8 @@ class TrainResult:
     ``best_eval`` the best one (with its ``step``), ``target_step`` the step at which ``target`` was reached.
     ``replicas_agree`` (distributed runs only): whether every rank ended with bit-identical parameters.
     ``baseline``: the task's input-independent loss baseline, if it has one.
+    With a validation split, ``eval``/``best_eval`` are validation results and ``test`` is the test split's,
+    read once after training; ``best_loss`` is the lowest evaluation loss seen.
     """
 
     model: str
@@ -139,6 +147,13 @@ class TrainResult:
     replicas_agree: bool | None = None
     baseline: float | None = None
     out: str | None = None
+    test: dict[str, float] | None = None
+    best_loss: float | None = None
+
+    @property
+    def steps_per_s(self) -> float:
+        """Optimizer steps per second of training time."""
+        return self.steps / self.train_time if self.train_time > 0 else 0.0
 
 
 @dataclass
@@ -208,20 +223,29 @@ class BatchOrder:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, task: Task, device: torch.device, size: int | None = None, batch_size: int = 256
+    model: nn.Module,
+    task: Task,
+    device: torch.device,
+    size: int | None = None,
+    batch_size: int = 256,
+    split: str = "test",
 ) -> dict[str, float]:
-    """Loss and metric of ``model`` on the first ``size`` held-out examples (all when ``None``)."""
+    """Loss and metric of ``model`` on the first ``size`` examples of ``split`` (``test`` or ``valid``; all
+    when ``None``)."""
+    dataset = task.valid if split == "valid" else task.test
+    if dataset is None:
+        raise ValueError(f"task {task.name!r} has no {split!r} split")
     was_training = model.training
     model.eval()
     if task.stateful:
-        result = _evaluate_streams(model, task, device, size)
+        result = _evaluate_streams(model, task, dataset, device, size)
         model.train(was_training)
         return result
-    total = len(task.test) if size is None else min(size, len(task.test))
+    total = len(dataset) if size is None else min(size, len(dataset))
     loss_sum, metric_sum, metric_count = 0.0, 0.0, 0
     for start in range(0, total, batch_size):
         idx = list(range(start, min(start + batch_size, total)))
-        batch = task.test.batch(idx).to(device)
+        batch = dataset.batch(idx).to(device)
         pred = model(batch.inputs, batch.lengths)
         loss_sum += float(task.loss(pred, batch.targets)) * len(idx)
         s, c = task.metric_sum(pred, batch.targets)
@@ -230,15 +254,17 @@ def evaluate(
     return {"loss": loss_sum / total, task.metric: metric_sum / metric_count}
 
 
-def _evaluate_streams(model: nn.Module, task: Task, device: torch.device, size: int | None) -> dict[str, float]:
-    """Stateful tasks: read the first ``size`` test segments in order from a fresh state (the training state
-    is put back afterwards)."""
+def _evaluate_streams(
+    model: nn.Module, task: Task, dataset: SequenceDataset, device: torch.device, size: int | None
+) -> dict[str, float]:
+    """Stateful tasks: read the first ``size`` segments of ``dataset`` in order from a fresh state (the training
+    state is put back afterwards)."""
     saved = model.state
     model.reset_state()
-    total = len(task.test) if size is None else min(size, len(task.test))
+    total = len(dataset) if size is None else min(size, len(dataset))
     loss_sum, metric_sum, metric_count = 0.0, 0.0, 0
     for k in range(total):
-        batch = task.test.batch([k]).to(device)
+        batch = dataset.batch([k]).to(device)
         pred = model(batch.inputs)
         loss_sum += float(task.loss(pred, batch.targets))
         s, c = task.metric_sum(pred, batch.targets)
@@ -326,6 +352,7 @@ class RunState:
     train_time: float = 0.0
     wall_time: float = 0.0
     best: dict[str, float] | None = None
+    best_loss: float | None = None
     target_step: int | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
     eval_step: int = -1
@@ -423,9 +450,11 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
 
     def run_eval() -> None:
         """Evaluate on the held-out split (rank 0); log it; track the best result and the target."""
-        run.last_eval = evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size)
+        run.last_eval = evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size, eval_split)
         run.eval_step = run.step
-        log.write({"step": run.step, "split": "eval", **run.last_eval, "time": run.train_time})
+        log.write({"step": run.step, "split": eval_record, **run.last_eval, "time": run.train_time})
+        if math.isfinite(run.last_eval["loss"]) and (run.best_loss is None or run.last_eval["loss"] < run.best_loss):
+            run.best_loss = run.last_eval["loss"]
         postfix[f"eval_{task.metric}"] = f"{run.last_eval[task.metric]:.4g}"
         bar.set_postfix(postfix)
         value = run.last_eval[task.metric]
@@ -434,6 +463,8 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         if _reached(task, value, config.target) and run.target_step is None:
             run.target_step = run.step
 
+    eval_split = "valid" if task.valid is not None else "test"
+    eval_record = "valid" if task.valid is not None else "eval"  # "eval": the test split, as logs always said
     bar = progress_bar(
         config.progress and ddp.main,
         extra="tasks",
@@ -490,6 +521,10 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         run_eval()
     bar.close()
     checkpoint()
+    test = None
+    if ddp.main and task.valid is not None and config.test_at_end:
+        test = evaluate(unwrap(model), task, device, config.eval_size, config.eval_batch_size, "test")
+        log.write({"step": run.step, "split": "test", **test, "time": run.train_time})
     result = TrainResult(
         model=config.model,
         task=task.name,
@@ -504,6 +539,8 @@ def _train(config: TrainConfig, task: Task, ddp: Distributed, device: torch.devi
         replicas_agree=replicas_agree(unwrap(model)) if ddp.world > 1 else None,
         baseline=task.baseline,
         out=str(out) if out else None,
+        test=test,
+        best_loss=run.best_loss,
     )
     if out is not None and ddp.main:
         (out / "summary.json").write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -57,32 +57,26 @@ def test_train_cli_resume_continues(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip())["steps"] == 4
 
 
-def test_compare_cli(tmp_path, capsys):
-    assert (
-        cli.compare_main(
-            [
-                "--task",
-                "copy",
-                "--models",
-                "gru,sru",
-                "--sru-backend",
-                "reference",
-                *TINY,
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+def test_compare_cli_runs_the_protocol(tmp_path, capsys):
+    argv = ["--task", "copy", "--models", "gru,sru", "--sru-backend", "reference", *TINY, "--train-size", "40",
+            "--lr-grid", "1e-3,1e-2", "--seeds", "2", "--grid-fraction", "0.5", "--out", str(tmp_path)]
+    assert cli.compare_main(argv) == 0
     assert "results.md" in capsys.readouterr().out
     table = (tmp_path / "results.md").read_text()
-    assert "| gru |" in table and "| sru |" in table and "--models gru,sru" in table
-    assert (tmp_path / "curves.png").exists() and (tmp_path / "gru" / "summary.json").exists()
+    assert "| gru |" in table and "| sru |" in table and "--models gru,sru" in table and "lr 0.01" in table
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "final" / "gru" / "seed1" / "summary.json").exists()
+    assert (tmp_path / "grid" / "sru-lr0.001" / "summary.json").exists()
     (tmp_path / "results.md").unlink()
-    assert cli.compare_main(["--models", "sru,gru", "--report-only", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "results.md").read_text().index("| sru |") < (tmp_path / "results.md").read_text().index(
-        "| gru |"
-    )
+    assert cli.compare_main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_text() == table
+
+
+def test_compare_help_documents_the_protocol(capsys):
+    with pytest.raises(SystemExit):
+        cli.compare_main(["--help"])
+    text = capsys.readouterr().out
+    for phrase in ("--lr-grid", "--seeds", "validation split", "Did not train", "Equal footing", "forget-gate bias"):
+        assert phrase in text
 
 
 def test_gradflow_cli(tmp_path, capsys):

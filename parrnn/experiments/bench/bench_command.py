@@ -3,11 +3,15 @@
 Example commands:
 
     parrnn-bench                                    # the default preset (what `make bench` runs), table only
-    parrnn-bench --preset issue3 --out benchmarks/results/issue3
+    parrnn-bench --preset lstm-comparison --out benchmarks/results/lstm-comparison
     parrnn-bench --models lstm,sru-cpu-v2 --seq-lens 64..4096 --batch 16 --hidden 256 --modes fwd
     parrnn-bench --preset gpu --out results/gpu     # on a CUDA machine
 
 A size/model option given on the command line replaces that field in every sweep of the preset.
+
+Every row carries its spread (IQR) and the load average before and after it; the models of a size are timed in
+interleaved rounds, speed-ups are medians of per-round ratios against the fastest nn.LSTM configuration, and a
+noisy case is re-sampled and, if still noisy, marked: PASS/FAIL lines come only from trustworthy rows.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import sys
 from pathlib import Path
 
 from parrnn.experiments.bench.models import MODEL_PATTERNS, PARRNN_BACKENDS
-from parrnn.experiments.bench.presets import PRESET_NAMES, preset
+from parrnn.experiments.bench.noise import NOISE_THRESHOLD
+from parrnn.experiments.bench.presets import DEPRECATED_NAMES, PRESET_NAMES, preset
 from parrnn.experiments.bench.runner import ALL_MODES, BenchConfig, count_runs, run_benchmark
 
 
@@ -68,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="parrnn-bench", description=__doc__.split("\n\n")[0],
         epilog=f"models: {', '.join(MODEL_PATTERNS)}; <backend> in {{{', '.join(PARRNN_BACKENDS)}}}. "
                "See docs/benchmarks.md.")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="default",
-                   help="base configuration (default: %(default)s)")
+    p.add_argument("--preset", choices=PRESET_NAMES + tuple(DEPRECATED_NAMES), default="default",
+                   help=f"base configuration (default: %(default)s; deprecated names: "
+                        f"{', '.join(f'{old} = {new}' for old, new in DEPRECATED_NAMES.items())})")
     p.add_argument("--models", type=_str_list, help="comma-separated model names (nn.LSTM is always added)")
     p.add_argument("--modes", type=_str_list, help=f"comma-separated, from {', '.join(ALL_MODES)}")
     p.add_argument("--seq-lens", type=_int_list, help="sequence lengths, e.g. 64,256 or 64..65536")
@@ -84,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="untimed warm-up calls per case")
     p.add_argument("--max-case-seconds", type=float,
                    help="cap on timed seconds per case (fewer repeats, >= 3)")
+    p.add_argument("--noise-threshold", type=float,
+                   help=f"IQR/median above which a row is re-sampled and then marked noisy "
+                        f"(default: {NOISE_THRESHOLD:g})")
+    p.add_argument("--max-rounds", type=_positive,
+                   help="most interleaved rounds per case while re-sampling (default: 3 x repeats)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--seed", type=int, default=0, help="parameter/input seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="directory for results.json/.csv/.md and the PNG plots")
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 _SWEEP_FIELDS = {"models": "models", "modes": "modes", "seq_lens": "seq_lens", "batch": "batches",
                  "hidden": "hiddens", "layers": "layers", "dtype": "dtypes", "input_size": "input_size"}
 _CONFIG_FIELDS = {"device": "device", "threads": "threads", "repeats": "repeats", "warmup": "warmup",
-                  "max_case_seconds": "max_case_s"}
+                  "max_case_seconds": "max_case_s", "noise_threshold": "noise_threshold",
+                  "max_rounds": "max_rounds"}
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -109,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for arg, attr in _CONFIG_FIELDS.items():
         if getattr(args, arg) is not None:
             base[attr] = getattr(args, arg)
-    config = BenchConfig(sweeps=sweeps, memory=not args.no_memory, seed=args.seed, preset=args.preset, **base)
+    config = BenchConfig(sweeps=sweeps, memory=not args.no_memory, seed=args.seed,
+                         preset=DEPRECATED_NAMES.get(args.preset, args.preset), **base)
     config.validate(check_device=not args.dry_run)  # a plan for a GPU run can be printed anywhere
     return config
 
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run_benchmark(config, progress=not args.no_progress)
     targets = check_targets(result.rows)
+    header = report.format_conditions(result)
+    if header:
+        print(header + "\n")
     print(report.format_table(report.sort_rows(result.rows)) if result.rows else "no rows measured")
     for text in (report.format_skipped(result.skipped), report.format_targets(targets)):
         if text:

@@ -2,7 +2,12 @@
 
 Model names (``--models``):
 
-* ``lstm``, ``gru``                      -- ``torch.nn.LSTM`` / ``torch.nn.GRU`` (cuDNN on GPU);
+* ``lstm``, ``gru``                      -- ``torch.nn.LSTM`` / ``torch.nn.GRU`` as torch runs them by default
+  (cuDNN on GPU; on CPU torch's oneDNN RNN kernels where it picks them);
+* ``lstm-nomkldnn``, ``gru-nomkldnn``    -- the same layers under ``torch.backends.mkldnn.flags(enabled=False)``
+  (torch's native CPU kernels: much faster than oneDNN for one streaming step);
+* ``lstm-cell``                          -- a stack of ``nn.LSTMCell`` looped over time in Python (what a
+  streaming user writes by hand); the speed-ups use the fastest LSTM configuration measured at each size;
 * ``sru``                                -- ``parrnn.SRU`` with ``backend="auto"``, version v2;
 * ``sru-<backend>-<v1|v2>``              -- ``parrnn.SRU`` on one backend (``auto``, ``reference``, ``cpu``,
   ``cuda``, ``scan``; ``scan`` is v1 only);
@@ -45,8 +50,14 @@ _SRU_RE = re.compile(r"^(sru|rec)-([a-z]+)-(v1|v2)$")
 #: Every name the factory accepts, as patterns (for help texts and error messages).
 #: parrnn's diagonal-recurrence cells by model name
 CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn": "HGRN"}
-MODEL_PATTERNS = ("lstm", "gru", "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1", "srupp", "transformer",
+MODEL_PATTERNS = ("lstm", "lstm-nomkldnn", "lstm-cell", "gru", "gru-nomkldnn",
+                  "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1", "srupp", "transformer",
                   "sliced-<gru|lstm|sru>", "rec-<backend>-<v1|v2>", *CELL_MODELS, "mingru-pytorch")
+
+
+#: nn.LSTM / nn.GRU configurations besides the default: name -> (family, backend label).
+TORCH_RNN_CONFIGS = {"lstm-nomkldnn": ("lstm", "torch-no-onednn"), "gru-nomkldnn": ("gru", "torch-no-onednn"),
+                     "lstm-cell": ("lstm", "lstmcell-loop")}
 
 
 class ModelUnavailable(RuntimeError):
@@ -68,6 +79,9 @@ def parse_model_name(name: str) -> ModelName:
     """Parse ``name`` (see the module docstring); raise ``ValueError`` naming the accepted patterns."""
     if name in ("lstm", "gru", "transformer"):
         return ModelName(name, name)
+    if name in TORCH_RNN_CONFIGS:
+        family, backend = TORCH_RNN_CONFIGS[name]
+        return ModelName(name, family, backend)
     if name == "srupp":
         return ModelName(name, "srupp", "auto", "v2")
     if name in CELL_MODELS:
@@ -284,9 +298,53 @@ def _build_rec(spec: ModelName, input_size: int, hidden: int, layers: int, devic
                       "recurrence only (one layer, no matrix products)", columns=hidden)
 
 
+class NoOneDNN(nn.Module):
+    """Run ``inner`` with torch's oneDNN (mkldnn) kernels disabled (``torch.backends.mkldnn.flags``)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: object) -> object:
+        with torch.backends.mkldnn.flags(enabled=False):
+            return self.inner(*args)
+
+
+class LSTMCells(nn.Module):
+    """``layers`` ``nn.LSTMCell`` looped over time: ``forward(x (L, N, D), (h0, c0) | None)`` returns
+    ``(output (L, N, H), (h_n, c_n))`` with ``h_n``, ``c_n`` ``(layers, N, H)``, like ``nn.LSTM``."""
+
+    def __init__(self, input_size: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(nn.LSTMCell(input_size if i == 0 else hidden, hidden) for i in range(layers))
+
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h = [None] * len(self.cells) if state is None else list(state[0].unbind(0))
+        c = [None] * len(self.cells) if state is None else list(state[1].unbind(0))
+        outputs = []
+        for x_t in x.unbind(0):
+            for i, cell in enumerate(self.cells):
+                h[i], c[i] = cell(x_t, None if h[i] is None else (h[i], c[i]))
+                x_t = h[i]
+            outputs.append(x_t)
+        return torch.stack(outputs), (torch.stack(h), torch.stack(c))
+
+
+def _build_torch_rnn(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
+                     dtype: torch.dtype) -> BenchModel:
+    """nn.LSTM / nn.GRU in the configuration ``spec.name`` names (see `TORCH_RNN_CONFIGS`)."""
+    if spec.name == "lstm-cell":
+        return _sequence_model(spec, LSTMCells(input_size, hidden, layers), input_size, device, dtype,
+                               "nn.LSTMCell per layer, Python loop over time")
+    layer = {"lstm": nn.LSTM, "gru": nn.GRU}[spec.family](input_size, hidden, layers)
+    if spec.name.endswith("-nomkldnn"):
+        return _sequence_model(spec, NoOneDNN(layer), input_size, device, dtype, "torch.backends.mkldnn off")
+    return _sequence_model(spec, layer, input_size, device, dtype)
+
+
 _BUILDERS = {
-    "lstm": lambda spec, d, h, layers, dev, dt: _sequence_model(spec, nn.LSTM(d, h, layers), d, dev, dt),
-    "gru": lambda spec, d, h, layers, dev, dt: _sequence_model(spec, nn.GRU(d, h, layers), d, dev, dt),
+    "lstm": _build_torch_rnn,
+    "gru": _build_torch_rnn,
     "sru": _build_sru,
     "sru26": _build_sru26,
     "srupp": _build_srupp,

@@ -1,5 +1,7 @@
 """PNG plots of a run: throughput vs sequence length, and speedup vs nn.LSTM.
 
+Noisy rows (`parrnn.experiments.bench.noise`) are drawn hollow (lines) or hatched (bars) and named in the title.
+
 One panel per (mode, sizes) where sizes = (dtype, batch, hidden, input size, layers); a panel whose rows cover
 several lengths draws one line per model over L (log scale), a panel with one length draws bars.
 """
@@ -34,16 +36,25 @@ def _draw(ax: Any, rows: list[Row], metric: str, ylabel: str) -> None:
     if len(lengths) > 1:
         for model, rs in by_model.items():
             rs = sorted(rs, key=lambda r: r["seq_len"])
-            ax.plot([r["seq_len"] for r in rs], [r[metric] for r in rs], marker="o", label=model)
+            (line,) = ax.plot([r["seq_len"] for r in rs], [r[metric] for r in rs], marker="o", label=model)
+            noisy = [r for r in rs if r.get("noisy")]
+            if noisy:  # a noisy point: hollow, larger, outlined in the line's colour
+                ax.scatter([r["seq_len"] for r in noisy], [r[metric] for r in noisy], s=90, facecolors="white",
+                           edgecolors=line.get_color(), linewidths=1.5, zorder=3)
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(n) for n in lengths], rotation=30 if len(lengths) > 6 else 0)
         ax.minorticks_off()
         ax.set_xlabel("sequence length L")
     else:
         models = list(by_model)
-        ax.bar(range(len(models)), [by_model[m][0][metric] for m in models],
-               color=[f"C{i}" for i in range(len(models))])
-        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        bars = ax.bar(range(len(models)), [by_model[m][0][metric] for m in models],
+                      color=[f"C{i}" for i in range(len(models))])
+        for bar, model in zip(bars, models, strict=True):
+            if by_model[model][0].get("noisy"):  # a noisy bar: hatched and faded
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
+        ax.set_xticks(range(len(models)), [m + (" (noisy)" if by_model[m][0].get("noisy") else "")
+                                           for m in models], rotation=30, ha="right")
         ax.set_xlabel(f"L = {lengths[0]}")
     if metric == "speedup_vs_lstm":
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
@@ -100,7 +111,9 @@ def _figure(rows: list[Row], metric: str, ylabel: str, path: Path, title: str) -
             ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"{ylabel} -- {title}", fontsize=11)
+    noisy = any(r.get("noisy") for r in rows)
+    fig.suptitle(f"{ylabel} -- {title}" + ("\nhollow points / hatched bars: noisy, not judged" if noisy else ""),
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

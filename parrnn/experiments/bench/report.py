@@ -116,8 +116,14 @@ def collect_metadata(config: BenchConfig, result: BenchResult,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "timing": {"warmup": config.warmup, "repeats": config.repeats, "min_sample_s": config.min_sample_s,
-                   "max_case_s": config.max_case_s, "statistic": "median",
+                   "max_case_s": config.max_case_s, "max_rounds": config.max_rounds,
+                   "statistic": "median of interleaved rounds; speed-ups: median of per-round ratios",
+                   "spread": "IQR", "noise_threshold": config.noise_threshold,
                    "clock": "cuda_events" if device.type == "cuda" else "perf_counter"},
+        "load": {"loaded": result.loaded, "max_1min_load": result.max_load, "threads": result.threads,
+                 "samples": result.loads},
+        "resampled": result.resampled,
+        "noisy_rows": sum(bool(r.get("noisy")) for r in result.rows),
         "memory_method": result.memory_method,
         "copy_bytes_per_s": result.copy_bytes_per_s,
         "elapsed_s": round(result.elapsed_s, 1),
@@ -131,7 +137,11 @@ def _fmt(value: Any, key: str) -> str:
         return f"{value:,.0f}"
     if key == "speedup_vs_lstm":
         return f"{value:.2f}x"
-    if key in ("ms", "peak_mem_mb"):
+    if key == "noisy":
+        return "NOISY" if value else ""
+    if key in ("speedup_iqr", "load_before", "load_after"):
+        return f"{value:.2f}"
+    if key in ("ms", "ms_iqr", "peak_mem_mb"):
         return f"{value:.1f}" if value >= 10 else f"{value:.3f}"
     if key == "bw_fraction":
         return f"{100 * value:.0f}%"
@@ -140,8 +150,10 @@ def _fmt(value: Any, key: str) -> str:
 
 TABLE_COLUMNS = (("model", "model"), ("backend", "backend"), ("mode", "mode"), ("dtype", "dtype"),
                  ("seq_len", "L"), ("batch", "N"), ("hidden", "H"), ("layers", "layers"), ("ms", "ms"),
-                 ("tokens_per_s", "tokens/s"), ("speedup_vs_lstm", "vs LSTM"), ("peak_mem_mb", "mem MiB"),
-                 ("bw_fraction", "of copy bw"))
+                 ("ms_iqr", "IQR"), ("tokens_per_s", "tokens/s"), ("speedup_vs_lstm", "vs LSTM"),
+                 ("speedup_iqr", "ratio IQR"), ("baseline", "LSTM config"), ("peak_mem_mb", "mem MiB"),
+                 ("bw_fraction", "of copy bw"), ("load_before", "load before"), ("load_after", "after"),
+                 ("noisy", "noisy"))
 
 
 def _table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -167,10 +179,31 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def format_targets(results: list[TargetResult]) -> str:
-    """One line per checked target (empty when the run covers none)."""
-    return "\n".join(f"[{'PASS' if r.passed else 'FAIL'}] issue {r.issue}: {r.target} -- {r.model} vs "
-                     f"{r.baseline or 'copy'}, {r.case}: {r.value:.2f} (need {r.threshold:g})"
-                     for r in results)
+    """One line per checked target, then which were not judged (empty when the run covers none)."""
+    if not results:
+        return ""
+    lines = [f"[{r.verdict}] {r.group}: {r.target} -- {r.model} vs {r.baseline or 'copy'}, {r.case}: "
+             f"{r.value:.2f} (need {r.threshold:g}){'; not judged: ' + r.noise if r.noise else ''}"
+             for r in results]
+    untrusted = sum(not r.trusted for r in results)
+    lines.append(f"PASS/FAIL are judged from trustworthy rows only; {untrusted} of {len(results)} not judged "
+                 "(noisy)." if untrusted else "PASS/FAIL are judged from trustworthy rows only; all rows were.")
+    return "\n".join(lines)
+
+
+def format_conditions(result: BenchResult) -> str:
+    """The run's measuring conditions for the top of a report: a loaded-machine warning, the re-sampled cases
+    and the noisy rows (empty when there is nothing to say)."""
+    lines = []
+    if result.loaded:
+        lines.append(f"LOADED MACHINE: the 1-minute load average reached {result.max_load:.2f} on "
+                     f"{os.cpu_count()} CPUs while this run used {result.threads} thread(s); timings are inflated "
+                     "and noisy rows are marked and not judged.")
+    lines += [f"re-sampled (interleaved, 3x the rounds): {case}" for case in result.resampled]
+    noisy = [r for r in result.rows if r.get("noisy")]
+    if noisy:
+        lines.append(f"{len(noisy)} of {len(result.rows)} rows are noisy (marked NOISY; why: the JSON's `noise`).")
+    return "\n".join(lines)
 
 
 def format_skipped(skipped: list[Row]) -> str:
@@ -198,13 +231,13 @@ def write_json(path: Path, metadata: dict[str, Any], result: BenchResult,
 def write_csv(path: Path, rows: list[Row]) -> None:
     """The rows, one line each, columns `parrnn.experiments.bench.runner.ROW_KEYS`."""
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ROW_KEYS))
+        writer = csv.DictWriter(fh, fieldnames=list(ROW_KEYS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def write_markdown(path: Path, metadata: dict[str, Any], rows: list[Row],
-                   targets: list[TargetResult]) -> None:
+def write_markdown(path: Path, metadata: dict[str, Any], rows: list[Row], targets: list[TargetResult],
+                   conditions: str = "") -> None:
     """The metadata, the results table and the targets as a markdown page."""
     keys = ("command", "device_name", "cpu_model", "threads", "torch", "parrnn", "sru", "cupy", "git_commit",
             "timestamp", "memory_method")
@@ -217,7 +250,8 @@ def write_markdown(path: Path, metadata: dict[str, Any], rows: list[Row],
         lines = "\n".join(f"- `{shape}`: {engine}" for shape, engine in choices.items())
         gemm_text = (f"\nMatrix-product engine (parrnn.ops.gemm, pinned: `{machine_info.get('gemm_pinned')}`) "
                      f"per shape class:\n\n{lines or '- (no product timed)'}\n")
-    parts = [f"# parrnn-bench results\n\n{cpu}{meta}\n{gemm_text}", markdown_table(sort_rows(rows))]
+    warning = "".join(f"**{line}**\n\n" for line in conditions.splitlines())
+    parts = [f"# parrnn-bench results\n\n{warning}{cpu}{meta}\n{gemm_text}", markdown_table(sort_rows(rows))]
     if targets:
         lines = format_targets(targets).splitlines()
         parts.append("## Targets\n\n" + "\n".join(f"- {line}" for line in lines))
@@ -233,6 +267,6 @@ def write_results(out: Path, config: BenchConfig, result: BenchResult, targets: 
     metadata = collect_metadata(config, result, argv)
     write_json(out / "results.json", metadata, result, targets)
     write_csv(out / "results.csv", sort_rows(result.rows))
-    write_markdown(out / "results.md", metadata, result.rows, targets)
+    write_markdown(out / "results.md", metadata, result.rows, targets, format_conditions(result))
     files = [out / "results.json", out / "results.csv", out / "results.md"]
     return files + plot_results(result.rows, out, title=str(metadata["device_name"]))

@@ -2,24 +2,30 @@
 
 A `Sweep` is a Cartesian grid (models x modes x dtypes x layers x hidden x batch x seq_len); a
 `BenchConfig` is a list of sweeps plus how to time them. ``nn.LSTM`` (model ``lstm``) is always part of
-every grid, so each row's ``speedup_vs_lstm`` (LSTM ms / model ms) comes from the same run, device, sizes,
-mode and dtype. A model that cannot run (missing package, unavailable backend, unsupported dtype, out of
-memory) is recorded in ``skipped`` with the reason and the run goes on.
+every grid, and the models of one size are timed in interleaved rounds, so each row's ``speedup_vs_lstm`` is
+the median of per-round ratios (LSTM ms / model ms, with its IQR ``speedup_iqr``) against the *fastest* LSTM
+configuration measured at that size (``baseline``: ``lstm``, ``lstm-nomkldnn`` or ``lstm-cell``). Rows whose
+spread is large, whose paired ratio is unsteady or whose baseline breaks monotonicity in L are re-sampled
+and, if still noisy, marked (``noisy``, ``noise``): see `parrnn.experiments.bench.noise`. A model that cannot run
+(missing package, unavailable backend, unsupported dtype, out of memory) is recorded in ``skipped`` with the
+reason and the run goes on.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
 import sys
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from parrnn.experiments.bench import timing
+from parrnn.experiments.bench import noise, timing
 from parrnn.experiments.bench.models import BenchModel, ModelUnavailable, build_model, parse_model_name
 from parrnn.experiments.progress import progress_bar
 
@@ -34,8 +40,11 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 SIZE_KEYS = ("device", "mode", "dtype", "seq_len", "batch", "hidden", "input_size", "layers")
 #: The columns of every result row, in order (JSON, CSV and tables).
 ROW_KEYS = ("model", "backend", "device", "mode", "dtype", "seq_len", "batch", "hidden", "input_size",
-            "layers", "ms", "ms_iqr", "repeats", "tokens_per_s", "speedup_vs_lstm", "peak_mem_mb",
-            "bytes_per_s", "bw_fraction", "notes", "sweep")
+            "layers", "ms", "ms_iqr", "repeats", "tokens_per_s", "speedup_vs_lstm", "speedup_iqr", "baseline",
+            "noisy", "noise", "load_before", "load_after", "peak_mem_mb", "bytes_per_s", "bw_fraction", "notes",
+            "sweep")
+#: JSON rows also carry ``samples_ms``, the per-round samples behind ``ms`` and the paired ratios.
+JSON_ROW_KEYS = ROW_KEYS + ("samples_ms",)
 
 
 def canonical_dtype(name: str) -> str:
@@ -94,6 +103,8 @@ class BenchConfig:
     memory: bool = True
     seed: int = 0
     preset: str | None = None
+    noise_threshold: float = noise.NOISE_THRESHOLD
+    max_rounds: int | None = None
 
     def validate(self, *, check_device: bool = True) -> None:
         """Raise ``ValueError`` for a configuration that cannot run (here, with ``check_device``)."""
@@ -141,6 +152,18 @@ class BenchResult:
     memory_method: str
     copy_bytes_per_s: float | None
     elapsed_s: float
+    loads: list[float | None] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the machine was loaded during the run (`parrnn.experiments.bench.noise.machine_loaded`)."""
+        return noise.machine_loaded(self.loads, self.threads)
+
+    @property
+    def max_load(self) -> float | None:
+        """The highest 1-minute load average read during the run."""
+        return max((x for x in self.loads if x is not None), default=None)
 
 
 def plan(config: BenchConfig) -> list[tuple[Case, dict[str, list[str]]]]:
@@ -225,19 +248,6 @@ def _stream_step(bm: BenchModel, inputs: tuple[torch.Tensor, ...]) -> Callable[[
     return step
 
 
-def _measure(bm: BenchModel, case: Case, mode: str, config: BenchConfig,
-             device: torch.device) -> dict[str, Any]:
-    inputs = bm.make_inputs(case.seq_len, case.batch, mode == "fwdbwd" and bm.spec.family == "rec")
-    fn = make_step(bm, inputs, mode)
-    t = timing.time_callable(fn, device, warmup=config.warmup, repeats=config.repeats,
-                             min_sample_s=config.min_sample_s, max_case_s=config.max_case_s)
-    mem = timing.peak_memory(fn, device) if config.memory else None
-    notes = f"{t.median_ms / case.seq_len:.4g} ms/step, state carried" if mode == "stream" else ""
-    return {"notes": notes, "ms": t.median_ms, "ms_iqr": t.spread_ms, "repeats": len(t.samples_ms),
-            "tokens_per_s": case.seq_len * case.batch / (t.median_ms / 1e3),
-            "peak_mem_mb": None if mem is None else mem / 2**20}
-
-
 def _base_row(name: str, case: Case, mode: str, device: torch.device) -> dict[str, Any]:
     return {"model": name, "device": device.type, "mode": mode, "dtype": case.dtype, "seq_len": case.seq_len,
             "batch": case.batch, "hidden": case.hidden, "input_size": case.input_size, "layers": case.layers,
@@ -253,56 +263,194 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def is_baseline(name: str) -> bool:
+    """Whether ``name`` is one of nn.LSTM's configurations (``lstm``, ``lstm-nomkldnn``, ``lstm-cell``)."""
+    return parse_model_name(name).family == BASELINE
+
+
+def _family(name: str) -> str:
+    return parse_model_name(name).family
+
+
 def attach_speedups(rows: list[dict[str, Any]]) -> None:
-    """Set ``speedup_vs_lstm`` = LSTM ms / row ms for rows with an LSTM row of the same `SIZE_KEYS`.
+    """Set ``speedup_vs_lstm``, ``speedup_iqr`` and ``baseline`` on every row.
 
-    ``rec-*`` rows (the recurrence alone, no matrix products) get ``None``: they are not a layer's cost.
+    The baseline of a size (same `SIZE_KEYS`) is the fastest LSTM configuration measured there; the speed-up is
+    the median of the per-round ratios of the two rows' interleaved ``samples_ms`` (with their IQR), or the
+    ratio of medians for rows without paired samples. ``rec-*`` rows (the recurrence alone, no matrix products)
+    get ``None``: they are not a layer's cost.
     """
-    lstm = {tuple(r[k] for k in SIZE_KEYS): r["ms"] for r in rows if r["model"] == BASELINE}
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        base = None if row["model"].startswith("rec-") else lstm.get(tuple(row[k] for k in SIZE_KEYS))
-        row["speedup_vs_lstm"] = None if base is None else base / row["ms"]
+        groups[tuple(row[k] for k in SIZE_KEYS)].append(row)
+    for group in groups.values():
+        base = min((r for r in group if is_baseline(r["model"])), key=lambda r: r["ms"], default=None)
+        for row in group:
+            row["speedup_vs_lstm"] = row["speedup_iqr"] = row["baseline"] = None
+            if base is None or row["model"].startswith("rec-"):
+                continue
+            row["baseline"] = base["model"]
+            pair = base.get("samples_ms"), row.get("samples_ms")
+            if pair[0] and pair[1] and len(pair[0]) == len(pair[1]):
+                row["speedup_vs_lstm"], row["speedup_iqr"] = noise.ratio_summary(noise.paired_ratios(*pair))
+            else:
+                row["speedup_vs_lstm"] = base["ms"] / row["ms"]
 
 
-def _run_model(name: str, modes: list[str], case: Case, config: BenchConfig, device: torch.device,
-               copy_bw: float | None, rows: list[dict[str, Any]], skipped: list[dict[str, Any]],
-               advance: Callable[[str], None]) -> None:
-    dtype = DTYPES[case.dtype]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            bm = build_model(name, input_size=case.input_size, hidden=case.hidden, layers=case.layers,
-                             device=device, dtype=dtype, seed=config.seed)
-    except ModelUnavailable as exc:
-        for mode in modes:
-            skipped.append({**_base_row(name, case, mode, device), "reason": str(exc)})
-            advance(name)
-        return
-    build_notes = [str(w.message).splitlines()[0] for w in caught]
-    for mode in modes:
-        row = _base_row(name, case, mode, device)
+def mark_noise(rows: list[dict[str, Any]], threshold: float, broken: dict[tuple, str]) -> None:
+    """Set ``noisy`` and ``noise`` (the reasons) on every row: its own spread, its paired ratio's spread, a
+    monotonicity break of its size's baseline (``broken``, from
+    `parrnn.experiments.bench.noise.monotonicity_breaks`), or a
+    noisy baseline row."""
+    for row in rows:
+        reasons = noise.spread_reasons(row, threshold)
+        key = tuple(row[k] for k in SIZE_KEYS)
+        if key in broken:
+            reasons.append(broken[key])
+        row["noise"] = "; ".join(reasons)
+    by_model = {(row["model"], *(row[k] for k in SIZE_KEYS)): row for row in rows}
+    for row in rows:
+        base = by_model.get((row.get("baseline"), *(row[k] for k in SIZE_KEYS)))
+        if base is not None and base is not row and base["noise"] and "baseline" not in row["noise"]:
+            row["noise"] = "; ".join(filter(None, [row["noise"], f"baseline {base['model']} noisy"]))
+    for row in rows:
+        row["noisy"] = bool(row["noise"])
+
+
+def _still_noisy(threshold: float) -> Callable[[dict[str, list[float]]], bool]:
+    """The re-sampling test of one case's interleaved samples: a model's IQR, or its per-round ratio to the
+    fastest LSTM configuration's, above ``threshold`` of the median."""
+    def check(samples: dict[str, list[float]]) -> bool:
+        if any(noise.relative_iqr(s) > threshold for s in samples.values()):
+            return True
+        bases = [n for n in samples if is_baseline(n) and samples[n]]
+        if not bases:
+            return False
+        base = min(bases, key=lambda n: statistics.median(samples[n]))
+        return any(noise.relative_iqr(noise.paired_ratios(samples[base], s)) > threshold
+                   for name, s in samples.items() if name != base and not name.startswith("rec-"))
+    return check
+
+
+def _build(name: str, case: Case, config: BenchConfig, device: torch.device) -> tuple[BenchModel, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bm = build_model(name, input_size=case.input_size, hidden=case.hidden, layers=case.layers,
+                         device=device, dtype=DTYPES[case.dtype], seed=config.seed)
+    return bm, [str(w.message).splitlines()[0] for w in caught]
+
+
+def _first_call(bm: BenchModel, case: Case, mode: str) -> tuple[Callable[[], None], list[str]]:
+    """The step to time, called once (it raises here when the model cannot run this mode or dtype)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inputs = bm.make_inputs(case.seq_len, case.batch, mode == "fwdbwd" and bm.spec.family == "rec")
+        fn = make_step(bm, inputs, mode)
+        fn()
+    return fn, [str(w.message).splitlines()[0] for w in caught]
+
+
+def _row(bm: BenchModel, case: Case, mode: str, device: torch.device, t: timing.Timing, notes: list[str],
+         copy_bw: float | None) -> dict[str, Any]:
+    row = _base_row(bm.spec.name, case, mode, device)
+    row.update({"ms": t.median_ms, "ms_iqr": t.spread_ms, "repeats": len(t.samples_ms), "samples_ms": t.samples_ms,
+                "tokens_per_s": case.seq_len * case.batch / (t.median_ms / 1e3),
+                "backend": bm.resolve_backend(case.seq_len, case.batch) or bm.spec.backend})
+    stream_note = f"{t.median_ms / case.seq_len:.4g} ms/step, state carried" if mode == "stream" else ""
+    row["notes"] = _notes(stream_note, bm.notes, *notes)
+    row["bytes_per_s"] = row["bw_fraction"] = None
+    if bm.columns:
+        elements = case.seq_len * case.batch * bm.columns
+        row["bytes_per_s"] = recurrence_bytes(mode, DTYPES[case.dtype], elements) / (t.median_ms / 1e3)
+        row["bw_fraction"] = row["bytes_per_s"] / copy_bw if copy_bw else None
+    return row
+
+
+@dataclass
+class _Context:
+    """What every case of a run shares."""
+
+    config: BenchConfig
+    device: torch.device
+    copy_bw: float | None
+    skipped: list[dict[str, Any]]
+    loads: list[float | None]
+    advance: Callable[[str, Case], None]
+
+
+def _skip(ctx: _Context, entry: dict[str, Any]) -> None:
+    """Record a skipped case once (a re-sampled case meets the same unavailable model again)."""
+    if entry not in ctx.skipped:
+        ctx.skipped.append(entry)
+
+
+def _measure_case(case: Case, todo: dict[str, list[str]], ctx: _Context, repeats: int | None = None,
+                  max_rounds: int | None = None) -> list[dict[str, Any]]:
+    """Build every model of ``todo`` at ``case`` and time each mode's models in interleaved rounds
+    (``repeats`` rounds, up to ``max_rounds`` while noisy; the config's by default)."""
+    config, device = ctx.config, ctx.device
+    built: dict[str, tuple[BenchModel, list[str]]] = {}
+    for name, modes in todo.items():
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                row.update(_measure(bm, case, mode, config, device))
-        except Exception as exc:  # an unsupported dtype, out of memory...: record it and go on
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            skipped.append({**row, "reason": f"{type(exc).__name__}: {first_line}"})
-            _release(device)
-            advance(name)
+            built[name] = _build(name, case, config, device)
+        except ModelUnavailable as exc:
+            for mode in modes:
+                _skip(ctx, {**_base_row(name, case, mode, device), "reason": str(exc)})
+                ctx.advance(name, case)
+    rows = []
+    for mode in [m for m in ALL_MODES if any(m in modes for modes in todo.values())]:
+        fns, notes = {}, {}
+        for name, (bm, build_notes) in built.items():
+            if mode not in todo[name]:
+                continue
+            try:
+                fns[name], call_notes = _first_call(bm, case, mode)
+                notes[name] = build_notes + call_notes
+            except Exception as exc:  # an unsupported dtype, out of memory...: record it and go on
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                _skip(ctx, {**_base_row(name, case, mode, device), "reason": f"{type(exc).__name__}: {first_line}"})
+                _release(device)
+                ctx.advance(name, case)
+        if not fns:
             continue
-        row["backend"] = bm.resolve_backend(case.seq_len, case.batch) or bm.spec.backend
-        row["notes"] = _notes(row.get("notes", ""), bm.notes, *build_notes,
-                              *(str(w.message).splitlines()[0] for w in caught))
-        row["bytes_per_s"] = row["bw_fraction"] = None
-        if bm.columns:
-            elements = case.seq_len * case.batch * bm.columns
-            row["bytes_per_s"] = recurrence_bytes(mode, dtype, elements) / (row["ms"] / 1e3)
-            row["bw_fraction"] = row["bytes_per_s"] / copy_bw if copy_bw else None
-        rows.append(row)
-        advance(name)
-    del bm
+        load_before = noise.load_average()
+        timings = timing.interleaved(fns, device, warmup=max(config.warmup - 1, 0),
+                                     repeats=repeats or config.repeats, min_sample_s=config.min_sample_s,
+                                     max_case_s=config.max_case_s, max_rounds=max_rounds or config.max_rounds,
+                                     still_noisy=_still_noisy(config.noise_threshold))
+        load_after = noise.load_average()
+        ctx.loads += [load_before, load_after]
+        for name, t in timings.items():
+            row = _row(built[name][0], case, mode, device, t, notes[name], ctx.copy_bw)
+            mem = timing.peak_memory(fns[name], device) if config.memory else None
+            row.update(load_before=load_before, load_after=load_after,
+                       peak_mem_mb=None if mem is None else mem / 2**20)
+            rows.append(row)
+            ctx.advance(name, case)
+    del built
     _release(device)
+    return rows
+
+
+def _resample_broken(rows: list[dict[str, Any]], cases: list[tuple[Case, dict[str, list[str]]]],
+                     ctx: _Context, resampled: list[str]) -> dict[tuple, str]:
+    """Re-sample (3x the rounds) every case whose baseline breaks monotonicity in L; return the breaks left."""
+    broken = noise.monotonicity_breaks(rows, _family, SIZE_KEYS)
+    if not broken:
+        return broken
+    for case, todo in cases:
+        for mode in ALL_MODES:
+            key = tuple(_base_row("", case, mode, ctx.device)[k] for k in SIZE_KEYS)
+            redo = {name: [mode] for name, modes in todo.items() if mode in modes}
+            if key not in broken or not redo:
+                continue
+            resampled.append(f"{mode} L={case.seq_len} N={case.batch} H={case.hidden}: {broken[key]}")
+            rounds = 3 * ctx.config.repeats
+            fresh = {(r["model"], r["mode"]): r for r in _measure_case(case, redo, ctx, rounds, rounds)}
+            rows[:] = [fresh.pop((r["model"], r["mode"]), r) if tuple(r[k] for k in SIZE_KEYS) == key else r
+                       for r in rows]
+    attach_speedups(rows)
+    return noise.monotonicity_breaks(rows, _family, SIZE_KEYS)
 
 
 def run_benchmark(config: BenchConfig, *, progress: bool = True) -> BenchResult:
@@ -325,21 +473,23 @@ def _run(config: BenchConfig, progress: bool) -> BenchResult:
     wants_bw = device.type == "cuda" or any(parse_model_name(m).family == "rec"
                                             for s in config.sweeps for m in s.models)
     copy_bw = timing.copy_bandwidth(device) if wants_bw else None
-    rows: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
     bar = _progress_bar(count_runs(config), progress)
 
-    for case, todo in plan(config):
-        def advance(name: str, case: Case = case) -> None:
-            bar.set_postfix_str(f"{name} L={case.seq_len} N={case.batch} H={case.hidden} {case.dtype}")
-            bar.update(1)
-        for name, modes in todo.items():
-            _run_model(name, modes, case, config, device, copy_bw, rows, skipped, advance)
+    def advance(name: str, case: Case) -> None:
+        bar.set_postfix_str(f"{name} L={case.seq_len} N={case.batch} H={case.hidden} {case.dtype}")
+        bar.update(1)
+
+    ctx = _Context(config, device, copy_bw, [], [noise.load_average()], advance)
+    cases = plan(config)
+    rows = [row for case, todo in cases for row in _measure_case(case, todo, ctx)]
     bar.close()
     attach_speedups(rows)
-    rows = [{k: row.get(k) for k in ROW_KEYS} for row in rows]
-    return BenchResult(rows, skipped, threads, timing.memory_method(device) if config.memory else "off",
-                       copy_bw, time.perf_counter() - start)
+    resampled: list[str] = []
+    broken = _resample_broken(rows, cases, replace(ctx, advance=lambda name, case: None), resampled)
+    mark_noise(rows, config.noise_threshold, broken)
+    rows = [{k: row.get(k) for k in JSON_ROW_KEYS} for row in rows]
+    return BenchResult(rows, ctx.skipped, threads, timing.memory_method(device) if config.memory else "off",
+                       copy_bw, time.perf_counter() - start, ctx.loads, resampled)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -6,7 +6,17 @@ Time
     device is synchronized before the events are read; at least 10 samples (unless ``max_case_s`` caps a
     long case). On both, a call shorter than
     ``min_sample_s`` is repeated inside one sample (and the sample divided by the count) so tiny cases are not
-    timer noise.
+    timer noise. The models of one case are sampled in interleaved rounds (`interleaved`), so their ratios are
+    paired and a noisy case is re-sampled; see `parrnn.experiments.bench.noise` for what counts as noisy.
+
+What is hand-written here, and why not `torch.utils.benchmark.Timer`
+    ``Timer.blocked_autorange``/``adaptive_autorange`` time one statement in isolation: a burst of load during
+    it hits that model only, and two models' medians are taken minutes apart -- exactly the unpaired ratio that
+    interleaving avoids. ``Timer.timeit(n)`` runs ``max(n // 100, 2)`` warm-up calls before every measurement,
+    tripling the cost of an interleaved round of slow calls (a 2 s forward+backward). So the rounds are timed
+    here with ``perf_counter`` (CPU) or CUDA events, and `adaptive_autorange`'s idea -- keep sampling until
+    IQR/median is under a threshold -- drives the re-sampling. The statistics (median, IQR, the 10% threshold)
+    are `torch.utils.benchmark.Measurement`'s (`parrnn.experiments.bench.noise`).
 
 Peak memory
     CUDA: ``torch.cuda.max_memory_allocated`` over one extra call, minus what was allocated before it
@@ -34,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from parrnn.experiments.bench.noise import spread
+
 CUDA_MIN_REPEATS = 10
 
 
@@ -47,11 +59,8 @@ class Timing:
 
     @property
     def spread_ms(self) -> float:
-        """Interquartile range of the samples (0 for fewer than 4)."""
-        if len(self.samples_ms) < 4:
-            return 0.0
-        q = statistics.quantiles(self.samples_ms, n=4)
-        return q[2] - q[0]
+        """Interquartile range of the samples as `torch.utils.benchmark` computes it (min-max below 4)."""
+        return spread(self.samples_ms)
 
 
 def set_threads(threads: int | None) -> int:
@@ -85,28 +94,55 @@ def _sample_cuda(fn: Callable[[], object], inner: int, device: torch.device) -> 
     return start.elapsed_time(end) / inner
 
 
-def time_callable(fn: Callable[[], object], device: torch.device, *, warmup: int = 1, repeats: int = 5,
-                  min_sample_s: float = 0.02, max_case_s: float | None = None) -> Timing:
-    """Time ``fn()`` on ``device``; see the module docstring for the method.
+def _sampler(device: torch.device) -> Callable[[Callable[[], object], int], float]:
+    """``sample(fn, inner)``: ms per call over ``inner`` calls (CUDA events on CUDA, perf_counter on CPU)."""
+    if device.type == "cuda":
+        return lambda fn, inner: _sample_cuda(fn, inner, device)
+    return _sample_cpu
 
-    ``max_case_s`` caps the time spent on the samples: when the estimate shows ``repeats`` samples would take
-    longer, fewer are taken (never fewer than 3). Without it CUDA always takes at least 10.
+
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, *, warmup: int = 1, repeats: int = 5,
+                min_sample_s: float = 0.02, max_case_s: float | None = None, max_rounds: int | None = None,
+                still_noisy: Callable[[dict[str, list[float]]], bool] | None = None) -> dict[str, Timing]:
+    """Time several callables in interleaved rounds: round ``r`` takes one sample of each (in an order rotated
+    by ``r``), so that a burst of load hits all of them and per-round ratios are paired.
+
+    After ``repeats`` rounds (CUDA: at least 10), rounds go on while ``still_noisy(samples)`` says so, up to
+    ``max_rounds`` (default ``3 * repeats``), the way `torch.utils.benchmark.Timer.adaptive_autorange` keeps
+    sampling until the IQR is small. ``max_case_s`` caps the timed seconds per callable (never fewer than 3
+    rounds) and the re-sampling gets as much again.
     """
     device = torch.device(device)
-    sample = (lambda inner: _sample_cuda(fn, inner, device)) if device.type == "cuda" else (
-        lambda inner: _sample_cpu(fn, inner))
+    sample = _sampler(device)
     repeats = max(repeats, CUDA_MIN_REPEATS) if device.type == "cuda" else max(repeats, 1)
-    for _ in range(warmup):  # first calls pay for one-time setup (allocator, oneDNN/cuDNN plans, JIT builds)
-        fn()
-    estimate_ms = sample(1)
-    inner = 1
-    if estimate_ms < min_sample_s * 1e3:
-        inner = max(1, math.ceil(min_sample_s * 1e3 / max(estimate_ms, 1e-6)))
+    max_rounds = max(max_rounds or 3 * repeats, repeats)
+    inner: dict[str, int] = {}
+    round_ms = 0.0
+    for name, fn in fns.items():
+        for _ in range(warmup):  # first calls pay for one-time setup (allocator, oneDNN/cuDNN plans, JIT builds)
+            fn()
+        estimate_ms = sample(fn, 1)
+        inner[name] = max(1, math.ceil(min_sample_s * 1e3 / max(estimate_ms, 1e-6)))
+        round_ms = max(round_ms, estimate_ms * inner[name])
     if max_case_s is not None:
-        affordable = int(max_case_s * 1e3 / max(estimate_ms * inner, 1e-6))
+        affordable = int(max_case_s * 1e3 / max(round_ms, 1e-6))
         repeats = max(min(repeats, affordable), min(3, repeats))
-    samples = [sample(inner) for _ in range(repeats)]
-    return Timing(statistics.median(samples), samples, inner)
+        max_rounds = max(min(max_rounds, 2 * affordable), repeats)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(max_rounds):
+        if r >= repeats and (still_noisy is None or not still_noisy(samples)):
+            break
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(sample(fns[name], inner[name]))
+    return {name: Timing(statistics.median(samples[name]), samples[name], inner[name]) for name in fns}
+
+
+def time_callable(fn: Callable[[], object], device: torch.device, *, warmup: int = 1, repeats: int = 5,
+                  min_sample_s: float = 0.02, max_case_s: float | None = None) -> Timing:
+    """Time ``fn()`` on ``device`` alone (`interleaved` with one callable and no re-sampling)."""
+    return interleaved({"fn": fn}, device, warmup=warmup, repeats=repeats, min_sample_s=min_sample_s,
+                       max_case_s=max_case_s, max_rounds=repeats)["fn"]
 
 
 def _read_status_kib(key: str) -> int | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import torch
@@ -90,6 +90,22 @@ class ListDataset:
         return collate([self.examples[i] for i in indices], self.pad_value)
 
 
+class Subset:
+    """The examples of ``dataset`` at ``indices``, renumbered ``0 .. len(indices) - 1`` (a validation split
+    carved from a training split, or the training part that is left)."""
+
+    def __init__(self, dataset: SequenceDataset, indices: Sequence[int]) -> None:
+        if not indices:
+            raise ValueError("a subset needs at least one index")
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        return self.dataset.batch([self.indices[i] for i in indices])
+
+
 class GeneratedDataset:
     """``size`` examples computed on demand: example ``i`` is ``make(rng)`` with ``rng`` seeded by
     ``(seed, i)``.
@@ -137,6 +153,8 @@ class Task:
     Attributes:
         name: task name (``"adding"``, ``"copy"``, ...).
         train, test: indexed datasets; ``test`` is the held-out split used for evaluation.
+        valid: a validation split carved from the training data (`with_validation`), or ``None``; when set,
+            evaluations during training read it and the test split is read once, at the end.
         input_size: features per time step (ignored when ``vocab_size`` is set: inputs are token ids).
         vocab_size: number of token ids for token inputs, else ``None``.
         num_outputs: 1 for regression, else the number of classes.
@@ -167,6 +185,7 @@ class Task:
     max_length: int | None = None
     stateful: bool = False
     description: str = ""
+    valid: SequenceDataset | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -193,3 +212,66 @@ class Task:
             pred, targets = pred[:, -self.metric_positions :], targets[:, -self.metric_positions :]
         correct = pred.argmax(-1) == targets
         return float(correct.sum()), correct.numel()
+
+
+def with_validation(task: Task, fraction: float) -> Task:
+    """``task`` with the last ``fraction`` of its training examples (segments, for streams) moved to ``valid``.
+
+    The test split is untouched: choosing anything (a learning rate, a step) on ``valid`` never looks at it.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    size = len(task.train)
+    n_valid = max(1, round(size * fraction))
+    if n_valid >= size:
+        raise ValueError(f"a training split of {size} leaves nothing to train on after {n_valid} for validation")
+    train = Subset(task.train, range(size - n_valid))
+    valid = Subset(task.train, range(size - n_valid, size))
+    return replace(task, train=train, valid=valid,
+                   description=f"{task.description}; validation: last {n_valid} of {size} training "
+                               f"{'segments' if task.stateful else 'examples'}")
+
+
+@dataclass
+class TrivialBaseline:
+    """The best input-independent predictor fitted on the training split, scored on ``split``.
+
+    ``kind``: ``mean`` (regression: predict the training targets' mean), ``unigram`` (per-step tasks: predict
+    the training token frequencies) or ``majority`` (classification: predict the class frequencies; its
+    accuracy is the majority class's). ``loss`` is in the task's loss units (MSE or nats), ``metric`` in the
+    task's metric.
+    """
+
+    kind: str
+    loss: float
+    metric: float
+    metric_name: str
+    split: str
+
+    def describe(self) -> str:
+        """One line for reports: ``unigram predictor: loss 3.21, bpc 4.63 (valid split)``."""
+        return (f"{self.kind} predictor (fitted on train): loss {self.loss:.4g}, {self.metric_name} "
+                f"{self.metric:.4g} on the {self.split} split")
+
+
+def _targets(dataset: SequenceDataset, limit: int) -> Tensor:
+    """The targets of the first ``limit`` examples (segments) of ``dataset``, concatenated along the batch."""
+    count = min(limit, len(dataset))
+    return torch.cat([dataset.batch(list(range(start, min(start + 256, count)))).targets
+                      for start in range(0, count, 256)])
+
+
+def trivial_baseline(task: Task, limit: int = 5000) -> TrivialBaseline:
+    """The task's trivial baseline: fit on (up to ``limit`` examples of) the training split, score on the
+    validation split (the test split when the task has none) with the task's own loss and metric."""
+    split, held_out = ("valid", task.valid) if task.valid is not None else ("test", task.test)
+    train_y, y = _targets(task.train, limit), _targets(held_out, limit)
+    if task.metric == "mse":
+        kind, pred = "mean", torch.full(y.shape, float(train_y.float().mean()))
+    else:
+        counts = torch.bincount(train_y.reshape(-1), minlength=task.num_outputs).double() + 1.0  # add-one
+        log_p = (counts / counts.sum()).log().float()
+        kind = "unigram" if task.readout == "every" else "majority"
+        pred = log_p.expand(*y.shape, task.num_outputs)
+    total, count = task.metric_sum(pred, y)
+    return TrivialBaseline(kind, float(task.loss(pred, y)), total / count, task.metric, split)

@@ -27,6 +27,9 @@ CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn":
 MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "sliced-gru", "sliced-lstm", "sliced-sru")
 #: Models of stateful (language-model) tasks: their state is carried from one segment to the next.
 STATEFUL_MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "srupp", "transformer")
+#: The standard initialization of an LSTM's forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015), applied
+#: to every ``lstm`` model unless ``memory_bias`` sets another value: torch's default draws it around 0.
+LSTM_FORGET_BIAS = 1.0
 
 
 @dataclass
@@ -290,21 +293,26 @@ def build_model(task: Task, spec: ModelSpec) -> nn.Module:
     model = LanguageModel(task, spec) if task.stateful else SequenceModel(task, spec)
     if spec.memory_bias is not None:
         set_memory_bias(model, spec.memory_bias)
+    else:
+        set_memory_bias(model, LSTM_FORGET_BIAS, only=(nn.LSTM,))
     return model
 
 
-def set_memory_bias(model: nn.Module, value: float) -> None:
+
+def set_memory_bias(model: nn.Module, value: float, only: tuple[type, ...] | None = None) -> None:
     """Set the bias of every recurrent "keep the old state" gate in ``model`` to ``value``.
 
     The gate is LSTM's forget gate ``f``, GRU's update gate ``z`` and SRU's forget gate ``f``: a large value
     (e.g. 3-5) starts the network with long memory (``sigmoid(5)`` keeps 99.3% per step), the standard
     "forget-gate bias" / chrono-style initialization for long-range tasks. Applies to every layer, including
-    those inside sliced models.
+    those inside sliced models. ``only``: restrict it to modules of these types (e.g. ``(nn.LSTM,)``).
     """
     from parrnn.sru import SRUCell
 
     with torch.no_grad():
         for module in model.modules():
+            if only is not None and not isinstance(module, only):
+                continue
             if isinstance(module, (nn.LSTM, nn.GRU)):  # gate order: LSTM (i, f, g, o), GRU (r, z, n)
                 gate = slice(module.hidden_size, 2 * module.hidden_size)
                 for name, param in module.named_parameters():

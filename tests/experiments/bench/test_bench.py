@@ -55,8 +55,9 @@ def test_json_schema(smoke_run: tuple[Path, str]) -> None:
     assert rows
     for row in rows:
         assert set(REQUIRED) <= set(row)
-        assert list(row) == list(ROW_KEYS)
-        assert row["ms"] > 0 and row["tokens_per_s"] > 0
+        assert list(row) == [*ROW_KEYS, "samples_ms"]
+        assert row["ms"] > 0 and row["tokens_per_s"] > 0 and len(row["samples_ms"]) == row["repeats"]
+        assert isinstance(row["noisy"], bool) and row["ms_iqr"] >= 0
     lstm = [r for r in rows if r["model"] == "lstm"]
     assert len(lstm) == 2 * 2  # two lengths x two modes
     assert all(r["speedup_vs_lstm"] == pytest.approx(1.0) for r in lstm)
@@ -74,6 +75,8 @@ def test_json_schema(smoke_run: tuple[Path, str]) -> None:
     assert any(machine["gemm_choices"]) == any(ok for ok, _ in machine["gemm_engines"].values())  # SRU ran
     assert meta["copy_bytes_per_s"] > 0
     assert meta["threads"] == 1
+    assert set(meta["load"]) == {"loaded", "max_1min_load", "threads", "samples"}
+    assert meta["noisy_rows"] == sum(r["noisy"] for r in rows)
 
 
 def test_unavailable_model_is_skipped_with_reason(smoke_run: tuple[Path, str]) -> None:
@@ -125,19 +128,26 @@ def test_cuda_device_without_cuda_is_an_error(capsys: pytest.CaptureFixture) -> 
 
 
 def test_dry_run_lists_the_plan(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["--preset", "issue3", "--dry-run"]) == 0
+    assert cli.main(["--preset", "lstm-comparison", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "L=[256]" in out and "8 runs on cpu" in out
+    assert "L=[256]" in out and "10 runs on cpu" in out
+
+
+def test_old_preset_name_still_works_and_warns(capsys: pytest.CaptureFixture) -> None:
+    with pytest.warns(FutureWarning, match="'issue3' is deprecated; use 'lstm-comparison'"):
+        assert cli.main(["--preset", "issue3", "--dry-run"]) == 0
+    assert "lstm-comparison: models=" in capsys.readouterr().out
 
 
 def test_presets_are_valid_and_default_is_small() -> None:
     for name in presets.PRESET_NAMES:
         for sweep in presets.preset(name)["sweeps"]:
             sweep.validate()
-    issue3 = presets.preset("issue3")
-    (sweep,) = issue3["sweeps"]
-    assert (sweep.seq_lens, sweep.batches, sweep.hiddens, sweep.layers, sweep.dtypes, issue3["threads"]) == (
+    comparison = presets.preset("lstm-comparison")
+    (sweep,) = comparison["sweeps"]
+    assert (sweep.seq_lens, sweep.batches, sweep.hiddens, sweep.layers, sweep.dtypes, comparison["threads"]) == (
         [256], [32], [512], [2], ["float32"], 2)
+    assert {"lstm", "lstm-nomkldnn", "sru26"} <= set(sweep.models)
     default = presets.preset("default")
     assert count_runs(BenchConfig(sweeps=default["sweeps"])) <= 24
 
@@ -152,7 +162,8 @@ def test_model_names() -> None:
 
 
 def test_build_model_runs_each_family() -> None:
-    for name in ("lstm", "gru", "sru-reference-v2", "rec-reference-v2", "qrnn", "mingru", "minlstm", "hgrn"):
+    for name in ("lstm", "lstm-nomkldnn", "lstm-cell", "gru", "gru-nomkldnn", "sru-reference-v2",
+                 "rec-reference-v2", "qrnn", "mingru", "minlstm", "hgrn"):
         bm = build_model(name, input_size=6, hidden=4, layers=1, device="cpu", dtype=torch.float32)
         out = bm.run(*bm.make_inputs(5, 3, False))
         assert out.shape[:2] == (5, 3)
@@ -181,21 +192,24 @@ def test_streaming_target_is_checked() -> None:
             "mode": "stream"}
     rows = [{**size, "seq_len": length, "model": model, "ms": ms}
             for length, model, ms in ((1, "lstm", 1.0), (1, "sru", 0.4), (16, "lstm", 2.0), (16, "sru", 1.5))]
+    attach_speedups(rows)
     results = check_targets(rows)
-    assert [(r.issue, r.case.split()[2], r.passed) for r in results] == [(14, "L=1", True), (14, "L=16", False)]
+    assert [(r.group, r.case.split()[2], r.verdict) for r in results] == [
+        ("streaming", "L=1", "PASS"), ("streaming", "L=16", "FAIL")]
 
 
-def test_issue3_targets_are_checked() -> None:
+def test_lstm_comparison_targets_are_checked() -> None:
     size = {"device": "cpu", "dtype": "float32", "seq_len": 256, "batch": 32, "hidden": 512,
             "input_size": 512, "layers": 2}
     rows = [{**size, "mode": mode, "model": model, "ms": ms} for mode, model, ms in (
         ("fwdbwd", "lstm", 645.0), ("fwdbwd", "sru26", 897.0), ("fwdbwd", "sru-cpu-v2", 290.0),
         ("fwd", "lstm", 172.0), ("fwd", "sru-cpu-v2", 130.0))]
+    attach_speedups(rows)
     results = check_targets(rows)
-    assert [(r.issue, r.baseline, r.passed) for r in results] == [
-        (3, "lstm", True), (3, "sru26", True), (3, "lstm", False),  # fwd: 172 / 130 = 1.32 < 1.5
-        (14, "lstm", False), (14, "lstm", True)]  # fwd 1.32 < 2; fwd+bwd 645 / 290 = 2.22 >= 2.2
-    assert results[1].value == pytest.approx(897 / 290)
+    assert [(r.group, r.baseline, r.verdict) for r in results] == [
+        ("lstm-comparison", "lstm", "PASS"), ("lstm-comparison", "lstm", "PASS"),  # 645 / 290 = 2.22 >= 2.2
+        ("lstm-comparison", "sru26", "PASS"), ("lstm-comparison", "lstm", "FAIL")]  # fwd: 172 / 130 = 1.32 < 2
+    assert results[2].value == pytest.approx(897 / 290)
 
 
 def test_timing_and_memory_helpers() -> None:
@@ -235,7 +249,7 @@ def test_streaming_mode_carries_the_state() -> None:
     (sweep,) = stream["sweeps"]
     assert (sweep.seq_lens, sweep.batches, sweep.hiddens, sweep.layers, sweep.modes) == (
         [1, 16], [1], [512], [2], ["stream"])
-    assert {"lstm", "sru", "sru26"} <= set(sweep.models)
+    assert {"lstm", "lstm-nomkldnn", "lstm-cell", "sru", "sru26"} <= set(sweep.models)
 
     class Counter(torch.nn.Module):  # returns (output, state + 1), records the state it was given
         def __init__(self) -> None:
