@@ -104,3 +104,11 @@ def test_import_parrnn_loads_no_tool_and_no_optional_package():
     assert not {m for m in added if m.startswith("parrnn.experiments")}
     optional = {"matplotlib", "cupy", "onnx", "onnxruntime", "onnxscript", "tqdm", "pandas", "numpy.testing"}
     assert not {m for m in added if m.split(".")[0] in optional}
+
+
+def test_benchmarks_take_their_baselines_from_the_shared_module_not_from_the_tasks():
+    graph = _graph()
+    bench = {m: sorted(d for d in deps if d.startswith("parrnn.experiments.tasks"))
+             for m, deps in graph.items() if m.startswith("parrnn.experiments.bench")}
+    assert not {m: d for m, d in bench.items() if d}
+    assert "parrnn.experiments.baselines" in graph["parrnn.experiments.bench.models"]

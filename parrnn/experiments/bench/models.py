@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from parrnn.experiments.baselines import CausalTransformer, LSTMCells, attention_sizes
+
 PARRNN_BACKENDS = ("auto", "reference", "cpu", "cuda", "scan")
 SLICED_CELLS = ("gru", "lstm", "sru")
 SLICES, LEVELS = 8, 2
@@ -213,7 +215,6 @@ def _build_sliced(spec: ModelName, input_size: int, hidden: int, layers: int, de
 def _build_srupp(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
                  dtype: torch.dtype) -> BenchModel:
     parrnn = _import_parrnn()
-    from parrnn.experiments.tasks.models import attention_sizes
     proj, heads = attention_sizes(hidden)
     module = parrnn.SRUpp(input_size, hidden, proj, layers, num_heads=heads, backend=spec.backend).to(
         device=device, dtype=dtype)
@@ -225,7 +226,6 @@ def _build_srupp(spec: ModelName, input_size: int, hidden: int, layers: int, dev
 
 def _build_transformer(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
                        dtype: torch.dtype) -> BenchModel:
-    from parrnn.experiments.tasks.models import CausalTransformer
     module = CausalTransformer(input_size, hidden, layers).to(device=device, dtype=dtype)
     randn = _randn(device, dtype)
     return BenchModel(spec, module, lambda length, batch, grad: (randn(length, batch, input_size),), module,
@@ -308,26 +308,6 @@ class NoOneDNN(nn.Module):
     def forward(self, *args: object) -> object:
         with torch.backends.mkldnn.flags(enabled=False):
             return self.inner(*args)
-
-
-class LSTMCells(nn.Module):
-    """``layers`` ``nn.LSTMCell`` looped over time: ``forward(x (L, N, D), (h0, c0) | None)`` returns
-    ``(output (L, N, H), (h_n, c_n))`` with ``h_n``, ``c_n`` ``(layers, N, H)``, like ``nn.LSTM``."""
-
-    def __init__(self, input_size: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        self.cells = nn.ModuleList(nn.LSTMCell(input_size if i == 0 else hidden, hidden) for i in range(layers))
-
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        h = [None] * len(self.cells) if state is None else list(state[0].unbind(0))
-        c = [None] * len(self.cells) if state is None else list(state[1].unbind(0))
-        outputs = []
-        for x_t in x.unbind(0):
-            for i, cell in enumerate(self.cells):
-                h[i], c[i] = cell(x_t, None if h[i] is None else (h[i], c[i]))
-                x_t = h[i]
-            outputs.append(x_t)
-        return torch.stack(outputs), (torch.stack(h), torch.stack(c))
 
 
 def _build_torch_rnn(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from parrnn.experiments.baselines import CausalTransformer, attention_sizes
 from parrnn.experiments.tasks.base import Task
 
 #: parrnn's diagonal-recurrence cells by model name
@@ -185,30 +186,6 @@ class SequenceModel(nn.Module):
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.forward_features(self.features(inputs), lengths)
-
-
-def attention_sizes(hidden: int) -> tuple[int, int]:
-    """``(proj_size, num_heads)`` used for SRU++ of width ``hidden``: P = H/4 (as in Lei 2021), heads of width 64
-    (one head when P is not a multiple of 64)."""
-    proj = max(1, hidden // 4)
-    return proj, (proj // 64 if proj % 64 == 0 else 1)
-
-
-class CausalTransformer(nn.Module):
-    """The Transformer baseline: (input projection,) ``num_layers`` pre-norm causal ``nn.TransformerEncoderLayer``
-    of width ``hidden``, heads of width 64 (one head below), feed-forward ``4 * hidden``; time-major
-    ``(L, N, input_size)`` -> ``(L, N, hidden)``, step t sees steps <= t only."""
-
-    def __init__(self, input_size: int, hidden: int, num_layers: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = hidden // 64 if hidden % 64 == 0 else 1
-        self.input = nn.Linear(input_size, hidden) if input_size != hidden else nn.Identity()
-        layer = nn.TransformerEncoderLayer(hidden, self.num_heads, 4 * hidden, dropout=dropout, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = nn.Transformer.generate_square_subsequent_mask(x.size(0), device=x.device, dtype=x.dtype)
-        return self.encoder(self.input(x), mask=mask, is_causal=True)
 
 
 def _detach(state):
