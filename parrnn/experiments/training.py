@@ -78,7 +78,7 @@ class TrainConfig:
     warmup: int = _opt(0, "linear warm-up steps")
     clip_grad: float = _opt(1.0, "clip the gradient norm to this value (0: off)")
     eval_every: int = _opt(200, "evaluate every N steps (and at the end)")
-    eval_size: int | None = _opt(1000, "held-out examples per evaluation (default: all)")
+    eval_size: int | None = _opt(1000, "held-out examples per evaluation")
     eval_batch_size: int = _opt(256, "batch size for evaluation")
     valid_fraction: float = _opt(0.0, "carve this last fraction of the training split as a validation split: "
                                       "evaluations during training read it, the test split is read once at the end "
