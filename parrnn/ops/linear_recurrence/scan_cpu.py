@@ -16,6 +16,7 @@ from torch import Tensor
 from parrnn.ops.launch import SUFFIX, ptr, require_device
 from parrnn.ops.linear_recurrence import cpu_library
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
+from parrnn.ops.linear_recurrence.sequential_cpu import backward_buffers
 from parrnn.ops.sru.scan_cpu import cpu_chunk_bounds
 
 __all__ = ["availability", "backward", "chunk_bounds", "forward", "linear_recurrence"]
@@ -61,11 +62,7 @@ def backward(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h: Tensor, h0: Tensor 
     """``(grad_a, grad_b, grad_h0)`` as `sequential_cpu.backward` (``bounds`` count steps from the end)."""
     require_device(a.device, ("cpu",), "linear_recurrence scan (cpu)")
     length, batch, cols = a.shape
-    acc = state_dtype_for(a.dtype)
-    grad_h = grad_h.to(a.dtype).contiguous()
-    grad_h_n = grad_h_n.to(acc).contiguous()
-    grad_a, grad_b = torch.empty_like(a), torch.empty_like(a)
-    grad_h0 = torch.empty((batch, cols), dtype=acc)
+    grad_h, grad_h_n, grad_a, grad_b, grad_h0 = backward_buffers(a, grad_h, grad_h_n)
     threads = torch.get_num_threads() if threads is None else threads
     bounds = chunk_bounds(length, threads, "backward") if bounds is None else bounds
     fn = getattr(cpu_library.load(), f"linrec_scan_cpu_backward_{SUFFIX[a.dtype]}")

@@ -60,6 +60,15 @@ def forward(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, rev
     return h, h_n
 
 
+def backward_buffers(a: Tensor, grad_h: Tensor, grad_h_n: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """What both CPU backwards hand the kernels: ``grad_h`` (L, N, C) in ``a``'s dtype and ``grad_h_n`` (N, C) in
+    the state dtype, contiguous, and the outputs ``grad_a``, ``grad_b`` (like ``a``) and ``grad_h0`` (N, C)."""
+    acc = state_dtype_for(a.dtype)
+    grad_a, grad_b = torch.empty_like(a), torch.empty_like(a)
+    grad_h0 = torch.empty(a.shape[1:], dtype=acc)
+    return grad_h.to(a.dtype).contiguous(), grad_h_n.to(acc).contiguous(), grad_a, grad_b, grad_h0
+
+
 def backward(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h: Tensor, h0: Tensor | None, lengths: Tensor | None,
              reverse: bool, threads: int | None = None, block: int | None = None
              ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -68,11 +77,7 @@ def backward(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h: Tensor, h0: Tensor 
     `forward`."""
     require_device(a.device, ("cpu",), "linear_recurrence sequential (cpu)")
     length, batch, cols = a.shape
-    acc = state_dtype_for(a.dtype)
-    grad_h = grad_h.to(a.dtype).contiguous()
-    grad_h_n = grad_h_n.to(acc).contiguous()
-    grad_a, grad_b = torch.empty_like(a), torch.empty_like(a)
-    grad_h0 = torch.empty((batch, cols), dtype=acc)
+    grad_h, grad_h_n, grad_a, grad_b, grad_h0 = backward_buffers(a, grad_h, grad_h_n)
     threads = threads_for(length, batch * cols) if threads is None else threads
     block = block_columns(batch * cols, threads) if block is None else block
     fn = getattr(cpu_library.load(), f"linrec_cpu_backward_{SUFFIX[a.dtype]}")
