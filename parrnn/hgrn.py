@@ -3,7 +3,7 @@ NeurIPS, arXiv:2311.04823), the real-valued layer.
 
 Every gate depends only on the input and the forget gate of layer $k$ is bounded below by $\gamma^k$, which grows
 with depth (a cumulative softmax over the layers of one learnable parameter): lower layers may forget fast, upper
-layers keep long-term memory. The recurrence is run by [parrnn.ops.linear_recurrence][].
+layers keep long-term memory. The recurrence is run by `parrnn.ops.linear_recurrence`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class HGRN(DiagonalRNN):
         bidirectional: add a direction that runs backwards in time. Default: ``False``.
         lower_bound: use the learned lower bounds $\gamma^k$ (``False``: $\gamma^k = 0$ for every layer).
             Default: ``True``.
-        backend: the [parrnn.ops.linear_recurrence][] backend. Default: ``"auto"``.
+        backend: the `parrnn.ops.linear_recurrence` backend. Default: ``"auto"``.
 
     Inputs: input, hx, lengths
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a

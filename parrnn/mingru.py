@@ -1,7 +1,7 @@
 r"""minGRU and minLSTM (Feng et al., 2024, "Were RNNs All We Needed?", arXiv:2410.01201).
 
 Both drop the previous state from every gate, so a layer is the linear recurrence
-$h_t = a_t \odot h_{t-1} + b_t$ that [parrnn.ops.linear_recurrence][] runs fused. The paper trains them in a
+$h_t = a_t \odot h_{t-1} + b_t$ that `parrnn.ops.linear_recurrence` runs fused. The paper trains them in a
 "parallel mode" in log space (a ``logcumsumexp`` scan, Heinsen 2023) because its scan is written with cumulative
 sums and products; the fused op multiplies step by step, so parrnn runs the paper's equations directly, without
 logarithms (``docs/cells.md`` compares the accuracy of both forms against float64).
@@ -155,7 +155,7 @@ class MinGRU(DiagonalRNN):
             [parrnn.mingru.g][] of the candidate, which the log-space form needs). Default: ``"identity"``.
         proj_size: if > 0, each layer's output is ``h W_out`` with ``W_out`` ``(dirs * H, dirs * proj_size)``
             (the reference code's ``to_out`` after an ``expansion_factor``). Default: 0.
-        backend: the [parrnn.ops.linear_recurrence][] backend (``"auto"``, ``"reference"``, ``"sequential"``,
+        backend: the `parrnn.ops.linear_recurrence` backend (``"auto"``, ``"reference"``, ``"sequential"``,
             ``"scan"``). Default: ``"auto"``.
 
     Inputs: input, hx, lengths
@@ -258,9 +258,8 @@ class MinLSTM(MinGRU):
     0). $g$, ``proj_size`` and the rest as in [MinGRU][parrnn.MinGRU]; ``MinLSTM.from_mingru_pytorch`` converts
     ``minGRU_pytorch.minLSTM`` modules.
 
-    Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, activation, proj_size,
-            backend: as in [MinGRU][parrnn.MinGRU].
+    Arguments (``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``,
+    ``bidirectional``, ``activation``, ``proj_size``, ``backend``) are as in [MinGRU][parrnn.MinGRU].
 
     Inputs: input, hx, lengths
         As in [MinGRU][parrnn.MinGRU]: **input** ``(L, N, H_in)`` (batch first with ``batch_first``) or a

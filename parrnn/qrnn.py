@@ -2,7 +2,7 @@ r"""Quasi-recurrent neural networks (Bradbury, Merity, Xiong and Socher, 2017, "
 Networks", ICLR, arXiv:1611.01576).
 
 A QRNN layer computes its candidate and gates with a convolution over time of width 1 or 2 (one matrix product
-for all steps) and pools them with an elementwise recurrence that [parrnn.ops.linear_recurrence][] runs fused.
+for all steps) and pools them with an elementwise recurrence that `parrnn.ops.linear_recurrence` runs fused.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class QRNN(DiagonalRNN):
         pooling: ``"f"``, ``"fo"`` or ``"ifo"``. Default: ``"fo"``.
         window: convolution width, 1 or 2. Default: 1.
         zoneout: probability of keeping a unit's state at a step (training only). Default: 0.
-        backend: the [parrnn.ops.linear_recurrence][] backend. Default: ``"auto"``.
+        backend: the `parrnn.ops.linear_recurrence` backend. Default: ``"auto"``.
 
     Inputs: input, hx, lengths
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a

@@ -25,7 +25,7 @@ from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype
 
 class RecurrenceArgs(NamedTuple):
     """The inputs of one SRU recurrence, as every backend takes them (shapes and equations:
-    [parrnn.ops.sru.reference][]):
+    [parrnn.ops.sru.reference][parrnn.ops.sru.reference.sru_recurrence]):
 
     * ``u (L, N, K, C)``: the projections, ``K = 3`` (candidate, forget, reset) or ``K = 4`` (+ highway input);
     * ``x (L, N, C) | None``: the highway input for ``K = 3`` (``None``: no highway; must be ``None`` for ``K = 4``);
