@@ -7,7 +7,6 @@ sequential is an elementwise recurrence, run by a fused kernel (`parrnn.ops`).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -381,67 +380,17 @@ class SRU(nn.Module):
 
     @classmethod
     def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRU:
-        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module.
+        """Build a parrnn ``SRU`` with the same configuration and weights as an ``sru.SRU`` (2.6) module (see
+        [parrnn.compat.convert.sru_from_sru][])."""
+        from parrnn.compat import convert
 
-        Every module ``sru`` 2.6 builds converts exactly, including its per-layer projection rule (``sru`` drops
-        the projection on layers where ``projection_size`` is not smaller than the layer's sizes). Raises
-        ``ValueError`` for what parrnn cannot reproduce exactly: ``custom_m``, ``proj_input_to_hidden_first``,
-        and a ``v1`` module whose ``weight_c`` is not zero (``sru`` would use it; parrnn's v1 has none).
-        """
-        cells = list(module.rnn_lst)
-        first = cells[0]
-        if getattr(module, "input_to_hidden", None) is not None:
-            raise ValueError("sru.SRU(proj_input_to_hidden_first=True) is not supported by parrnn.SRU "
-                             "(parrnn.compat.sru.SRU supports it)")
-        if any(getattr(c, "custom_m", None) is not None for c in cells):
-            raise ValueError("sru.SRU(custom_m=...) is not supported by parrnn")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            new = cls(
-                module.input_size, module.hidden_size, module.num_layers, bidirectional=module.bidirectional,
-                dropout=first.dropout, rnn_dropout=first.rnn_dropout, layer_norm=first.layer_norm is not None,
-                normalize_after=first.normalize_after, highway_bias=first.highway_bias, rescale=first.rescale,
-                use_tanh=first.activation_type == 1, projection_size=[c.projection_size for c in cells],
-                version="v1" if first.v1 else "v2", has_skip_term=first.has_skip_term, batch_first=batch_first,
-                backend=backend)
-        new.to(device=first.weight.device, dtype=first.weight.dtype)
-        new.load_sru_state_dict(module.state_dict())
-        return new
+        return convert.sru_from_sru(cls, module, backend=backend, batch_first=batch_first)
 
     def load_sru_state_dict(self, state_dict: dict[str, Tensor], scale_x: list[float] | None = None) -> None:
-        """Load an ``sru.SRU`` 2.6 ``state_dict`` (keys ``rnn_lst.{i}.weight``, ``weight_c``, ``bias``, ...).
+        """Load an ``sru.SRU`` 2.6 ``state_dict`` (see [parrnn.compat.convert.load_sru_state_dict][])."""
+        from parrnn.compat import convert
 
-        ``sru`` stores the projection columns interleaved as (direction, unit, matrix); parrnn stores them as
-        (matrix, direction, unit), so they are permuted here. Each layer's highway scale comes from ``scale_x``
-        if given, else from the state_dict's ``rnn_lst.{i}.scale_x`` buffer (what ``sru`` uses), else it is
-        recomputed from the configuration. A v1 layer's ``weight_c`` must be zero (``ValueError`` otherwise).
-        """
-        for i, layer in enumerate(self.layers):
-            prefix = f"rnn_lst.{i}."
-            weight = _require(state_dict, prefix + "weight")
-            fan_in, k, c = layer.weight.size(0), layer.num_matrices, layer.output_size
-            if tuple(weight.shape) != (fan_in, k * c):
-                raise ValueError(f"{prefix}weight has shape {tuple(weight.shape)}, expected {(fan_in, k * c)}")
-            if layer.weight_c is None and prefix + "weight_c" in state_dict and state_dict[prefix + "weight_c"].any():
-                raise ValueError(f"{prefix}weight_c is not zero, but this layer is v1 (no peephole): sru would use "
-                                 "those weights, parrnn's v1 cannot; load it into a version='v2' layer")
-            dirs, hidden = layer.num_directions, layer.hidden_size
-            permuted = weight.view(fan_in, dirs, hidden, k).permute(0, 3, 1, 2).reshape(fan_in, k * c)
-            with torch.no_grad():
-                layer.weight.copy_(permuted)
-                layer.bias.copy_(_require(state_dict, prefix + "bias").view(2, c))
-                if layer.weight_c is not None:
-                    layer.weight_c.copy_(_require(state_dict, prefix + "weight_c").view(2, c))
-                if layer.weight_proj is not None:
-                    layer.weight_proj.copy_(_require(state_dict, prefix + "weight_proj"))
-                if layer.layer_norm is not None:
-                    layer.layer_norm.weight.copy_(_require(state_dict, prefix + "layer_norm.weight"))
-                    layer.layer_norm.bias.copy_(_require(state_dict, prefix + "layer_norm.bias"))
-            if layer.rescale and layer.has_skip_term:
-                if scale_x is not None:
-                    layer.scale_x = float(scale_x[i])
-                elif prefix + "scale_x" in state_dict:
-                    layer.scale_x = float(state_dict[prefix + "scale_x"])
+        convert.load_sru_state_dict(self, state_dict, scale_x)
 
 
 def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> list[int]:
@@ -452,9 +401,3 @@ def _per_layer(value: int | Sequence[int], num_layers: int, name: str) -> list[i
     if len(values) != num_layers:
         raise ValueError(f"{name} must be an int or have one entry per layer ({num_layers}), got {value!r}")
     return values
-
-
-def _require(state_dict: dict[str, Tensor], key: str) -> Tensor:
-    if key not in state_dict:
-        raise KeyError(f"sru state_dict has no {key!r}; keys: {sorted(state_dict)[:8]}...")
-    return state_dict[key]

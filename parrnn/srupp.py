@@ -503,19 +503,6 @@ def _check_attn_mask(attn_mask: Tensor | str | None, length: int, memory_length:
                         f"got {attn_mask.dtype}")
 
 
-def _placement(attention: list[bool]) -> dict[str, int]:
-    """The `attention_every_n_layers` / `attention_last_n_layers` option giving this per-layer pattern."""
-    layers = len(attention)
-    for n in range(1, layers + 2):
-        if attention == [(i + 1) % n == 0 for i in range(layers)]:
-            return {"attention_every_n_layers": n}
-    for n in range(layers + 1):
-        if attention == [layers - i <= n for i in range(layers)]:
-            return {"attention_last_n_layers": n}
-    raise ValueError(f"attention layers {attention} match neither attention_every_n_layers nor "
-                     "attention_last_n_layers")
-
-
 class SRUpp(nn.Module):
     r"""A stack of SRU++ layers (Lei, 2021), with the semantics and parameters of `sru` 3.0.0.dev6's `SRUpp`.
 
@@ -717,64 +704,17 @@ class SRUpp(nn.Module):
 
     @classmethod
     def from_sru(cls, module: nn.Module, *, backend: str = "auto", batch_first: bool = False) -> SRUpp:
-        """Build an `SRUpp` with the configuration and weights of an `sru.SRUpp` (`sru` 3.0.0.dev6) module.
+        """Build an `SRUpp` with the configuration and weights of an `sru.SRUpp` (`sru` 3.0.0.dev6) module (see
+        [parrnn.compat.convert.srupp_from_sru][])."""
+        from parrnn.compat import convert
 
-        `sru` orders the columns of each layer's last projection as (direction, unit, matrix); parrnn's
-        recurrence wants (matrix, direction, unit), so those rows are permuted.
-        """
-        if getattr(module, "input_to_hidden", None) is not None:
-            raise ValueError("sru.SRUpp(proj_input_to_hidden_first=True) is not supported by parrnn")
-        if getattr(module, "nn_rnn_compatible_return", False):
-            raise ValueError("sru.SRUpp(nn_rnn_compatible_return=True) is not supported by parrnn")
-        cells = list(module.rnn_lst)
-        first = cells[0]
-        transforms = [c.transform_module for c in cells]
-        attention = [type(t).__name__ == "SRUppAttention" for t in transforms]
-        if any(a and not getattr(t, "normalize_after", True) for t, a in zip(transforms, attention, strict=True)):
-            raise ValueError("sru SRUppAttention(normalize_after=False) is not supported by parrnn")
-        att = next((t for t, a in zip(transforms, attention, strict=True) if a), None)
-        new = cls(module.input_size, module.hidden_size, module.proj_size, module.num_layers,
-                  dropout=float(module.dropout), attn_dropout=float(att.attn_dropout) if att is not None else 0.0,
-                  num_heads=module.num_heads, bidirectional=module.bidirectional,
-                  layer_norm=first.layer_norm is not None, normalize_after=first.normalize_after,
-                  attn_layer_norm=transforms[0].layer_norm is not None, highway_bias=float(first.highway_bias),
-                  rescale=first.rescale, batch_first=batch_first, backend=backend,
-                  **_placement(attention))
-        for layer, cell in zip(new.layers, cells, strict=True):
-            if cell.rescale and cell.has_skip_term:
-                layer.scale_x = float(cell.scale_x)
-        new.to(device=first.bias.device, dtype=first.bias.dtype)
-        new.load_sru_state_dict(module.state_dict())
-        return new
+        return convert.srupp_from_sru(cls, module, backend=backend, batch_first=batch_first)
 
     def load_sru_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Load an `sru.SRUpp` (3.0.0.dev6) `state_dict` (keys `rnn_lst.{i}.transform_module.linear1.weight`,
-        `rnn_lst.{i}.weight_c`, ...) into this model of the same configuration."""
-        own = self.state_dict()
-        for i, layer in enumerate(self.layers):
-            src, dst = f"rnn_lst.{i}.", f"layers.{i}."
-            k, c = layer.num_matrices, layer.output_size
-            dirs, hidden = layer.num_directions, layer.hidden_size
-            pairs = {"weight_c": "weight_c", "bias": "bias"}
-            if layer.layer_norm is not None:
-                pairs.update({"layer_norm.weight": "layer_norm.weight", "layer_norm.bias": "layer_norm.bias"})
-            last = "linear3.weight" if layer.has_attention else "linear2.weight"  # P -> K * C
-            names = ["linear1.weight", last] + (["linear2.weight", "alpha"] if layer.has_attention else [])
-            if layer.transform.layer_norm is not None:
-                names += ["layer_norm.weight", "layer_norm.bias"]
-            pairs.update({f"transform_module.{n}": f"transform.{n}" for n in names})
-            for s, d in pairs.items():
-                if src + s not in state_dict:
-                    raise KeyError(f"sru state_dict has no {src + s!r}; keys: {sorted(state_dict)[:8]}...")
-                value = state_dict[src + s]
-                target = own[dst + d]
-                if s == "transform_module." + last:
-                    # rows (direction, unit, matrix) -> (matrix, direction, unit)
-                    value = value.reshape(dirs, hidden, k, -1).permute(2, 0, 1, 3).reshape(k * c, -1)
-                if value.numel() != target.numel():
-                    raise ValueError(f"{src + s} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-                with torch.no_grad():
-                    target.copy_(value.reshape(target.shape))
+        """Load an `sru.SRUpp` (3.0.0.dev6) `state_dict` (see [parrnn.compat.convert.load_srupp_state_dict][])."""
+        from parrnn.compat import convert
+
+        convert.load_srupp_state_dict(self, state_dict)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, {self.proj_size}, num_layers={self.num_layers}, "
