@@ -7,9 +7,8 @@ against the fastest (see `parrnn.experiments.bench.runner`); docs/benchmarks.md 
 * ``default``         -- what ``make bench`` runs (a few minutes on a 2-core CPU): nn.LSTM (oneDNN on and off),
   nn.GRU, parrnn SRU (auto backend) and sru 2.6 at N=32, D=H=512, 2 layers, L = 128 and 256, fp32, forward and
   forward+backward.
-* ``lstm-comparison`` -- the CPU speed targets (`parrnn.experiments.bench.targets`): 2 layers, L=256, N=32, D=H=512,
-  fp32,
-  2 threads; nn.LSTM (oneDNN on and off), nn.GRU, parrnn SRU on the ``cpu`` backend, sru 2.6.
+* ``lstm-comparison`` -- the CPU speed targets (`parrnn.experiments.bench.targets`): 2 layers, L=256, N=32,
+  D=H=512, fp32, 2 threads; nn.LSTM (oneDNN on and off), nn.GRU, parrnn SRU on the ``cpu`` backend, sru 2.6.
   ``issue3`` is its deprecated old name.
 * ``full``            -- the committed CPU sweep (about 15-20 minutes on a 2-core CPU): L (64 ... 4096) and
   batch (1, 8, 32), with SRU v1 and v2 and the SlicedRNNs (sru 2.6 only in ``lstm-comparison``/``default``).
