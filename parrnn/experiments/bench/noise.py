@@ -9,9 +9,10 @@
 * **Monotonicity.** A torch baseline (nn.LSTM, nn.GRU and their configurations) must not run faster at a longer
   sequence than at a shorter one of the same sweep; where it does, both cases are re-sampled and, if it persists,
   marked noisy.
-* **Load.** The 1-minute load average is read before and after every case; a run during which it exceeded the
-  benchmark's own threads by ``LOAD_MARGIN`` (someone else was using a core) reports that it ran on a loaded
-  machine.
+* **Load.** The 1-minute load average is read before and after every case; a case during which it exceeded the
+  benchmark's own threads by ``LOAD_MARGIN`` (someone else was using a core) is noisy even when its samples are
+  steady (a loaded machine can slow every sample alike), and a run with such a reading says at the top that it
+  ran on a loaded machine.
 
 Noisy rows are shown (marked) in tables, plots and JSON, and never count for a PASS or FAIL.
 """
@@ -85,6 +86,16 @@ def load_average() -> float | None:
 def machine_loaded(loads: Sequence[float | None], threads: int) -> bool:
     """Whether the load average ever exceeded ``threads + LOAD_MARGIN`` during the run."""
     return any(load is not None and load > threads + LOAD_MARGIN for load in loads)
+
+
+def load_reason(row: Row, threads: int) -> str:
+    """Why a row measured on a loaded machine is not trustworthy (empty when the load average before and after it
+    stayed within ``threads + LOAD_MARGIN``): a steady slowdown has a small spread and would pass the other
+    checks."""
+    loads = [x for x in (row.get("load_before"), row.get("load_after")) if x is not None]
+    if machine_loaded(loads, threads):
+        return f"machine loaded (1-min load average {max(loads):.2f} with {threads} benchmark thread(s))"
+    return ""
 
 
 def spread_reasons(row: Row, threshold: float = NOISE_THRESHOLD) -> list[str]:

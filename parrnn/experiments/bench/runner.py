@@ -297,13 +297,12 @@ def attach_speedups(rows: list[dict[str, Any]]) -> None:
                 row["speedup_vs_lstm"] = base["ms"] / row["ms"]
 
 
-def mark_noise(rows: list[dict[str, Any]], threshold: float, broken: dict[tuple, str]) -> None:
-    """Set ``noisy`` and ``noise`` (the reasons) on every row: its own spread, its paired ratio's spread, a
-    monotonicity break of its size's baseline (``broken``, from
-    `parrnn.experiments.bench.noise.monotonicity_breaks`), or a
-    noisy baseline row."""
+def mark_noise(rows: list[dict[str, Any]], threshold: float, broken: dict[tuple, str], threads: int) -> None:
+    """Set ``noisy`` and ``noise`` (the reasons) on every row: a load average above ``threads`` + 1 while it was
+    measured, its own spread, its paired ratio's spread, a monotonicity break of its size's baseline (``broken``,
+    from `parrnn.experiments.bench.noise.monotonicity_breaks`), or a noisy baseline row."""
     for row in rows:
-        reasons = noise.spread_reasons(row, threshold)
+        reasons = [r for r in [noise.load_reason(row, threads)] if r] + noise.spread_reasons(row, threshold)
         key = tuple(row[k] for k in SIZE_KEYS)
         if key in broken:
             reasons.append(broken[key])
@@ -486,7 +485,7 @@ def _run(config: BenchConfig, progress: bool) -> BenchResult:
     attach_speedups(rows)
     resampled: list[str] = []
     broken = _resample_broken(rows, cases, replace(ctx, advance=lambda name, case: None), resampled)
-    mark_noise(rows, config.noise_threshold, broken)
+    mark_noise(rows, config.noise_threshold, broken, threads)
     rows = [{k: row.get(k) for k in JSON_ROW_KEYS} for row in rows]
     return BenchResult(rows, ctx.skipped, threads, timing.memory_method(device) if config.memory else "off",
                        copy_bw, time.perf_counter() - start, ctx.loads, resampled)

@@ -80,6 +80,13 @@ def test_a_noisy_baseline_is_resampled_marked_and_not_judged(monkeypatch: pytest
     assert lstm["load_before"] == lstm["load_after"] == 4.2
 
 
+def test_a_steady_row_on_a_loaded_machine_is_marked_and_not_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    _inject(monkeypatch, lambda name, length: _steady(1000.0 if name == "lstm" else 50.0), load=4.1)
+    result = run_benchmark(_config([256]), progress=False)  # steady samples, a 20x ratio: only the load betrays it
+    assert all(r["noisy"] and "machine loaded" in r["noise"] for r in result.rows)
+    assert all(t.verdict == "NOISY" for t in check_targets(result.rows))
+
+
 def test_a_baseline_faster_at_longer_l_is_resampled_then_marked(monkeypatch: pytest.MonkeyPatch) -> None:
     _inject(monkeypatch, lambda name, length: _steady(
         (200.0 if length == 128 else 100.0) if name == "lstm" else 0.2 * length))
