@@ -56,7 +56,7 @@ class DiagonalLayer(nn.Module):
 
     #: True when the coefficients at step t also read the input of step t - 1 (QRNN with window 2): the stack
     #: then carries each layer's last input in its state.
-    uses_previous_input: bool = False
+    uses_previous_input = False
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, blocks: int, bias: bool,
                  bias_blocks: int | None = None) -> None:
@@ -113,11 +113,14 @@ class DiagonalLayer(nn.Module):
         if self.num_directions == 1:
             h, h_n = linear_recurrence(a, b, h0, lengths, backend=backend)
         else:
-            fwd, bwd = slice(0, hidden), slice(hidden, 2 * hidden)
-            h_f, n_f = linear_recurrence(a[..., fwd], b[..., fwd], None if h0 is None else h0[:, fwd], lengths,
-                                         backend=backend)
-            h_b, n_b = linear_recurrence(a[..., bwd], b[..., bwd], None if h0 is None else h0[:, bwd], lengths,
-                                         reverse=True, backend=backend)
+            a_f, a_b = a.split(hidden, dim=-1)
+            b_f, b_b = b.split(hidden, dim=-1)
+            h0_f: Tensor | None = None
+            h0_b: Tensor | None = None
+            if h0 is not None:
+                h0_f, h0_b = h0[:, :hidden], h0[:, hidden:]
+            h_f, n_f = linear_recurrence(a_f, b_f, h0_f, lengths, backend=backend)
+            h_b, n_b = linear_recurrence(a_b, b_b, h0_b, lengths, reverse=True, backend=backend)
             h, h_n = torch.cat([h_f, h_b], dim=-1), torch.cat([n_f, n_b], dim=-1)
         return self.readout(h, extra), h_n
 
@@ -161,7 +164,8 @@ class DiagonalRNN(nn.Module):
 
     def floors(self) -> list[Tensor | None]:
         """Per layer, a lower bound of the decay ``a`` (HGRN's); ``None`` for none."""
-        return [None] * self.num_layers
+        nones: list[Tensor | None] = [None for _ in range(self.num_layers)]
+        return nones
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -176,29 +180,39 @@ class DiagonalRNN(nn.Module):
     def _split_state(self, hx: State | None, x: Tensor, batch: int) -> tuple[list[Tensor | None],
                                                                               list[Tensor | None]]:
         """Per layer: the initial hidden state ``(N, dirs * H)`` and the previous input ``(N, input_size)``."""
-        none: list[Tensor | None] = [None] * self.num_layers
+        prevs: list[Tensor | None] = [None for _ in range(self.num_layers)]
         if hx is None:
-            return none, none
-        hidden_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
-        if self.input_state_size:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a pair (h, x) for {type(self).__name__} with window=2 (the hidden "
-                                f"state and each layer's last input), got {type(hx).__name__}")
-            h, last = hx
-            check.check_state(h, hidden_shape, x, "hx[0]")
-            check.check_state(last, (self.num_layers, batch, self.input_state_size), x, "hx[1]")
-            prevs: list[Tensor | None] = [last[i, :, :layer.input_size] for i, layer in enumerate(self.layers)]
+            nones: list[Tensor | None] = [None for _ in range(self.num_layers)]
+            return nones, prevs
+        if not torch.jit.is_scripting():
+            self._check_state(hx, x, batch)
+        if isinstance(hx, Tensor):
+            h = hx
         else:
-            if isinstance(hx, (tuple, list)):
-                raise TypeError(f"hx must be a tensor {hidden_shape} for {type(self).__name__}, got a "
-                                f"{type(hx).__name__}")
-            h, prevs = hx, none
-            check.check_state(h, hidden_shape, x, "hx")
+            h, last = hx[0], hx[1]
+            for i, layer in enumerate(self.layers):
+                prevs[i] = last[i, :, :layer.input_size]
         dirs = self.num_directions
         hiddens: list[Tensor | None] = [
             h[i * dirs:(i + 1) * dirs].transpose(0, 1).reshape(batch, dirs * self.hidden_size)
             for i in range(self.num_layers)]
         return hiddens, prevs
+
+    @torch.jit.unused
+    def _check_state(self, hx: State, x: Tensor, batch: int) -> None:
+        """Named errors for a state of the wrong kind, shape, dtype or device."""
+        hidden_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        if self.input_state_size:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx must be a pair (h, x) for {type(self).__name__} with window=2 (the hidden "
+                                f"state and each layer's last input), got {type(hx).__name__}")
+            check.check_state(hx[0], hidden_shape, x, "hx[0]")
+            check.check_state(hx[1], (self.num_layers, batch, self.input_state_size), x, "hx[1]")
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(f"hx must be a tensor {hidden_shape} for {type(self).__name__}, got a "
+                                f"{type(hx).__name__}")
+            check.check_state(hx, hidden_shape, x, "hx")
 
     def _join_state(self, finals: list[Tensor], lasts: list[Tensor]) -> State:
         batch = finals[0].size(0)
@@ -211,32 +225,45 @@ class DiagonalRNN(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
-    def forward(self, input: Tensor | PackedSequence, hx: State | None = None,
-                lengths: Tensor | None = None) -> tuple[Tensor | PackedSequence, State]:
-        if isinstance(input, PackedSequence):
-            return self._forward_packed(input, hx, lengths)
-        check.check_sequence_input(input, self.input_size, self.batch_first)
+    def forward(self, input: Tensor, hx: State | None = None,
+                lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """``input`` ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or, eagerly, a ``PackedSequence``;
+        see the cell's docstring. Under TorchScript: no argument checks and ``lengths`` as a tensor."""
+        if not torch.jit.is_scripting():
+            if isinstance(input, PackedSequence):
+                return self._forward_packed(input, hx, lengths)
+            check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
-        check.check_like_parameters(x, self.layers[0].weight)
         length, batch = x.size(0), x.size(1)
-        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, length, x.device)
-        pad = None if counts is None else check.lengths_to_mask(counts, length).unsqueeze(2)
+        counts: Tensor | None = None
+        if torch.jit.is_scripting():
+            if lengths is not None:
+                counts = lengths.to(device=x.device, dtype=torch.int64)
+        else:
+            check.check_like_parameters(x, self.layers[0].weight)
+            if lengths is not None:
+                counts = check.lengths_to_tensor(lengths, batch, length, x.device)
+        pad: Tensor | None = None
+        if counts is not None:
+            pad = check.lengths_to_mask(counts, length).unsqueeze(2)
         hiddens, prevs = self._split_state(hx, x, batch)
+        floors = self.floors()
         finals: list[Tensor] = []
         lasts: list[Tensor] = []
-        for i, (layer, floor) in enumerate(zip(self.layers, self.floors(), strict=True)):
-            if i and self.dropout and self.training:
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, True)
             if pad is not None:  # padding (NaN included) never reaches a product or the other direction
                 x = x.masked_fill(pad, 0)
-            if self.input_state_size:
+            if self.input_state_size > 0:
                 lasts.append(_last_valid(x, counts))
-            x, h_n = layer.run(x, hiddens[i], prevs[i], floor, counts, self.backend)
+            x, h_n = layer.run(x, hiddens[i], prevs[i], floors[i], counts, self.backend)
             finals.append(h_n)
         if pad is not None:
             x = x.masked_fill(pad, 0)
         return (x.transpose(0, 1) if self.batch_first else x), self._join_state(finals, lasts)
 
+    @torch.jit.unused
     def _forward_packed(self, input: PackedSequence, hx: State | None,
                         lengths: Tensor | None) -> tuple[PackedSequence, State]:
         if lengths is not None:
@@ -263,11 +290,12 @@ class DiagonalRNN(nn.Module):
         hiddens, prevs = self._split_state(hx, x, x.size(0))
         finals: list[Tensor] = []
         lasts: list[Tensor] = []
-        for i, (layer, floor) in enumerate(zip(self.layers, self.floors(), strict=True)):
+        floors = self.floors()
+        for i, layer in enumerate(self.layers):
             if i and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, True)
             lasts.append(x)
-            x, h = layer.step(x, hiddens[i], prevs[i], floor)
+            x, h = layer.step(x, hiddens[i], prevs[i], floors[i])
             finals.append(h)
         return x, self._join_state(finals, lasts)
 

@@ -139,10 +139,13 @@ class HGRN(DiagonalRNN):
 
     def floors(self) -> list[Tensor | None]:
         """$\\gamma^k$ for every layer (``None`` without ``lower_bound``)."""
-        if self.lower_bounds is None:
-            return [None] * self.num_layers
-        p = torch.softmax(self.lower_bounds, dim=0)
-        return list((p.cumsum(0) - p[0]).unbind(0))
+        floors: list[Tensor | None] = [None for _ in range(self.num_layers)]
+        lower_bounds = self.lower_bounds
+        if lower_bounds is not None:
+            p = torch.softmax(lower_bounds, dim=0)
+            for k, floor in enumerate((p.cumsum(0) - p[0]).unbind(0)):
+                floors[k] = floor
+        return floors
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.lower_bounds is not None else ", lower_bound=False")

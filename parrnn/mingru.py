@@ -100,10 +100,12 @@ class MinGRULayer(_MinLayer):
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
         u = self.project(x)
-        # eager only: a compiler fuses the plain ops itself (and dynamo cannot trace the strided out= writes)
-        if self.activation == "identity" and not torch.compiler.is_compiling():
-            a, b = _MinGRUGates.apply(u)
-            return a, b, None
+        # eager only: a compiler fuses the plain ops itself (and dynamo cannot trace the strided out= writes);
+        # TorchScript cannot save a Python autograd function
+        if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
+            if self.activation == "identity" and not torch.compiler.is_compiling():
+                a, b = _MinGRUGates.apply(u)
+                return a, b, None
         candidate, gate = u.unbind(2)  # (unbind: its backward is one stack, not a copy per slice)
         z = torch.sigmoid(gate)
         return 1 - z, z * self.candidate(candidate), None

@@ -53,11 +53,15 @@ class QRNNLayer(DiagonalLayer):
         z = torch.tanh(u[0])
         forget = torch.sigmoid(u[1])
         b = torch.sigmoid(u[3]) * z if self.pooling == "ifo" else torch.sigmoid(-u[1]) * z
-        if self.zoneout:
+        if self.zoneout > 0:
             # zoneout: a unit keeps its state (a = 1, b = 0) with probability p; its expectation at evaluation
-            keep = (torch.rand_like(forget) < self.zoneout).to(forget.dtype) if self.training else self.zoneout
-            forget = keep + (1 - keep) * forget
-            b = (1 - keep) * b
+            if self.training:
+                keep = (torch.rand_like(forget) < self.zoneout).to(forget.dtype)
+                forget = keep + (1 - keep) * forget
+                b = (1 - keep) * b
+            else:
+                forget = self.zoneout + (1 - self.zoneout) * forget
+                b = (1 - self.zoneout) * b
         output_gate = torch.sigmoid(u[2]) if self.pooling != "f" else None
         return forget, b, output_gate
 

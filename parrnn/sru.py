@@ -126,17 +126,24 @@ class SRUCell(nn.Module):
         self.batch_first = bool(batch_first)
         self.backend = backend
         self.num_matrices = 4 if has_skip_term and input_size != self.output_size else 3
-        # alpha of the highway input x' = alpha * x; only used when num_matrices == 3
-        self.scale_x = math.sqrt(1.0 + 2.0 * math.exp(self.highway_bias)) if rescale and has_skip_term else 1.0
-
-        proj_in = self.projection_size or input_size
-        self.weight_proj = nn.Parameter(torch.empty(input_size, self.projection_size)) if self.projection_size else None
-        self.weight = nn.Parameter(torch.empty(proj_in, self.num_matrices * self.output_size))
-        self.weight_c = nn.Parameter(torch.empty(2, self.output_size)) if version == "v2" else None
-        self.bias = nn.Parameter(torch.empty(2, self.output_size))
-        norm_size = self.output_size if normalize_after else input_size
-        self.layer_norm = nn.LayerNorm(norm_size) if layer_norm else None
+        self._create_parameters(layer_norm)
         self.reset_parameters()
+
+    def _create_parameters(self, layer_norm: bool) -> None:
+        """The parameters in parrnn's layout (see Attributes), uninitialised. `parrnn.compat.sru.SRUCell` creates
+        ``sru``'s layout instead; `run` reads them only through `projection_weight`, `gate_weights` and
+        `highway_scale`."""
+        # alpha of the highway input x' = alpha * x; only used when num_matrices == 3
+        self.scale_x = (math.sqrt(1.0 + 2.0 * math.exp(self.highway_bias)) if self.rescale and self.has_skip_term
+                        else 1.0)
+        proj_in = self.projection_size or self.input_size
+        self.weight_proj = (nn.Parameter(torch.empty(self.input_size, self.projection_size)) if self.projection_size
+                            else None)
+        self.weight = nn.Parameter(torch.empty(proj_in, self.num_matrices * self.output_size))
+        self.weight_c = nn.Parameter(torch.empty(2, self.output_size)) if self.version == "v2" else None
+        self.bias = nn.Parameter(torch.empty(2, self.output_size))
+        norm_size = self.output_size if self.normalize_after else self.input_size
+        self.layer_norm = nn.LayerNorm(norm_size) if layer_norm else None
 
     def reset_parameters(self) -> None:
         """``sru`` 2.6's initialisation: unit-variance projections, gate columns and peephole scaled by sqrt(1/2)."""
@@ -185,31 +192,29 @@ class SRUCell(nn.Module):
         return (out.transpose(0, 1) if self.batch_first else out), c_n
 
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``mask_pad``
-        ``(L, N)`` bool."""
-        length, batch, _ = x.shape
-        if mask_pad is not None:  # padded steps reach no value and no gradient, whatever they hold
-            x = check.zero_padding(x, mask_pad)
+        """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``c0``
+        ``(N, dirs * H)`` or None, ``mask_pad`` ``(L, N)`` bool or None."""
+        batch = x.size(1)
+        x = check.zero_padding(x, mask_pad)  # padded steps reach no value and no gradient, whatever they hold
         residual = x
         if self.layer_norm is not None and not self.normalize_after:
             x = self.layer_norm(x)
         if self.training and self.rnn_dropout > 0:
-            x = x * self._dropout_mask(batch, self.input_size, self.rnn_dropout, x).unsqueeze(0)
-        u = self.project(x)
+            x = x * self._dropout_mask(batch, x.size(-1), self.rnn_dropout, x).unsqueeze(0)
+        u = self.recurrence_input(self.project(x))
         drop_mask: Tensor | None = None
         if self.training and self.dropout > 0:
-            drop_mask = self._dropout_mask(batch, self.output_size, self.dropout, u)
+            drop_mask = check.cast_like(self._dropout_mask(batch, self.output_size, self.dropout, u), u)
         if c0 is None:
             c0 = u.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
-        skip = residual if self.num_matrices == 3 and self.has_skip_term else None
-        skip = check.cast_like(skip, u)
-        weight_c = self.weight_c
-        if weight_c is not None:
+        skip = check.cast_like(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
+        weight_c, bias = self.gate_weights()
+        if weight_c is not None:  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
             weight_c = check.recurrence_operand(weight_c, u)
         h, c_n = dispatch.sru_recurrence(
-            u, skip, weight_c, check.recurrence_operand(self.bias, u), check.recurrence_operand(c0, u), mask_pad,
-            drop_mask,
-            bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.scale_x, backend=self.backend)
+            u, skip, weight_c, check.recurrence_operand(bias, u), check.recurrence_operand(c0, u), mask_pad,
+            drop_mask, bidirectional=self.bidirectional, use_tanh=self.use_tanh, scale_x=self.highway_scale(),
+            backend=self.backend)
         if self.layer_norm is not None and self.normalize_after:
             h = self.layer_norm(h)
         return h, c_n
@@ -220,7 +225,23 @@ class SRUCell(nn.Module):
         flat = x.reshape(length * batch, x.size(-1))
         if self.weight_proj is not None:
             flat = gemm.matmul(flat, self.weight_proj)
-        return gemm.matmul(flat, self.weight).view(length, batch, self.num_matrices, self.output_size)
+        return gemm.matmul(flat, self.projection_weight()).view(length, batch, self.num_matrices, self.output_size)
+
+    def projection_weight(self) -> Tensor:
+        """``W`` ``(H_in or projection_size, K * dirs * H)`` with columns ordered (matrix, direction, unit)."""
+        return self.weight
+
+    def recurrence_input(self, u: Tensor) -> Tensor:
+        """The projections as the recurrence reads them (here unchanged)."""
+        return u
+
+    def gate_weights(self) -> tuple[Tensor | None, Tensor]:
+        """The peephole weights ``(2, dirs * H)`` (None for v1) and the gate biases ``(2, dirs * H)``."""
+        return self.weight_c, self.bias
+
+    def highway_scale(self) -> float:
+        """alpha, the scale of the highway input ``x' = alpha * x``."""
+        return self.scale_x
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, version={self.version!r}"

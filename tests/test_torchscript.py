@@ -1,5 +1,6 @@
-"""TorchScript: `torch.jit.script` of `SRU`, `SRUCell` and the `parrnn.compat.sru` classes, compared with the eager
-reference backend (values and gradients), and a scripted model loaded in a fresh process."""
+"""TorchScript: `torch.jit.script` of `SRU`, `SRUCell`, the `parrnn.compat.sru` classes and the linear-recurrence
+cells (QRNN, MinGRU, MinLSTM, HGRN), compared with eager (values and gradients), and scripted models loaded in a
+fresh process."""
 
 from __future__ import annotations
 
@@ -104,10 +105,65 @@ def test_scripted_training_step_with_dropout_runs() -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+CELL_CONFIGS = [
+    ("QRNN", {}),
+    ("QRNN", {"window": 2, "pooling": "ifo", "bidirectional": True}),
+    ("QRNN", {"window": 2, "pooling": "f", "zoneout": 0.2}),
+    ("MinGRU", {"batch_first": True}),
+    ("MinGRU", {"activation": "g", "proj_size": 4, "bidirectional": True}),
+    ("MinLSTM", {"bidirectional": True}),
+    ("HGRN", {}),
+    ("HGRN", {"bidirectional": True, "lower_bound": False}),
+]
+
+
+def _cell_values_and_grads(model, x: torch.Tensor, hx, lengths):
+    """Output, the final state's tensors, and the gradients of a loss w.r.t. ``x``, ``hx`` and every parameter."""
+    model.zero_grad()
+    x = x.clone().requires_grad_()
+    states = [] if hx is None else ([hx] if isinstance(hx, torch.Tensor) else list(hx))
+    states = [h.clone().requires_grad_() for h in states]
+    state = None if hx is None else (states[0] if isinstance(hx, torch.Tensor) else tuple(states))
+    out, h_n = model(x, state, lengths)
+    finals = [h_n] if isinstance(h_n, torch.Tensor) else list(h_n)
+    (out.sin().sum() + sum(f.cos().sum() for f in finals)).backward()
+    grads = [x.grad, *(h.grad for h in states), *(p.grad for p in model.parameters() if p.requires_grad)]
+    return [out.detach(), *(f.detach() for f in finals), *grads]
+
+
+@pytest.mark.parametrize(("name", "options"), CELL_CONFIGS,
+                         ids=[f"{n}-" + (",".join(f"{k}={v}" for k, v in o.items()) or "default")
+                              for n, o in CELL_CONFIGS])
+def test_scripted_cells_equal_eager(name: str, options: dict) -> None:
+    """Forward (no state; a state and lengths) and backward of the scripted cell equal eager's."""
+    torch.manual_seed(0)
+    model = getattr(parrnn, name)(5, 4, 2, **options).double().eval()
+    batch_first = options.get("batch_first", False)
+    x = torch.randn(*((3, 6) if batch_first else (6, 3)), 5, dtype=torch.float64)
+    _, hx = model(x)
+    hx = torch.randn_like(hx) if isinstance(hx, torch.Tensor) else tuple(torch.randn_like(h) for h in hx)
+    scripted = torch.jit.script(model)
+    for args in ((None, None), (hx, torch.tensor([6, 2, 4]))):
+        got = _cell_values_and_grads(scripted, x, *args)
+        expected = _cell_values_and_grads(model, x, *args)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_scripted_cell_trains_with_dropout_and_zoneout() -> None:
+    model = torch.jit.script(parrnn.QRNN(4, 4, 2, dropout=0.2, zoneout=0.1, window=2).train())
+    out, (c_n, _) = model(torch.randn(5, 3, 4))
+    (out.sum() + c_n.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_scripted_model_loads_in_a_fresh_process(tmp_path: Path) -> None:
     torch.manual_seed(0)
     models = {"sru": SRU(4, 5, 2, bidirectional=True, layer_norm=True).eval(),
-              "compat": compat.SRU(4, 5, 2, rescale=True, highway_bias=-1.0).eval()}
+              "compat": compat.SRU(4, 5, 2, rescale=True, highway_bias=-1.0).eval(),
+              "qrnn": parrnn.QRNN(4, 5, 2, window=2).eval(), "hgrn": parrnn.HGRN(4, 5, 2).eval(),
+              "mingru": parrnn.MinGRU(4, 5, 2, bidirectional=True).eval(), "minlstm": parrnn.MinLSTM(4, 5).eval()}
     x = torch.randn(6, 3, 4)
     for name, model in models.items():
         torch.jit.script(model).save(str(tmp_path / f"{name}.pt"))
@@ -118,10 +174,10 @@ def test_scripted_model_loads_in_a_fresh_process(tmp_path: Path) -> None:
         "import sys, torch, parrnn\n"
         "d = sys.argv[1]\n"
         "x = torch.load(d + '/x.pt')\n"
-        "for name in ('sru', 'compat'):\n"
+        "for name in sys.argv[2:]:\n"
         "    with torch.no_grad():\n"
         "        torch.save(torch.jit.load(d + f'/{name}.pt')(x), d + f'/{name}_got.pt')\n")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), *models], cwd=ROOT, check=True, timeout=300)
     for name in models:
         got, expected = torch.load(tmp_path / f"{name}_got.pt"), torch.load(tmp_path / f"{name}_expected.pt")
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

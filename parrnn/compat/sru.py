@@ -7,6 +7,12 @@ mask (`(L, N)`, non-zero on padded steps), and hold their parameters under `sru`
 `layer_norm.*`, the `scale_x` buffer), so `state_dict`s and optimizer states move between `sru.SRU` and this
 `SRU` with plain `load_state_dict`, both ways. The same seed gives the same initial weights as `sru`.
 
+The cell is [parrnn.SRUCell][] (a subclass: one forward, one set of kernels); only the parameter layout
+(`_create_parameters`, `projection_weight`, `gate_weights`, `highway_scale`), the initialisation order and the call
+signature are `sru`'s. The layout stays `sru`'s rather than being mapped in state_dict hooks because an optimizer
+state is keyed by parameter position and holds tensors of the parameter's shape and order: mapped layouts would
+load an `sru` optimizer state with its moments in the wrong column order, silently.
+
 Speed: parrnn's recurrence wants the projection columns ordered (matrix, direction, unit). Each forward
 permutes the weight (`(D, K * C)`, a copy the size of the weight, not of the activations) before the one matrix
 product, which runs on parrnn's matrix-product engine (`parrnn.ops.gemm`) like `parrnn.SRU`'s; the recurrence
@@ -27,8 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from parrnn import _validation as check
-from parrnn.ops import gemm
-from parrnn.ops.sru import dispatch
+from parrnn import sru as parrnn_sru
 
 __version__ = "2.6.0"
 __all__ = ["SRU", "SRUCell", "__version__"]
@@ -41,9 +46,9 @@ def _no_custom_m(custom_m: object) -> None:
             "U = x @ weight. Use the sru package for this model.")
 
 
-class SRUCell(nn.Module):
-    r"""One SRU layer with `sru.SRUCell` 2.6's arguments, parameters and behaviour (see
-    [parrnn.SRUCell][] for the equations).
+class SRUCell(parrnn_sru.SRUCell):
+    r"""One SRU layer with `sru.SRUCell` 2.6's arguments, parameters and behaviour: [parrnn.SRUCell][] (same
+    equations, same forward, same kernels) holding its parameters in `sru`'s layout.
 
     Args are `sru`'s: `input_size`, `hidden_size`, `dropout`, `rnn_dropout`, `bidirectional`, `n_proj`
     (used only where it is smaller than both `input_size` and `dirs * hidden_size`, as in `sru`), `use_tanh`,
@@ -84,40 +89,34 @@ class SRUCell(nn.Module):
         normalize_after: bool = False,
         weight_c_init: float | None = None,
     ) -> None:
-        super().__init__()
         _no_custom_m(custom_m)
-        self.input_size = check.check_positive_int(input_size, "input_size")
-        self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
-        self.output_size = hidden_size * 2 if bidirectional else hidden_size
-        self.rnn_dropout = check.check_probability(rnn_dropout, "rnn_dropout")
-        self.dropout = check.check_probability(dropout, "dropout")
-        self.bidirectional = bool(bidirectional)
-        self.num_directions = 2 if bidirectional else 1
-        self.has_skip_term = bool(has_skip_term)
-        self.highway_bias = float(highway_bias)
+        # read by reset_parameters, which parrnn.SRUCell's constructor calls
         self.v1 = bool(v1)
-        self.rescale = bool(rescale)
+        self.weight_c_init = weight_c_init
+        n_proj = check.check_positive_int(n_proj, "n_proj", minimum=0)
+        output_size = 2 * hidden_size if bidirectional else hidden_size
+        super().__init__(
+            input_size, hidden_size, bidirectional=bidirectional, dropout=dropout, rnn_dropout=rnn_dropout,
+            layer_norm=layer_norm, normalize_after=normalize_after, highway_bias=highway_bias, rescale=rescale,
+            use_tanh=use_tanh, projection_size=n_proj if 0 < n_proj < min(input_size, output_size) else 0,
+            version="v1" if v1 else "v2", has_skip_term=has_skip_term)
         self.activation_type = 1 if use_tanh else 0
         self.activation = "tanh" if use_tanh else "none"
         self.custom_m = None
         self.amp_recurrence_fp16 = bool(amp_recurrence_fp16)
-        self.normalize_after = bool(normalize_after)
-        self.weight_c_init = weight_c_init
-        self.backend = "auto"  # parrnn's backend for the recurrence (see parrnn.available_backends)
-        n_proj = check.check_positive_int(n_proj, "n_proj", minimum=0)
-        self.projection_size = n_proj if 0 < n_proj < min(self.input_size, self.output_size) else 0
-        self.num_matrices = 4 if has_skip_term and self.input_size != self.output_size else 3
 
-        fan_in = self.projection_size or input_size
-        self.weight_proj = (nn.Parameter(torch.empty(input_size, self.projection_size))
+    def _create_parameters(self, layer_norm: bool) -> None:
+        """`sru`'s parameters: names, shapes and layout (see Attributes), so that state_dicts and optimizer
+        states move between `sru.SRU` and this class unchanged."""
+        fan_in = self.projection_size or self.input_size
+        self.weight_proj = (nn.Parameter(torch.empty(self.input_size, self.projection_size))
                             if self.projection_size else None)
         self.weight = nn.Parameter(torch.empty(fan_in, self.output_size * self.num_matrices))
         self.weight_c = nn.Parameter(torch.empty(2 * self.output_size))
         self.bias = nn.Parameter(torch.empty(2 * self.output_size))
         self.register_buffer("scale_x", torch.zeros(1))
-        self.layer_norm = (nn.LayerNorm(self.output_size if normalize_after else self.input_size)
+        self.layer_norm = (nn.LayerNorm(self.output_size if self.normalize_after else self.input_size)
                            if layer_norm else None)
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """`sru` 2.6's initialisation, in its order (the same seed gives the same weights as `sru`)."""
@@ -163,60 +162,43 @@ class SRUCell(nn.Module):
             check.check_sequence_input(x, self.input_size, batch_first=False)
             check.check_like_parameters(x, self.bias)
             _check_mask_type(mask_pad)
-        return self.run(x, c0, _mask(mask_pad, x.size(0), x.size(1)))
-
-    def run(self, x: Tensor, c0: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The layer on `(L, N, H_in)` input with an `(L, N)` bool padding mask."""
-        batch = x.size(1)
-        if c0 is None:
-            c0 = x.new_zeros(batch, self.output_size, dtype=self.bias.dtype)
-        elif not torch.jit.is_scripting():
-            check.check_state(c0, (batch, self.output_size), x, "c0", any_float=True)  # sru takes any float c0
-        state_dtype = torch.promote_types(c0.dtype, x.dtype)  # c_n's dtype in sru (float64 c0 -> float64 c_n)
-        x = check.zero_padding(x, mask)  # padded steps reach no value and no gradient, whatever they hold
-        residual = x
-        if self.layer_norm is not None and not self.normalize_after:
-            x = self.layer_norm(x)
-        if self.training and self.rnn_dropout > 0:
-            x = x * self._dropout_mask(batch, x.size(-1), self.rnn_dropout).unsqueeze(0)
-        drop_mask: Tensor | None = None
-        if self.training and self.dropout > 0:
-            drop_mask = self._dropout_mask(batch, self.output_size, self.dropout)
-        u = self.project(x)
-        if u.is_cuda and u.dtype != torch.float64 and not (self.amp_recurrence_fp16 and u.dtype == torch.float16):
-            u = u.float()  # sru runs its CUDA recurrence in float32 unless amp_recurrence_fp16
-        weight_c: Tensor | None = None
-        if self._uses_peephole():
-            weight_c = check.recurrence_operand(self.weight_c.view(2, self.output_size), u)
-        skip = check.cast_like(residual, u) if self.num_matrices == 3 and self.has_skip_term else None
-        h, c = dispatch.sru_recurrence(  # weight_c, bias, c0: float32 under autocast (check.keeps_float32)
-            u, skip, weight_c, check.recurrence_operand(self.bias.view(2, self.output_size), u),
-            check.recurrence_operand(c0, u), mask, check.cast_like(drop_mask, u), self.bidirectional,
-            self.activation_type == 1, float(self.scale_x) if self.rescale else 1.0, self.backend)
-        if self.layer_norm is not None and self.normalize_after:
-            h = self.layer_norm(h)
+            if c0 is not None:  # sru takes any floating c0 (c_n then has the promoted dtype)
+                check.check_state(c0, (x.size(1), self.output_size), x, "c0", any_float=True)
+        h, c = self.run(x, c0, _mask(mask_pad, x.size(0), x.size(1)))
+        state_dtype = torch.promote_types(self.bias.dtype if c0 is None else c0.dtype, x.dtype)
         return h, c if c.dtype == state_dtype else c.to(state_dtype)
 
-    def _uses_peephole(self) -> bool:
-        """Read at every call: v2, or a v1 layer whose ``weight_c`` trains or is not zero (``sru`` then uses it);
-        a v1 layer with zero frozen ``weight_c`` runs parrnn's linear recurrence (where the scan backend works)."""
-        return not self.v1 or self.weight_c.requires_grad or bool(self.weight_c.detach().any())
-
-    def project(self, x: Tensor) -> Tensor:
-        """`U = x W` for all steps: `(L, N, H_in)` -> `(L, N, K, dirs * H)` in parrnn's (matrix, direction,
-        unit) order, by permuting the weight's columns (a weight-sized copy) rather than `U`."""
-        length, batch = x.size(0), x.size(1)
+    def projection_weight(self) -> Tensor:
+        """`weight` with its columns permuted to parrnn's (matrix, direction, unit) order: a weight-sized copy
+        per call (never cached, so it always reads the live parameter), rather than a permutation of `U`."""
         fan_in, k = self.weight.size(0), self.num_matrices
         weight = self.weight.view(fan_in, self.num_directions, self.hidden_size, k).permute(0, 3, 1, 2)
-        flat = x.reshape(length * batch, x.size(-1))
-        weight_proj = self.weight_proj
-        if weight_proj is not None:
-            flat = gemm.matmul(flat, weight_proj)
-        u = gemm.matmul(flat, weight.reshape(fan_in, k * self.output_size))
-        return u.view(length, batch, k, self.output_size)
+        return weight.reshape(fan_in, k * self.output_size)
 
-    def _dropout_mask(self, batch: int, size: int, p: float) -> Tensor:
-        return self.bias.new_empty(batch, size).bernoulli_(1 - p).div_(1 - p)
+    def recurrence_input(self, u: Tensor) -> Tensor:
+        """`sru` runs its CUDA recurrence in float32 unless `amp_recurrence_fp16`."""
+        if u.is_cuda and u.dtype != torch.float64 and not (self.amp_recurrence_fp16 and u.dtype == torch.float16):
+            return u.float()
+        return u
+
+    def gate_weights(self) -> tuple[Tensor | None, Tensor]:
+        """`weight_c` and `bias` viewed `(2, dirs * H)`; no peephole for a `v1` layer whose `weight_c` is zero
+        and frozen (it then runs parrnn's linear recurrence, where the scan backend works)."""
+        weight_c: Tensor | None = None
+        if self._uses_peephole():
+            weight_c = self.weight_c.view(2, self.output_size)
+        return weight_c, self.bias.view(2, self.output_size)
+
+    def _uses_peephole(self) -> bool:
+        """Read at every call: v2, or a v1 layer whose ``weight_c`` trains or is not zero (``sru`` then uses it)."""
+        return not self.v1 or self.weight_c.requires_grad or bool(self.weight_c.detach().any())
+
+    def highway_scale(self) -> float:
+        """The `scale_x` buffer, read at every call (1 without `rescale`, as in `sru`)."""
+        return float(self.scale_x) if self.rescale else 1.0
+
+    def _dropout_mask(self, batch: int, size: int, p: float, like: Tensor) -> Tensor:
+        return self.bias.new_empty(batch, size).bernoulli_(1 - p).div_(1 - p)  # sru's dtype: the parameters'
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

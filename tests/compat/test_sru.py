@@ -3,6 +3,7 @@ and gradients, state_dicts interchangeable both ways, `sru`'s constructor order,
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -243,3 +244,33 @@ def test_writes_to_scale_x_and_v1_weight_c_are_used_at_the_next_call() -> None:
         with torch.no_grad():
             write(ours.rnn_lst[1])
         torch.testing.assert_close(_run(ours, x, None, None), _run(ref, x, None, None), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[3], CONFIGS[4]], ids=_ids)
+def test_optimizer_state_moves_from_sru_unchanged(config) -> None:
+    """An Adam state trained on `sru.SRU` continues on the compat model as on `sru.SRU` (same layout, same order)."""
+    input_size, hidden, layers, options = config
+    ref, ours = _pair(input_size, hidden, layers, options, seed=7)
+    x = torch.randn(6, 3, input_size, dtype=torch.float64)
+    opt_ref = torch.optim.Adam([p for p in ref.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        opt_ref.zero_grad()
+        _run(ref, x, None, None)[0].square().sum().backward()
+        opt_ref.step()
+    ours.load_state_dict(ref.state_dict())
+    opt_ours = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=1e-2)
+    opt_ours.load_state_dict(copy.deepcopy(opt_ref.state_dict()))  # not shared: each steps its own moments
+    for model, opt in ((ref, opt_ref), (ours, opt_ours)):
+        opt.zero_grad()
+        _run(model, x, None, None)[0].square().sum().backward()
+        opt.step()
+    for (name, p_ref), (_, p_ours) in zip(ref.state_dict().items(), ours.state_dict().items(), strict=True):
+        torch.testing.assert_close(p_ours, p_ref, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_compat_cell_is_parrnn_cell_with_sru_layout() -> None:
+    """One SRU cell: the compat cell is a `parrnn.SRUCell` and adds no forward of its own, only the layout."""
+    cell = compat.SRUCell(5, 4, bidirectional=True)
+    assert isinstance(cell, parrnn.SRUCell)
+    assert "run" not in compat.SRUCell.__dict__ and "project" not in compat.SRUCell.__dict__
+    assert cell.weight.shape == (5, 4 * 2 * 4) and cell.bias.shape == (16,) and cell.weight_c.shape == (16,)

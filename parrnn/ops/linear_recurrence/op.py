@@ -19,13 +19,13 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from parrnn.ops import auto
 from parrnn.ops.linear_recurrence import reference
 from parrnn.ops.linear_recurrence.contract import check_backend, state_dtype_for, validate
 
@@ -123,22 +123,9 @@ AUTO_RULES: tuple[AutoRule, ...] = (
 
 def auto_backend(device: torch.device, columns: int, length: int, dtype: torch.dtype = torch.float32) -> str:
     """The backend ``backend="auto"`` runs for ``length`` steps of ``columns`` (``N * C``) columns."""
-    default = None
-    for rule in AUTO_RULES:
-        if not rule.applies(device, columns, length):
-            continue
-        ok, why = backend_availability(rule.backend, device, dtype)
-        if ok:
-            return rule.backend
-        default = (rule.backend, why)
-    if default is not None:
-        key = f"{default[0]} {device} {dtype}"
-        if key not in _warned:
-            _warned.add(key)
-            warnings.warn(f"parrnn: linear_recurrence backend {default[0]!r} is unavailable on {device} for {dtype} "
-                          f"({default[1].splitlines()[0][:300]}); falling back to the slow reference loop.",
-                          RuntimeWarning, stacklevel=4)
-    return "reference"
+    candidates = (rule.backend for rule in AUTO_RULES if rule.applies(device, columns, length))
+    return auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
+                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=5)
 
 
 def resolve_backend(backend: str, device: torch.device, columns: int, length: int, dtype: torch.dtype) -> str:
@@ -229,9 +216,21 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
         ``h`` ``(L, N, C)`` in ``a``'s dtype and ``h_n`` ``(N, C)`` (state after each sequence's last valid step) in
         ``h0``'s dtype (``a``'s when ``h0`` is None).
 
+    Under TorchScript there is no validation and no backend choice: ``"scan"`` runs the scan, every other backend
+    the sequential kernel of the tensors' device, and ``mask`` is not accepted (give ``lengths``).
+
     Batch-first data ``(N, L, C)``: pass ``a.transpose(0, 1)`` and ``b.transpose(0, 1)`` and transpose ``h`` back;
     the kernels read time-major contiguous memory, so non-contiguous inputs are copied once.
     """
+    if torch.jit.is_scripting():
+        return _scripted(a, b, h0, lengths, mask, reverse, backend)
+    else:  # noqa: RET505 (TorchScript compiles only the branch above)
+        return _eager(a, b, h0, lengths, mask, reverse, backend)
+
+
+def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask: Tensor | None, reverse: bool,
+           backend: str) -> tuple[Tensor, Tensor]:
+    """`linear_recurrence` outside TorchScript: validated, exported as ONNX ops, or run on the chosen backend."""
     ops = validate(a, b, h0, lengths, mask, reverse)
     if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
         from parrnn.ops.linear_recurrence import onnx as onnx_export
@@ -251,6 +250,25 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
     else:
         h, h_n = torch.ops.parrnn.linear_recurrence(a_, b_, h0_, ops.lengths, reverse, name)
     return h, h_n.to(ops.state_dtype)
+
+
+def _scripted(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask: Tensor | None, reverse: bool,
+              backend: str) -> tuple[Tensor, Tensor]:
+    """`linear_recurrence` under TorchScript: no validation and no backend choice (both are Python); ``"scan"``
+    runs the scan, every other backend the sequential kernel of the tensors' device, through the custom op."""
+    if mask is not None:
+        raise ValueError("linear_recurrence under TorchScript takes lengths, not mask")
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    out_dtype = a.dtype if h0 is None else h0.dtype
+    h0_: Tensor | None = None
+    if h0 is not None:
+        h0_ = h0.to(acc).contiguous()
+    counts: Tensor | None = None
+    if lengths is not None:
+        counts = lengths.to(device=a.device, dtype=torch.int64).contiguous()
+    name = "scan" if backend == "scan" else "sequential"
+    h, h_n = torch.ops.parrnn.linear_recurrence(a.contiguous(), b.contiguous(), h0_, counts, reverse, name)
+    return h, h_n.to(out_dtype)
 
 
 def _direct_call_ok(a: Tensor, b: Tensor, h0: Tensor | None) -> bool:

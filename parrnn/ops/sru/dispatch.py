@@ -30,13 +30,13 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from parrnn.ops import auto
 from parrnn.ops.sru import reference
 from parrnn.ops.sru.contract import RecurrenceArgs, validate
 from parrnn.ops.tracing import functorch_active
@@ -183,33 +183,10 @@ AUTO_RULES: tuple[AutoRule, ...] = (
 def auto_backend(device: torch.device, *, linear: bool, batch_columns: int, length: int,
                  dtype: torch.dtype = torch.float32) -> str:
     """The backend ``backend="auto"`` runs for this call (see [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES])."""
-    default = None
-    for rule in AUTO_RULES:
-        if not rule.applies(device, linear=linear, batch_columns=batch_columns, length=length):
-            continue
-        ok, why = backend_availability(rule.backend, device, dtype)
-        if ok:
-            return rule.backend
-        default = (rule.backend, why)
-    if default is not None:
-        name, why = default
-        _warn_once(f"{name} {device} {dtype}",
-                   f"parrnn: the {name!r} backend is unavailable on {device} for {dtype} ({_summary(why)}); "
-                   "falling back to the slow pure-PyTorch reference recurrence.")
-    return "reference"
-
-
-def _summary(reason: str) -> str:
-    """The first three error lines of ``reason`` (a compiler log), else its first line."""
-    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return " | ".join((errors or lines or ["unknown reason"])[:3])[:600]
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    candidates = (rule.backend for rule in AUTO_RULES
+                  if rule.applies(device, linear=linear, batch_columns=batch_columns, length=length))
+    return auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
+                                op="sru_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=4)
 
 
 def resolve_backend(backend: str, device: torch.device, *, linear: bool, batch_columns: int, length: int,
