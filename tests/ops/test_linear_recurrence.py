@@ -332,6 +332,36 @@ def test_export_keeps_the_custom_op() -> None:
         torch.testing.assert_close(g, w)
 
 
+def test_auto_is_chosen_per_call_in_a_graph_with_a_dynamic_length(monkeypatch) -> None:
+    """``auto`` under torch.export is left to the custom op, so one program with a dynamic length runs the
+    sequential kernel at short lengths and the scan at long ones (forward and backward), as eager would."""
+    from parrnn.ops.linear_recurrence import op
+
+    class Model(torch.nn.Module):
+        def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+            return linear_recurrence(a, b)
+
+    long_length = op.AUTO_RULES[0].min_length
+    monkeypatch.setattr(op, "_num_threads", lambda: 2)  # the scan row needs 2 threads
+    a, b, _, _ = make_inputs(8, 2, 32, torch.float32, seed=31)
+    program = torch.export.export(Model(), (a, b), dynamic_shapes=({0: torch.export.Dim("L", max=2 * long_length)},
+                                                                   {0: torch.export.Dim("L", max=2 * long_length)}))
+    chosen: list[str] = []
+    concrete = op._concrete
+    monkeypatch.setattr(op, "_concrete", lambda backend, a: chosen.append(concrete(backend, a)) or chosen[-1])
+    for length in (8, long_length + 1):
+        a, b, _, _ = make_inputs(length, 2, 32, torch.float32, seed=length)
+        a.requires_grad_()
+        h, h_n = program.module()(a, b)
+        h.sum().backward()
+        a_ref = a.detach().requires_grad_()
+        h_ref, h_n_ref = reference.linear_recurrence(a_ref, b)
+        h_ref.sum().backward()
+        torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.grad, a_ref.grad, rtol=1e-4, atol=1e-4)
+    assert chosen == ["sequential", "sequential", "scan", "scan"]  # (forward, backward) per length
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 def test_onnx_scan_equals_reference(reverse: bool, padded: bool) -> None:

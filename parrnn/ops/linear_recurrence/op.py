@@ -143,13 +143,33 @@ def resolve_backend(backend: str, device: torch.device, columns: int, length: in
     return backend
 
 
+def _deferred_auto(device: torch.device, dtype: torch.dtype) -> str:
+    """``backend="auto"`` while torch.compile, torch.export or TorchScript tracing reads the call: the lengths may
+    be symbolic, so the choice is left to the custom op at run time (``"auto"``), unless no fused kernel runs here
+    (then the reference, traced as plain ops)."""
+    candidates = (rule.backend for rule in AUTO_RULES if rule.device == device.type)
+    name = auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
+                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=6)
+    return "reference" if name == "reference" else "auto"
+
+
+def _concrete(backend: str, a: Tensor) -> str:
+    """The fused backend the custom op runs for ``a`` ``(L, N, C)``: ``backend``, or the `AUTO_RULES` choice for
+    ``"auto"`` (a deferred choice; the sequential kernel when the rules name no fused one)."""
+    if backend != "auto":
+        return backend
+    name = auto_backend(a.device, a.size(1) * a.size(2), a.size(0), a.dtype)
+    return "sequential" if name == "reference" else name
+
+
 # ---- the custom op ------------------------------------------------------------------------------------------------
 
 @torch.library.custom_op("parrnn::linear_recurrence", mutates_args=())
 def linear_recurrence_op(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, reverse: bool,
                          backend: str) -> tuple[Tensor, Tensor]:
-    """Fused forward on ``backend`` (``"sequential"``/``"scan"``): ``(h, h_n)``, ``h_n`` in the state dtype."""
-    return backend_module(backend, a.device.type).forward(a, b, h0, lengths, reverse)
+    """Fused forward on ``backend`` (``"sequential"``/``"scan"``, or ``"auto"``: chosen here, from the concrete
+    shapes, so a compiled or exported graph keeps the choice per call): ``(h, h_n)``, ``h_n`` in the state dtype."""
+    return backend_module(_concrete(backend, a), a.device.type).forward(a, b, h0, lengths, reverse)
 
 
 @linear_recurrence_op.register_fake
@@ -162,8 +182,8 @@ def linear_recurrence_backward_op(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h
                                   lengths: Tensor | None, reverse: bool, backend: str
                                   ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused backward: ``(grad_a, grad_b, grad_h0)``; ``grad_h0`` is an empty tensor when ``h0`` is None."""
-    grad_a, grad_b, grad_h0 = backend_module(backend, a.device.type).backward(grad_h, grad_h_n, a, h, h0, lengths,
-                                                                              reverse)
+    grad_a, grad_b, grad_h0 = backend_module(_concrete(backend, a), a.device.type).backward(
+        grad_h, grad_h_n, a, h, h0, lengths, reverse)
     return grad_a, grad_b, a.new_empty(0) if grad_h0 is None else grad_h0
 
 
@@ -216,8 +236,10 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
         ``h`` ``(L, N, C)`` in ``a``'s dtype and ``h_n`` ``(N, C)`` (state after each sequence's last valid step) in
         ``h0``'s dtype (``a``'s when ``h0`` is None).
 
-    Under TorchScript there is no validation and no backend choice: ``"scan"`` runs the scan, every other backend
-    the sequential kernel of the tensors' device, and ``mask`` is not accepted (give ``lengths``).
+    Under torch.compile, torch.export and TorchScript, ``"auto"`` is chosen by the custom op at run time from the
+    concrete shapes (a graph with a dynamic length keeps the per-call choice). Under TorchScript there is no
+    validation, ``"reference"`` runs the sequential kernel of the tensors' device, and ``mask`` is not accepted
+    (give ``lengths``).
 
     Batch-first data ``(N, L, C)``: pass ``a.transpose(0, 1)`` and ``b.transpose(0, 1)`` and transpose ``h`` back;
     the kernels read time-major contiguous memory, so non-contiguous inputs are copied once.
@@ -239,7 +261,11 @@ def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask
         sru_onnx.check_exporter()  # the same clear error under the TorchScript-based exporter
         return onnx_export.run(ops, reverse)
     length, batch, cols = a.shape
-    name = resolve_backend(backend, a.device, batch * cols, length, a.dtype)
+    if backend == "auto" and (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        check_backend(backend)
+        name = _deferred_auto(a.device, a.dtype)
+    else:
+        name = resolve_backend(backend, a.device, batch * cols, length, a.dtype)
     if name == "reference":
         return reference.run(ops, reverse)
     acc = state_dtype_for(a.dtype)
@@ -254,8 +280,8 @@ def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask
 
 def _scripted(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask: Tensor | None, reverse: bool,
               backend: str) -> tuple[Tensor, Tensor]:
-    """`linear_recurrence` under TorchScript: no validation and no backend choice (both are Python); ``"scan"``
-    runs the scan, every other backend the sequential kernel of the tensors' device, through the custom op."""
+    """`linear_recurrence` under TorchScript, through the custom op and without validation (Python): ``"scan"``
+    runs the scan, ``"auto"`` is chosen by the op per call, ``"reference"`` runs the sequential kernel."""
     if mask is not None:
         raise ValueError("linear_recurrence under TorchScript takes lengths, not mask")
     acc = torch.float64 if a.dtype == torch.float64 else torch.float32
@@ -266,7 +292,7 @@ def _scripted(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, m
     counts: Tensor | None = None
     if lengths is not None:
         counts = lengths.to(device=a.device, dtype=torch.int64).contiguous()
-    name = "scan" if backend == "scan" else "sequential"
+    name = backend if backend == "scan" or backend == "auto" else "sequential"  # "auto": chosen by the op per call
     h, h_n = torch.ops.parrnn.linear_recurrence(a.contiguous(), b.contiguous(), h0_, counts, reverse, name)
     return h, h_n.to(out_dtype)
 
