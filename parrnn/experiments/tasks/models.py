@@ -297,8 +297,8 @@ def set_memory_bias(model: nn.Module, value: float, only: tuple[type, ...] | Non
                         param[gate] = value
                     elif name.startswith("bias_hh"):
                         param[gate] = 0.0
-            elif isinstance(module, SRUCell):
-                module.bias[0].fill_(value)
+            elif isinstance(module, SRUCell):  # (2, dirs * H) in any layout (compat cells keep sru's flat bias)
+                module.gate_weights()[1][0].fill_(value)
 
 
 def count_parameters(model: nn.Module) -> int:

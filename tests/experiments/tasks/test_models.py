@@ -5,8 +5,16 @@ import importlib.util
 import pytest
 import torch
 
+import parrnn.compat.sru as compat
 from parrnn.experiments.tasks import make_task
-from parrnn.experiments.tasks.models import MODEL_NAMES, ModelSpec, build_model, count_parameters, last_valid
+from parrnn.experiments.tasks.models import (
+    MODEL_NAMES,
+    ModelSpec,
+    build_model,
+    count_parameters,
+    last_valid,
+    set_memory_bias,
+)
 
 SPEC = ModelSpec(hidden=8, layers=1, embed_dim=6, slices=2, levels=1, sru_backend="reference")
 HAVE_SLICED = importlib.util.find_spec("parrnn.sliced") is not None
@@ -81,3 +89,11 @@ def test_memory_bias_sets_the_keep_gate_of_every_layer(name):
             assert torch.all(module.bias[0] == 4.0) and not torch.all(module.bias[1] == 4.0)
             seen += 1
     assert seen >= 2
+
+
+def test_memory_bias_reaches_the_forget_gate_in_sru_s_layout_too() -> None:
+    """A `parrnn.compat.sru` cell keeps sru's flat bias: the forget half is set, not one element."""
+    model = compat.SRU(4, 3, 2, bidirectional=True)
+    set_memory_bias(model, 4.0)
+    for cell in model.rnn_lst:
+        assert torch.all(cell.bias[:cell.output_size] == 4.0) and torch.all(cell.bias[cell.output_size:] == 0.0)
