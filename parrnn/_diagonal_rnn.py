@@ -91,7 +91,7 @@ class DiagonalLayer(nn.Module):
             bias = self.bias
             if self.bias_blocks != self.blocks:
                 bias = F.pad(bias, (0, (self.blocks - self.bias_blocks) * self.state_size))
-            u = u + bias
+            u = u.add_(bias)  # in place: the product's output is not saved for its backward
         return u.view(length, batch, self.blocks, self.state_size)
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None

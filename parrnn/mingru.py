@@ -10,11 +10,11 @@ logarithms (``docs/cells.md`` compares the accuracy of both forms against float6
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
+from parrnn._fused_gates import MinGRUGates, MinLSTMGates, min_lstm_forget_share
 from parrnn.ops import gemm
 
 ACTIVATIONS = ("identity", "g")
@@ -24,32 +24,6 @@ def g(x: Tensor) -> Tensor:
     r"""The paper's candidate activation $g(x) = x + 0.5$ for $x \ge 0$, $\sigma(x)$ otherwise (continuous,
     positive, linear growth), which keeps every state positive as its log-space scan needs."""
     return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
-
-
-class _MinGRUGates(torch.autograd.Function):
-    """minGRU's coefficients for the identity candidate: ``u`` ``(L, N, 2, C)`` = (candidate, gate) gives
-    ``a = 1 - z`` and ``b = z * candidate`` with ``z = sigmoid(gate)``. The backward writes both halves of
-    ``grad_u`` in place, in four passes where autograd's graph of the three ops takes about twice the memory
-    traffic (a gradient per op, their sum, a stack of the halves): half the time of these ops on a CPU."""
-
-    @staticmethod
-    def forward(ctx, u: Tensor) -> tuple[Tensor, Tensor]:
-        candidate, gate = u.unbind(2)
-        z = torch.sigmoid(gate)
-        ctx.save_for_backward(u, z)
-        return 1 - z, z * candidate
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        u, z = ctx.saved_tensors
-        grad_u = torch.empty_like(u)
-        grad_candidate, grad_gate = grad_u.unbind(2)
-        torch.mul(grad_b, z, out=grad_candidate)
-        torch.mul(grad_b, u[:, :, 0], out=grad_gate)  # dL/dz = grad_b * candidate - grad_a
-        grad_gate.sub_(grad_a)
-        torch.ops.aten.sigmoid_backward.grad_input(grad_gate, z, grad_input=grad_gate)  # * z (1 - z)
-        return grad_u
 
 
 class _MinLayer(DiagonalLayer):
@@ -104,7 +78,7 @@ class MinGRULayer(_MinLayer):
         # TorchScript cannot save a Python autograd function
         if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
             if self.activation == "identity" and not torch.compiler.is_compiling():
-                a, b = _MinGRUGates.apply(u)
+                a, b = MinGRUGates.apply(u)
                 return a, b, None
         candidate, gate = u.unbind(2)  # (unbind: its backward is one stack, not a copy per slice)
         z = torch.sigmoid(gate)
@@ -119,9 +93,13 @@ class MinLSTMLayer(MinGRULayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        candidate, forget, input_gate = self.project(x).unbind(2)
-        # f / (f + i) = sigmoid(-d) with d = log i - log f (never 0/0), and i / (f + i) = 1 - that
-        forget = torch.sigmoid(F.softplus(-input_gate) - F.softplus(-forget))
+        u = self.project(x)
+        if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
+            if self.activation == "identity" and not torch.compiler.is_compiling():
+                a, b = MinLSTMGates.apply(u)  # eager: the hand-written backward (parrnn._fused_gates)
+                return a, b, None
+        candidate, forget, input_gate = u.unbind(2)
+        forget = min_lstm_forget_share(forget, input_gate)
         return forget, (1 - forget) * self.candidate(candidate), None
 
 

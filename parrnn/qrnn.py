@@ -12,6 +12,7 @@ from torch import Tensor
 
 from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
+from parrnn._fused_gates import qrnn_coefficients, qrnn_gates
 
 POOLINGS = ("f", "fo", "ifo")
 WINDOWS = (1, 2)
@@ -49,10 +50,7 @@ class QRNNLayer(DiagonalLayer):
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
-        u = self._convolve(x, prev).unbind(2)  # (z, f[, o[, i]])
-        z = torch.tanh(u[0])
-        forget = torch.sigmoid(u[1])
-        b = torch.sigmoid(u[3]) * z if self.pooling == "ifo" else torch.sigmoid(-u[1]) * z
+        forget, b, output_gate = self._gates(self._convolve(x, prev))
         if self.zoneout > 0:
             # zoneout: a unit keeps its state (a = 1, b = 0) with probability p; its expectation at evaluation
             if self.training:
@@ -62,8 +60,14 @@ class QRNNLayer(DiagonalLayer):
             else:
                 forget = self.zoneout + (1 - self.zoneout) * forget
                 b = (1 - self.zoneout) * b
-        output_gate = torch.sigmoid(u[2]) if self.pooling != "f" else None
         return forget, b, output_gate
+
+    def _gates(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(a, b, output gate)`` from the pre-activations ``u`` ``(L, N, gates, dirs * H)``."""
+        if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
+            if not torch.compiler.is_compiling():
+                return qrnn_gates(u, self.pooling)  # eager: the hand-written backward (parrnn._fused_gates)
+        return qrnn_coefficients(u, self.pooling)
 
     def readout(self, h: Tensor, extra: Tensor | None) -> Tensor:
         return h if extra is None else extra * h

@@ -1,0 +1,150 @@
+r"""Hand-written backwards for the cells' elementwise gates (eager mode).
+
+Each cell turns its projections ``u`` ``(L, N, G, C)`` (``G`` column blocks) into the recurrence's coefficients
+with a few elementwise ops. Left to autograd, their backward costs a gradient tensor per op, their sums and a
+``stack`` of the blocks' gradients (the backward of ``unbind``): about a third of a MinLSTM or QRNN layer's
+time on a CPU. Here each backward writes the blocks of ``grad_u`` in place, in a few passes.
+
+Eager only: the cells call the plain ops under torch.compile (the compiler fuses them itself, and dynamo cannot
+trace the ``out=`` writes into strided views) and under TorchScript (which cannot save a Python autograd
+function). The plain ops are the definition; `tests/test_fused_gates.py` checks values and gradients against
+them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # (grad, y, grad_input=out): grad * y * (1 - y)
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input  # (grad, y, grad_input=out): grad * (1 - y^2)
+
+
+class MinGRUGates(torch.autograd.Function):
+    """minGRU, identity candidate: ``u`` = (candidate, gate) gives ``a = 1 - z``, ``b = z * candidate``,
+    ``z = sigmoid(gate)``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor) -> tuple[Tensor, Tensor]:
+        candidate, gate = u.unbind(2)
+        z = torch.sigmoid(gate)
+        ctx.save_for_backward(u, z)
+        return 1 - z, z * candidate
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        u, z = ctx.saved_tensors
+        grad_u = torch.empty_like(u)
+        grad_candidate, grad_gate = grad_u.unbind(2)
+        torch.mul(grad_b, z, out=grad_candidate)
+        torch.mul(grad_b, u[:, :, 0], out=grad_gate)  # dL/dz = grad_b * candidate - grad_a
+        grad_gate.sub_(grad_a)
+        _sigmoid_backward(grad_gate, z, grad_input=grad_gate)
+        return grad_u
+
+
+def min_lstm_forget_share(forget: Tensor, input_gate: Tensor) -> Tensor:
+    """minLSTM's normalised forget gate ``f' / (f' + i')`` (``f' = sigmoid(forget)``, ``i' = sigmoid(input)``),
+    computed as ``sigmoid(softplus(-i) - softplus(-f))``: never 0/0."""
+    return torch.sigmoid(F.softplus(-input_gate) - F.softplus(-forget))
+
+
+def min_lstm_coefficients(u: Tensor) -> tuple[Tensor, Tensor]:
+    """The plain-op definition of `MinLSTMGates`: ``u`` = (candidate, forget, input) gives ``a = s``,
+    ``b = (1 - s) * candidate`` with ``s`` = `min_lstm_forget_share`."""
+    candidate, forget, input_gate = u.unbind(2)
+    s = min_lstm_forget_share(forget, input_gate)
+    return s, (1 - s) * candidate
+
+
+class MinLSTMGates(torch.autograd.Function):
+    """minLSTM, identity candidate (see `min_lstm_coefficients`). With ``d = softplus(-i) - softplus(-f)``:
+    ``dd/df = sigmoid(-f)``, ``dd/di = -sigmoid(-i)``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor) -> tuple[Tensor, Tensor]:
+        s, b = min_lstm_coefficients(u)
+        ctx.save_for_backward(u, s)
+        return s, b
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        u, s = ctx.saved_tensors
+        grad_u = torch.empty_like(u)
+        grad_candidate, grad_forget, grad_input = grad_u.unbind(2)
+        grad_d = grad_forget  # dL/dd, then dL/df in place
+        torch.mul(grad_b, u[:, :, 0], out=grad_d)
+        torch.sub(grad_a, grad_d, out=grad_d)  # dL/ds = grad_a - grad_b * candidate
+        _sigmoid_backward(grad_d, s, grad_input=grad_d)
+        torch.neg(u[:, :, 2], out=grad_input).sigmoid_().mul_(grad_d).neg_()  # -dL/dd * sigmoid(-i)
+        torch.neg(u[:, :, 1], out=grad_candidate).sigmoid_()  # scratch: sigmoid(-f)
+        grad_forget.mul_(grad_candidate)
+        torch.mul(grad_b, s, out=grad_candidate)
+        torch.sub(grad_b, grad_candidate, out=grad_candidate)  # grad_b * (1 - s)
+        return grad_u
+
+
+def qrnn_coefficients(u: Tensor, pooling: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The plain-op definition of `QRNNGates`: ``u`` = (z, f[, o[, i]]) pre-activations give ``a = sigmoid(f)``,
+    ``b = sigmoid(-f) * tanh(z)`` (``sigmoid(i) * tanh(z)`` for ifo) and the output gate ``sigmoid(o)``
+    (``None`` for f-pooling)."""
+    parts = u.unbind(2)
+    z = torch.tanh(parts[0])
+    forget = torch.sigmoid(parts[1])
+    b = torch.sigmoid(parts[3]) * z if pooling == "ifo" else torch.sigmoid(-parts[1]) * z
+    output_gate = torch.sigmoid(parts[2]) if pooling != "f" else None
+    return forget, b, output_gate
+
+
+class QRNNGates(torch.autograd.Function):
+    """QRNN's f, fo and ifo pooling coefficients (see `qrnn_coefficients`); returns ``(a, b)`` or
+    ``(a, b, o)``."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, pooling: str) -> tuple[Tensor, ...]:
+        parts = u.unbind(2)
+        z = torch.tanh(parts[0])
+        forget = torch.sigmoid(parts[1])
+        # ifo: the input gate; f/fo: 1 - f, as sigmoid(-f) (no cancellation when f is near 1)
+        keep_in = torch.sigmoid(parts[3]) if pooling == "ifo" else torch.sigmoid(-parts[1])
+        b = keep_in * z
+        ctx.pooling = pooling
+        if pooling == "f":
+            ctx.save_for_backward(z, forget, keep_in)
+            return forget, b
+        output_gate = torch.sigmoid(parts[2])
+        ctx.save_for_backward(z, forget, keep_in, output_gate)
+        return forget, b, output_gate
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor, grad_o: Tensor | None = None) -> tuple[Tensor, None]:
+        z, forget, keep_in, *rest = ctx.saved_tensors
+        blocks = 2 if ctx.pooling == "f" else (3 if ctx.pooling == "fo" else 4)
+        grad_u = torch.empty(z.shape[:2] + (blocks,) + z.shape[2:], dtype=z.dtype, device=z.device)
+        parts = grad_u.unbind(2)
+        grad_z, grad_f = parts[0], parts[1]
+        torch.mul(grad_b, keep_in, out=grad_z)
+        _tanh_backward(grad_z, z, grad_input=grad_z)  # dL/dz_pre = grad_b * keep_in * (1 - z^2)
+        torch.mul(grad_b, z, out=grad_f)  # dL/d keep_in
+        if ctx.pooling == "ifo":
+            _sigmoid_backward(grad_f, keep_in, grad_input=parts[3])
+            _sigmoid_backward(grad_a, forget, grad_input=grad_f)
+        else:  # keep_in = 1 - f: dL/df = grad_a - grad_b * z, times f (1 - f) = forget * keep_in
+            torch.sub(grad_a, grad_f, out=grad_f).mul_(forget).mul_(keep_in)
+        if ctx.pooling != "f":
+            output_gate = rest[0]
+            if grad_o is None:
+                parts[2].zero_()
+            else:
+                _sigmoid_backward(grad_o, output_gate, grad_input=parts[2])
+        return grad_u, None
+
+
+def qrnn_gates(u: Tensor, pooling: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`QRNNGates` with `qrnn_coefficients`' return convention."""
+    out = QRNNGates.apply(u, pooling)
+    return out[0], out[1], (out[2] if len(out) == 3 else None)
