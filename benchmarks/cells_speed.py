@@ -1,13 +1,15 @@
 """Speed of parrnn's MinGRU, MinLSTM, QRNN and HGRN layers against torch.nn.GRU / torch.nn.LSTM and the reference
-``minGRU-pytorch`` 0.2.1 layer (issue 23, part 4): forward (``torch.no_grad``) and forward+backward (a training
-step's cost: ``output.sum().backward()``, the input needs no gradient).
+``minGRU-pytorch`` 0.2.1 layer: forward (``torch.no_grad``) and forward+backward (a training step's cost:
+``output.sum().backward()``, the input needs no gradient).
 
 Every round times every model once in each mode, interleaved, so the ratios compare timings taken under the same
-machine load; the report gives medians over the rounds, the CPU's name, the thread count and the load average
-before and after. A "gemm floor" row times the MinGRU stack's matrix products alone (``x @ W`` per layer, the
-same products and their backward), the least any layer of this shape can cost here.
+machine load; the report gives medians over the rounds with their interquartile range, the CPU's name, the thread
+count and the load average before and after. ``nn.GRU``/``nn.LSTM`` are timed as torch runs them by default
+(oneDNN on a CPU) and with oneDNN off; each ratio is taken against the faster of the two in that mode. A
+"gemm floor" row times the MinGRU stack's matrix products alone (``x @ W`` per layer, the same products and
+their backward), the least any layer of this shape can cost here.
 
-    .venv/bin/python benchmarks/cells_speed.py --threads 2 --rounds 7 --out benchmarks/results/<date>-cpu-cells
+    python benchmarks/cells_speed.py --threads 2 --rounds 7 --out benchmarks/results/<date>-<cpu>-cells-<commit>
 
 The functions (`build_models`, `measure`, `markdown`) are importable by tests.
 """
@@ -41,6 +43,21 @@ from parrnn.ops import gemm  # noqa: E402
 PAIRS = (("MinGRU", "nn.GRU"), ("MinGRU", "minGRU-pytorch"), ("MinGRU", "gemm floor"), ("MinLSTM", "nn.LSTM"),
          ("QRNN", "nn.LSTM"), ("HGRN", "nn.GRU"))
 MODES = ("fwd", "fwdbwd")
+#: the configurations a baseline is timed in; its ratio is against the fastest of them, per mode
+BASELINE_CONFIGS = {"nn.GRU": ("nn.GRU", "nn.GRU (oneDNN off)"), "nn.LSTM": ("nn.LSTM", "nn.LSTM (oneDNN off)")}
+
+
+class WithoutOneDNN(nn.Module):
+    """``module`` run under ``torch.backends.mkldnn.flags(enabled=False)`` (torch's native RNN kernels); its
+    backward follows the graph the forward recorded."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        with torch.backends.mkldnn.flags(enabled=False):
+            return self.module(x)
 
 
 class _Batch1st(nn.Module):
@@ -96,6 +113,8 @@ def build_models(size: int, hidden: int, layers: int, seed: int = 0) -> dict[str
         "nn.LSTM": nn.LSTM(size, hidden, layers),
         "gemm floor": GemmFloor(size, hidden, layers),
     }
+    models["nn.GRU (oneDNN off)"] = WithoutOneDNN(models["nn.GRU"])
+    models["nn.LSTM (oneDNN off)"] = WithoutOneDNN(models["nn.LSTM"])
     reference = _mingru_pytorch(size, hidden, layers)
     if reference is not None:
         models["minGRU-pytorch"] = reference
@@ -135,12 +154,23 @@ def measure(models: dict[str, nn.Module], length: int, batch: int, size: int, ro
     return samples
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def summarize(samples: dict[str, dict[str, list[float]]]) -> dict:
-    """Medians per mode and model, and each pair's ratio (baseline / model) per mode."""
+    """Medians and quartiles per mode and model, and each pair's ratio (baseline / model) per mode, a baseline
+    with several configurations (`BASELINE_CONFIGS`) taken at its fastest in that mode (named in ``fastest``)."""
     medians = {mode: {name: statistics.median(v) for name, v in per.items()} for mode, per in samples.items()}
-    ratios = {f"{a} vs {b}": {mode: medians[mode][b] / medians[mode][a] for mode in MODES}
+    quartiles = {mode: {name: _quartiles(v) for name, v in per.items()} for mode, per in samples.items()}
+    fastest = {mode: {base: min((name for name in configs if name in medians[mode]), key=medians[mode].get)
+                      for base, configs in BASELINE_CONFIGS.items() if base in medians[mode]} for mode in MODES}
+    ratios = {f"{a} vs {b}": {mode: medians[mode][fastest[mode].get(b, b)] / medians[mode][a] for mode in MODES}
               for a, b in PAIRS if a in medians["fwd"] and b in medians["fwd"]}
-    return {"median_ms": medians, "ratios": ratios}
+    return {"median_ms": medians, "quartiles_ms": quartiles, "fastest": fastest, "ratios": ratios}
 
 
 def markdown(result: dict) -> str:
@@ -151,13 +181,26 @@ def markdown(result: dict) -> str:
              f"{meta['rounds']} interleaved rounds; load average {meta['load_before']:.2f} before, "
              f"{meta['load_after']:.2f} after (shared machine: read the ratios).", "",
              f"Command: `{meta['command']}`", "",
-             "| model | fwd ms | fwd+bwd ms |", "|---|---:|---:|"]
+             "| model | fwd ms, median [IQR] | fwd+bwd ms, median [IQR] |", "|---|---:|---:|"]
+    quartiles = summary.get("quartiles_ms")
+
+    def cell(mode: str, name: str) -> str:
+        text = f"{summary['median_ms'][mode][name]:.1f}"
+        if quartiles is not None:
+            low, high = quartiles[mode][name]
+            text += f" [{low:.1f}-{high:.1f}]"
+        return text
+
     for name in summary["median_ms"]["fwd"]:
-        lines.append(f"| {name} | {summary['median_ms']['fwd'][name]:.1f} | "
-                     f"{summary['median_ms']['fwdbwd'][name]:.1f} |")
+        lines.append(f"| {name} | {cell('fwd', name)} | {cell('fwdbwd', name)} |")
     lines += ["", "| ratio (baseline time / model time) | fwd | fwd+bwd |", "|---|---:|---:|"]
     for pair, value in summary["ratios"].items():
         lines.append(f"| {pair} | {value['fwd']:.2f}x | {value['fwdbwd']:.2f}x |")
+    fastest = summary.get("fastest")
+    if fastest:
+        lines += ["", "Baselines at their fastest configuration: " + "; ".join(
+            f"{mode}: " + ", ".join(f"{base} = {name}" for base, name in per.items())
+            for mode, per in fastest.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
