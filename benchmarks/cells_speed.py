@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import parrnn  # noqa: E402
-from parrnn.experiments.bench.report import cpu_model  # noqa: E402
+from parrnn.experiments.bench.report import cpu_model, git_commit  # noqa: E402
 from parrnn.ops import gemm  # noqa: E402
 
 #: (model, baseline) pairs whose ratio the report gives; "gemm floor" is a bound, not a model to beat
@@ -204,14 +203,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -232,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": args.threads, "torch": torch.__version__, "length": args.length, "batch": args.batch,
                  "size": args.size, "layers": args.layers, "rounds": args.rounds, "load_before": load_before,
                  "load_after": load_after, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                 "gemm_engines": gemm.choices(), "commit": _commit()},
+                 "gemm_engines": gemm.choices(), "commit": git_commit()},
         "samples_ms": samples,
         "summary": summarize(samples),
     }

@@ -68,6 +68,11 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def git_commit() -> str:
+    """The short commit of the checkout parrnn runs from, or ``"unknown"`` (not a git checkout)."""
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
+
+
 def _parrnn_info() -> tuple[str | None, dict[str, list[Any]] | str]:
     try:
         import parrnn
