@@ -91,7 +91,9 @@ class DiagonalLayer(nn.Module):
             bias = self.bias
             if self.bias_blocks != self.blocks:
                 bias = F.pad(bias, (0, (self.blocks - self.bias_blocks) * self.state_size))
-            u = u.add_(bias)  # in place: the product's output is not saved for its backward
+            # in place where the dtypes agree (the product's output is not saved for its backward); under autocast
+            # u is 16-bit and the float32 bias promotes it, as the recurrence's float32 policy wants
+            u = u.add_(bias) if u.dtype == bias.dtype else u + bias
         return u.view(length, batch, self.blocks, self.state_size)
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None

@@ -8,10 +8,13 @@ time on a CPU. Here each backward writes the blocks of ``grad_u`` in place, in a
 Eager only: the cells call the plain ops under torch.compile (the compiler fuses them itself, and dynamo cannot
 trace the ``out=`` writes into strided views) and under TorchScript (which cannot save a Python autograd
 function). The plain ops are the definition; `tests/test_fused_gates.py` checks values and gradients against
-them.
+them. Under ``create_graph=True`` each backward runs autograd through the plain ops instead, so double backward
+works (with the reference recurrence: the fused recurrences have no double backward).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,23 @@ from torch import Tensor
 
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # (grad, y, grad_input=out): grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # (grad, y, grad_input=out): grad * (1 - y^2)
+
+
+def _differentiable_backward(coefficients: Callable[[Tensor], tuple[Tensor | None, ...]], u: Tensor,
+                             grads: tuple[Tensor | None, ...]) -> Tensor:
+    """``grad_u`` through autograd of the plain ops, with a graph (``create_graph=True``: double backward)."""
+    with torch.enable_grad():
+        outputs = coefficients(u)
+        pairs = [(o, g) for o, g in zip(outputs, grads, strict=True) if o is not None and g is not None]
+        return torch.autograd.grad([o for o, _ in pairs], u, [g for _, g in pairs], create_graph=True)[0]
+
+
+def min_gru_coefficients(u: Tensor) -> tuple[Tensor, Tensor]:
+    """The plain-op definition of `MinGRUGates`: ``u`` = (candidate, gate) gives ``a = 1 - z``,
+    ``b = z * candidate`` with ``z = sigmoid(gate)``."""
+    candidate, gate = u.unbind(2)
+    z = torch.sigmoid(gate)
+    return 1 - z, z * candidate
 
 
 class MinGRUGates(torch.autograd.Function):
@@ -30,12 +50,13 @@ class MinGRUGates(torch.autograd.Function):
         candidate, gate = u.unbind(2)
         z = torch.sigmoid(gate)
         ctx.save_for_backward(u, z)
-        return 1 - z, z * candidate
+        return 1 - z, z * candidate  # = min_gru_coefficients(u), keeping z for the backward
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
         u, z = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a backward that autograd can differentiate again
+            return _differentiable_backward(min_gru_coefficients, u, (grad_a, grad_b))
         grad_u = torch.empty_like(u)
         grad_candidate, grad_gate = grad_u.unbind(2)
         torch.mul(grad_b, z, out=grad_candidate)
@@ -70,9 +91,10 @@ class MinLSTMGates(torch.autograd.Function):
         return s, b
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_a: Tensor, grad_b: Tensor) -> Tensor:
         u, s = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a backward that autograd can differentiate again
+            return _differentiable_backward(min_lstm_coefficients, u, (grad_a, grad_b))
         grad_u = torch.empty_like(u)
         grad_candidate, grad_forget, grad_input = grad_u.unbind(2)
         grad_d = grad_forget  # dL/dd, then dL/df in place
@@ -113,16 +135,19 @@ class QRNNGates(torch.autograd.Function):
         b = keep_in * z
         ctx.pooling = pooling
         if pooling == "f":
-            ctx.save_for_backward(z, forget, keep_in)
+            ctx.save_for_backward(u, z, forget, keep_in)
             return forget, b
         output_gate = torch.sigmoid(parts[2])
-        ctx.save_for_backward(z, forget, keep_in, output_gate)
+        ctx.save_for_backward(u, z, forget, keep_in, output_gate)
         return forget, b, output_gate
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_a: Tensor, grad_b: Tensor, grad_o: Tensor | None = None) -> tuple[Tensor, None]:
-        z, forget, keep_in, *rest = ctx.saved_tensors
+        u, z, forget, keep_in, *rest = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a backward that autograd can differentiate again
+            grads = (grad_a, grad_b) if ctx.pooling == "f" else (grad_a, grad_b, grad_o)
+            return _differentiable_backward(
+                lambda v: qrnn_coefficients(v, ctx.pooling)[:len(grads)], u, grads), None
         blocks = 2 if ctx.pooling == "f" else (3 if ctx.pooling == "fo" else 4)
         grad_u = torch.empty(z.shape[:2] + (blocks,) + z.shape[2:], dtype=z.dtype, device=z.device)
         parts = grad_u.unbind(2)

@@ -10,13 +10,8 @@ from parrnn import _fused_gates as fused
 POOLING_BLOCKS = {"f": 2, "fo": 3, "ifo": 4}
 
 
-def _plain_min_gru(u):
-    z = torch.sigmoid(u[:, :, 1])
-    return 1 - z, z * u[:, :, 0]
-
-
 CASES = {
-    "min_gru": (2, fused.MinGRUGates.apply, _plain_min_gru),
+    "min_gru": (2, fused.MinGRUGates.apply, fused.min_gru_coefficients),
     "min_lstm": (3, fused.MinLSTMGates.apply, fused.min_lstm_coefficients),
     **{f"qrnn_{p}": (n, lambda u, p=p: fused.qrnn_gates(u, p)[:2 if p == "f" else 3],
                      lambda u, p=p: fused.qrnn_coefficients(u, p)[:2 if p == "f" else 3])
@@ -66,3 +61,11 @@ def test_unused_outputs_get_zero_gradients(name: str) -> None:
         f(x)[1].sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_double_backward_through_create_graph(name: str) -> None:
+    """With ``create_graph=True`` the backward is differentiable again (gradient penalties, Hessian products)."""
+    blocks, function, _ = CASES[name]
+    u = _inputs(blocks, torch.float64, seed=3).requires_grad_()
+    assert torch.autograd.gradgradcheck(function, (u,))
