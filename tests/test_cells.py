@@ -192,6 +192,21 @@ def test_half_storage_is_close_to_float32(name: str, dtype: torch.dtype) -> None
 
 
 @pytest.mark.parametrize("name", DEFAULTS)
+def test_autocast_keeps_float32_parameters_gradients_and_state(name: str) -> None:
+    """Under fp16 autocast the products run in 16 bits, but the float32 bias promotes the projections: the
+    recurrence, its state and the bias gradient (a sum over L * N rows) stay float32 and finite."""
+    model = make(name).float()
+    x = torch.randn(2048, 8, D)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out, state = model(x)
+    assert flat(state)[0].dtype == torch.float32
+    (out.float().sum() * 64).backward()
+    for p in model.parameters():
+        if p.grad is not None:
+            assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
 def test_dropout_between_layers_only_in_training(name: str) -> None:
     model = make(name, num_layers=2, dropout=0.5)
     x = torch.randn(4, 2, D, dtype=torch.float64)

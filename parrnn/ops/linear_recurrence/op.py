@@ -125,7 +125,7 @@ def auto_backend(device: torch.device, columns: int, length: int, dtype: torch.d
     """The backend ``backend="auto"`` runs for ``length`` steps of ``columns`` (``N * C``) columns."""
     candidates = (rule.backend for rule in AUTO_RULES if rule.applies(device, columns, length))
     return auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
-                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=5)
+                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=6)
 
 
 def resolve_backend(backend: str, device: torch.device, columns: int, length: int, dtype: torch.dtype) -> str:
@@ -149,17 +149,25 @@ def _deferred_auto(device: torch.device, dtype: torch.dtype) -> str:
     (then the reference, traced as plain ops)."""
     candidates = (rule.backend for rule in AUTO_RULES if rule.device == device.type)
     name = auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
-                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=6)
+                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=5)
     return "reference" if name == "reference" else "auto"
 
 
 def _concrete(backend: str, a: Tensor) -> str:
-    """The fused backend the custom op runs for ``a`` ``(L, N, C)``: ``backend``, or the `AUTO_RULES` choice for
-    ``"auto"`` (a deferred choice; the sequential kernel when the rules name no fused one)."""
+    """The fused backend the custom op runs for ``a`` ``(L, N, C)``: ``backend``, or for ``"auto"`` (a deferred
+    choice) the first `AUTO_RULES` row that applies and whose kernel runs. A graph holds no reference to fall
+    back to, so no runnable kernel raises ``RuntimeError`` with the reason."""
     if backend != "auto":
         return backend
-    name = auto_backend(a.device, a.size(1) * a.size(2), a.size(0), a.dtype)
-    return "sequential" if name == "reference" else name
+    columns, length = a.size(1) * a.size(2), a.size(0)
+    why = f"no backend=\"auto\" rule for {a.device.type} tensors"
+    for rule in AUTO_RULES:
+        if rule.applies(a.device, columns, length):
+            ok, why = backend_availability(rule.backend, a.device, a.dtype)
+            if ok:
+                return rule.backend
+    raise RuntimeError(f"parrnn: linear_recurrence: no fused kernel runs on {a.device} for {a.dtype} ({why}); a "
+                       "compiled, exported or scripted graph has no reference fallback: run the model eagerly")
 
 
 # ---- the custom op ------------------------------------------------------------------------------------------------
