@@ -109,16 +109,23 @@ class MinLSTMGates(torch.autograd.Function):
         return grad_u
 
 
-def qrnn_coefficients(u: Tensor, pooling: str) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The plain-op definition of `QRNNGates`: ``u`` = (z, f[, o[, i]]) pre-activations give ``a = sigmoid(f)``,
-    ``b = sigmoid(-f) * tanh(z)`` (``sigmoid(i) * tanh(z)`` for ifo) and the output gate ``sigmoid(o)``
-    (``None`` for f-pooling)."""
+def qrnn_terms(u: Tensor, pooling: str) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(z, forget, keep_in, output_gate)`` from the pre-activations ``u`` = (z, f[, o[, i]]): ``tanh(z)``,
+    ``sigmoid(f)``, what multiplies the candidate (ifo: ``sigmoid(i)``; f/fo: ``1 - f`` as ``sigmoid(-f)``, no
+    cancellation when f is near 1) and ``sigmoid(o)`` (``None`` for f-pooling)."""
     parts = u.unbind(2)
     z = torch.tanh(parts[0])
     forget = torch.sigmoid(parts[1])
-    b = torch.sigmoid(parts[3]) * z if pooling == "ifo" else torch.sigmoid(-parts[1]) * z
+    keep_in = torch.sigmoid(parts[3]) if pooling == "ifo" else torch.sigmoid(-parts[1])
     output_gate = torch.sigmoid(parts[2]) if pooling != "f" else None
-    return forget, b, output_gate
+    return z, forget, keep_in, output_gate
+
+
+def qrnn_coefficients(u: Tensor, pooling: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The plain-op definition of `QRNNGates`: ``a = sigmoid(f)``, ``b = keep_in * tanh(z)`` and the output gate
+    (see `qrnn_terms`)."""
+    z, forget, keep_in, output_gate = qrnn_terms(u, pooling)
+    return forget, keep_in * z, output_gate
 
 
 class QRNNGates(torch.autograd.Function):
@@ -127,17 +134,12 @@ class QRNNGates(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u: Tensor, pooling: str) -> tuple[Tensor, ...]:
-        parts = u.unbind(2)
-        z = torch.tanh(parts[0])
-        forget = torch.sigmoid(parts[1])
-        # ifo: the input gate; f/fo: 1 - f, as sigmoid(-f) (no cancellation when f is near 1)
-        keep_in = torch.sigmoid(parts[3]) if pooling == "ifo" else torch.sigmoid(-parts[1])
+        z, forget, keep_in, output_gate = qrnn_terms(u, pooling)
         b = keep_in * z
         ctx.pooling = pooling
-        if pooling == "f":
+        if output_gate is None:
             ctx.save_for_backward(u, z, forget, keep_in)
             return forget, b
-        output_gate = torch.sigmoid(parts[2])
         ctx.save_for_backward(u, z, forget, keep_in, output_gate)
         return forget, b, output_gate
 
@@ -148,8 +150,7 @@ class QRNNGates(torch.autograd.Function):
             grads = (grad_a, grad_b) if ctx.pooling == "f" else (grad_a, grad_b, grad_o)
             return _differentiable_backward(
                 lambda v: qrnn_coefficients(v, ctx.pooling)[:len(grads)], u, grads), None
-        blocks = 2 if ctx.pooling == "f" else (3 if ctx.pooling == "fo" else 4)
-        grad_u = torch.empty(z.shape[:2] + (blocks,) + z.shape[2:], dtype=z.dtype, device=z.device)
+        grad_u = torch.empty_like(u)
         parts = grad_u.unbind(2)
         grad_z, grad_f = parts[0], parts[1]
         torch.mul(grad_b, keep_in, out=grad_z)

@@ -15,12 +15,9 @@ def first_available(candidates: Iterable[str], availability: Callable[[str], tup
     accepts; else ``"reference"``, with one ``RuntimeWarning`` per (op, backend, device, dtype) that names the
     last unavailable backend and its reason (``stacklevel`` counts from this function). ``warned`` holds the
     keys already warned about (the op's own set)."""
-    unavailable: tuple[str, str] | None = None
-    for name in candidates:
-        ok, why = availability(name)
-        if ok:
-            return name
-        unavailable = (name, why)
+    name, unavailable = first_runnable(candidates, availability)
+    if name is not None:
+        return name
     if unavailable is not None:
         name, why = unavailable
         key = f"{op} {name} {device} {dtype}"
@@ -30,6 +27,19 @@ def first_available(candidates: Iterable[str], availability: Callable[[str], tup
                           f"({reason_summary(why)}); falling back to the slow pure-PyTorch reference.",
                           RuntimeWarning, stacklevel=stacklevel)
     return "reference"
+
+
+def first_runnable(candidates: Iterable[str], availability: Callable[[str], tuple[bool, str]]
+                   ) -> tuple[str | None, tuple[str, str] | None]:
+    """The first of ``candidates`` that ``availability`` accepts, or ``None`` with the last rejected candidate and
+    its reason (``None`` too when there was no candidate)."""
+    unavailable: tuple[str, str] | None = None
+    for name in candidates:
+        ok, why = availability(name)
+        if ok:
+            return name, None
+        unavailable = (name, why)
+    return None, unavailable
 
 
 def reason_summary(reason: str) -> str:

@@ -60,3 +60,12 @@ def test_reason_summary_prefers_error_lines_and_is_bounded() -> None:
     assert auto.reason_summary("first\nsecond") == "first | second"
     assert auto.reason_summary("") == "unknown reason"
     assert len(auto.reason_summary("error " * 1000)) == 600
+
+
+def test_first_runnable_names_the_last_rejected_candidate_without_warning() -> None:
+    availability, calls = _availability({"scan": (False, "no scan"), "cpu": (False, "no build")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert auto.first_runnable(["scan", "cpu"], availability) == (None, ("cpu", "no build"))
+        assert auto.first_runnable([], availability) == (None, None)
+    assert calls == ["scan", "cpu"]

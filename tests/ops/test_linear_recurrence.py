@@ -332,6 +332,17 @@ def test_export_keeps_the_custom_op() -> None:
         torch.testing.assert_close(g, w)
 
 
+def test_a_deferred_auto_with_no_runnable_kernel_raises_with_the_reason(monkeypatch) -> None:
+    """A graph has no reference to fall back to: the custom op names why no kernel runs instead of pretending."""
+    from parrnn.ops.linear_recurrence import op
+
+    monkeypatch.setattr(op, "backend_availability", lambda name, device, dtype: (False, f"{name}: build failed"))
+    a, _, _, _ = make_inputs(5, 2, 3, torch.float32, seed=33)
+    with pytest.raises(RuntimeError, match="no fused kernel runs on cpu .*sequential: build failed.*run the model"):
+        op._concrete("auto", a)
+    assert op._concrete("scan", a) == "scan"  # an explicit backend is taken as given
+
+
 def test_auto_is_chosen_per_call_in_a_graph_with_a_dynamic_length(monkeypatch) -> None:
     """``auto`` under torch.export is left to the custom op, so one program with a dynamic length runs the
     sequential kernel at short lengths and the scan at long ones (forward and backward), as eager would."""

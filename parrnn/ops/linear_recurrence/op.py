@@ -160,12 +160,12 @@ def _concrete(backend: str, a: Tensor) -> str:
     if backend != "auto":
         return backend
     columns, length = a.size(1) * a.size(2), a.size(0)
-    why = f"no backend=\"auto\" rule for {a.device.type} tensors"
-    for rule in AUTO_RULES:
-        if rule.applies(a.device, columns, length):
-            ok, why = backend_availability(rule.backend, a.device, a.dtype)
-            if ok:
-                return rule.backend
+    candidates = (rule.backend for rule in AUTO_RULES if rule.applies(a.device, columns, length))
+    name, unavailable = auto.first_runnable(candidates,
+                                            lambda name: backend_availability(name, a.device, a.dtype))
+    if name is not None:
+        return name
+    why = unavailable[1] if unavailable is not None else f"no backend=\"auto\" rule for {a.device.type} tensors"
     raise RuntimeError(f"parrnn: linear_recurrence: no fused kernel runs on {a.device} for {a.dtype} ({why}); a "
                        "compiled, exported or scripted graph has no reference fallback: run the model eagerly")
 
@@ -270,7 +270,6 @@ def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask
         return onnx_export.run(ops, reverse)
     length, batch, cols = a.shape
     if backend == "auto" and (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-        check_backend(backend)
         name = _deferred_auto(a.device, a.dtype)
     else:
         name = resolve_backend(backend, a.device, batch * cols, length, a.dtype)
