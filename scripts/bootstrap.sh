@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-test,bench,docs,onnx}
+EXTRAS=${EXTRAS:-test,bench,docs,onnx,hf}
 CPU_TORCH=${CPU_TORCH:-torch==2.13.0}
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -59,5 +59,17 @@ fi
 if [ ! -f "$VENV/mingru/minGRU_pytorch/minGRU.py" ]; then
     pip_install --no-deps --target "$VENV/mingru" "minGRU-pytorch==0.2.1" || \
         echo "bootstrap: minGRU-pytorch 0.2.1 unavailable; the MinGRU equivalence tests will skip"
+fi
+# transformers and accelerate, for parrnn.hf's tests (transformers needs no torch of its own: the one above is kept)
+if ! "$PY" -c "import transformers, accelerate" >/dev/null 2>&1; then
+    pip_install "transformers==5.23.0" "accelerate==1.15.0" "safetensors>=0.4" || \
+        echo "bootstrap: transformers unavailable; the Hugging Face tests will skip"
+fi
+# recurrentgemma 1.0.1, the RG-LRU reference (tests/test_rglru.py), in its own folder; its package __init__
+# imports JAX, so the tests load its torch modules as bare packages (einops and jaxtyping are what they import)
+if [ ! -f "$VENV/recurrentgemma/recurrentgemma/torch/layers.py" ]; then
+    pip_install --no-deps --target "$VENV/recurrentgemma" "recurrentgemma==1.0.1" && \
+        pip_install "einops" "jaxtyping" || \
+        echo "bootstrap: recurrentgemma 1.0.1 unavailable; the RG-LRU equivalence tests will skip"
 fi
 "$PY" -c "import torch, parrnn; print(f'bootstrap: torch {torch.__version__}, parrnn {parrnn.__version__}')"
