@@ -153,31 +153,41 @@ class ParrnnPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
-        """transformers' ``from_pretrained``, strict: a checkpoint whose parameters do not match this
-        architecture (another cell, size or layout) raises `CheckpointMismatchError` naming both configurations,
-        instead of loading with freshly initialised weights."""
+        """transformers' ``from_pretrained``, strict: a checkpoint made for another architecture (cell, cell
+        options, size or layout) than the configuration it is loaded with raises `CheckpointMismatchError` naming
+        both, instead of loading with freshly initialised weights."""
+        saved = _saved_config(pretrained_model_name_or_path, kwargs)
+        if saved is not None:
+            config = kwargs.get("config")
+            if not isinstance(config, ParrnnConfig):
+                config = ParrnnConfig.from_dict(saved.to_dict() | {k: v for k, v in kwargs.items()
+                                                                   if k in saved.architecture_summary()})
+            if config.architecture_summary() != saved.architecture_summary():
+                raise CheckpointMismatchError(
+                    f"the checkpoint {str(pretrained_model_name_or_path)!r} (parrnn {saved.parrnn_version}) does "
+                    f"not fit {cls.__name__} with {config.architecture_summary()}: it was made for "
+                    f"{saved.architecture_summary()}")
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args,
                                               output_loading_info=True, **kwargs)
         problems = {k: sorted(v) for k, v in info.items()
                     if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if problems:
-            saved = _saved_summary(pretrained_model_name_or_path, kwargs)
             raise CheckpointMismatchError(
                 f"the checkpoint {str(pretrained_model_name_or_path)!r} does not fit {cls.__name__} with "
-                f"{model.config.architecture_summary()} (checkpoint config: {saved}): "
+                f"{model.config.architecture_summary()}: "
                 + "; ".join(f"{k}: {v[:6]}{' ...' if len(v) > 6 else ''}" for k, v in problems.items()))
         return (model, info) if want_info else model
 
 
-def _saved_summary(path: Any, kwargs: dict[str, Any]) -> Any:
-    """The architecture recorded in a checkpoint's own config, for error messages."""
+def _saved_config(path: Any, kwargs: dict[str, Any]) -> ParrnnConfig | None:
+    """The configuration stored with a checkpoint (None where there is none of ours to read)."""
     try:
         saved = ParrnnConfig.from_pretrained(path, **{k: v for k, v in kwargs.items()
                                                       if k in ("revision", "cache_dir", "local_files_only")})
-        return saved.architecture_summary() | {"parrnn_version": saved.parrnn_version}
-    except Exception as error:  # noqa: BLE001 (only for the message)
-        return f"unreadable ({error})"
+    except (OSError, ValueError, TypeError):
+        return None
+    return saved if isinstance(saved, ParrnnConfig) else None
 
 
 def _compaction(attention_mask: Tensor | None, length: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
