@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -18,9 +21,18 @@ namespace scan_cpu {
 typedef long long i64;
 using parrnn::scan::Affine;
 
+// Test hook: the number of worker threads parallel_tasks may start before std::thread's constructor is made to
+// throw (negative: no limit). Lets the tests check the recovery below without exhausting the machine's threads.
+inline int g_thread_start_limit = -1;
+
 // Runs f(0) .. f(ntasks-1) on up to `nthreads` threads (the caller's thread included) and returns when all are
 // done. Plain std::thread + join rather than OpenMP: joins block in the kernel instead of spin-waiting, which
 // matters when the cores are shared (a spinning OpenMP barrier loses whole time slices to other processes).
+// Exception-safe: when starting a thread throws (std::system_error: the process is out of threads), no more are
+// started and the started ones plus the caller's thread run every task (the tasks are pulled from a shared
+// counter); an exception thrown by a task stops the remaining tasks, every started thread is joined, and the first
+// exception is rethrown to the caller (whose entry point turns it into a status code, status.h). Never a joinable
+// std::thread destroyed (std::terminate).
 template <typename F>
 void parallel_tasks(i64 ntasks, int nthreads, F&& f) {
     const i64 workers = std::min<i64>(ntasks, nthreads);
@@ -29,14 +41,34 @@ void parallel_tasks(i64 ntasks, int nthreads, F&& f) {
         return;
     }
     std::atomic<i64> next{0};
-    auto work = [&]() {
-        for (i64 t = next.fetch_add(1); t < ntasks; t = next.fetch_add(1)) f(t);
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::mutex error_lock;
+    auto work = [&]() noexcept {
+        for (i64 t = next.fetch_add(1); t < ntasks && !failed.load(); t = next.fetch_add(1)) {
+            try {
+                f(t);
+            } catch (...) {
+                std::lock_guard<std::mutex> guard(error_lock);
+                if (!error) error = std::current_exception();
+                failed = true;
+            }
+        }
     };
     std::vector<std::thread> pool;
-    pool.reserve(size_t(workers - 1));
-    for (i64 i = 1; i < workers; ++i) pool.emplace_back(work);
+    try {
+        pool.reserve(size_t(workers - 1));
+        for (i64 i = 1; i < workers; ++i) {
+            if (g_thread_start_limit >= 0 && i > g_thread_start_limit)
+                throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+            pool.emplace_back(work);
+        }
+    } catch (const std::exception&) {
+        // fewer threads than asked for: the started ones and this one still run every task
+    }
     work();
     for (std::thread& th : pool) th.join();
+    if (error) std::rethrow_exception(error);
 }
 
 // state (n, NC): state[0] holds the initial state on entry; on return state[n-1] holds the final one.

@@ -11,8 +11,8 @@
 //   a, b, h, grad_h, grad_a, grad_b (L, N, C) storage T       h0, h_n, grad_h_n, grad_h0 (N, C) arithmetic A
 //   lengths (N,) int64 or null (steps t >= lengths[n] are padding)
 // h0 null means zeros. Processing order s = 0 .. L-1 visits time t = s, or t = L-1-s with reverse.
-// T in {float, double, uint16_t (bfloat16, float16 bits)}, A = float (double for double). Entry points return 0, or 1 when a
-// scratch allocation failed.
+// T in {float, double, uint16_t (bfloat16, float16 bits)}, A = float (double for double). Entry points return a status
+// (status.h): 0, or the code of the C++ exception that stopped them (never an exception through the C ABI).
 //
 // The scan's chunks are given by `bounds` (n + 1 increasing processing-step counts from 0 to L; for the backward they
 // count steps from the end), and the three phases are parrnn::scan_cpu::three_phases (chunked_scan_cpu.h), shared
@@ -26,6 +26,7 @@
 #include "chunked_scan_cpu.h"
 #include "cpu_storage.h"
 #include "linear_recurrence_step.cuh"
+#include "status.h"
 
 namespace {
 
@@ -209,30 +210,26 @@ void over_column_blocks(i64 nc, i64 tile, int threads, Run&& run) {
 
 template <typename S, typename A = typename S::A>
 int sequential_forward(const Problem<S>& p, A* h_n, i64 tile, int threads) {
-    try {
+    return parrnn::guarded([&]() {
         over_column_blocks<A>(p.N * p.C, tile, threads, [&](i64 c0, i64 c1, A* st) {
             for (i64 q = c0; q < c1; ++q) st[q - c0] = p.initial(q);
             forward_range(p, 0, p.L, c0, c1, st);
             for (i64 q = c0; q < c1; ++q) h_n[q] = st[q - c0];
         });
-    } catch (const std::bad_alloc&) {
-        return 1;
-    }
-    return 0;
+        return int(parrnn::kOk);
+    });
 }
 
 template <typename S, typename A = typename S::A>
 int sequential_backward(const Problem<S>& p, const A* grad_h_n, A* grad_h0, i64 tile, int threads) {
-    try {
+    return parrnn::guarded([&]() {
         over_column_blocks<A>(p.N * p.C, tile, threads, [&](i64 c0, i64 c1, A* g) {
             for (i64 q = c0; q < c1; ++q) g[q - c0] = grad_h_n[q];
             backward_range(p, 0, p.L, c0, c1, g);
             for (i64 q = c0; q < c1; ++q) grad_h0[q] = g[q - c0];
         });
-    } catch (const std::bad_alloc&) {
-        return 1;
-    }
-    return 0;
+        return int(parrnn::kOk);
+    });
 }
 
 // Scan: chunks [bounds[k], bounds[k+1]) of the processing order (forward) or of the steps counted from the end
@@ -240,7 +237,7 @@ int sequential_backward(const Problem<S>& p, const A* grad_h_n, A* grad_h0, i64 
 template <typename S, typename A = typename S::A>
 int scan_forward(const Problem<S>& p, A* h_n, const i64* bounds, i64 n, int threads) {
     const i64 nc = p.N * p.C;
-    try {
+    return parrnn::guarded([&]() {
         std::vector<A> state(size_t(n * nc));
         for (i64 q = 0; q < nc; ++q) state[size_t(q)] = p.initial(q);
         parrnn::scan_cpu::three_phases<A>(
@@ -248,16 +245,14 @@ int scan_forward(const Problem<S>& p, A* h_n, const i64* bounds, i64 n, int thre
             [&](i64, i64 s0, i64 s1, A* st) { forward_range(p, s0, s1, 0, nc, st); },
             [&](i64 s0, i64 s1, A* ma, A* mb) { forward_reduce(p, s0, s1, ma, mb); });
         for (i64 q = 0; q < nc; ++q) h_n[q] = state[size_t((n - 1) * nc + q)];
-    } catch (const std::bad_alloc&) {
-        return 1;
-    }
-    return 0;
+        return int(parrnn::kOk);
+    });
 }
 
 template <typename S, typename A = typename S::A>
 int scan_backward(const Problem<S>& p, const A* grad_h_n, A* grad_h0, const i64* bounds, i64 n, int threads) {
     const i64 nc = p.N * p.C;
-    try {
+    return parrnn::guarded([&]() {
         std::vector<A> state(size_t(n * nc));
         for (i64 q = 0; q < nc; ++q) state[size_t(q)] = grad_h_n[q];
         // backward chunk [r0, r1) counts from the end: processing steps L-r1 .. L-r0-1, walked downwards
@@ -266,10 +261,8 @@ int scan_backward(const Problem<S>& p, const A* grad_h_n, A* grad_h0, const i64*
             [&](i64, i64 r0, i64 r1, A* g) { backward_range(p, p.L - r1, p.L - r0, 0, nc, g); },
             [&](i64 r0, i64 r1, A* ma, A* mb) { backward_reduce(p, p.L - r1, p.L - r0, ma, mb); });
         for (i64 q = 0; q < nc; ++q) grad_h0[q] = state[size_t((n - 1) * nc + q)];
-    } catch (const std::bad_alloc&) {
-        return 1;
-    }
-    return 0;
+        return int(parrnn::kOk);
+    });
 }
 
 template <typename S>
@@ -314,3 +307,7 @@ PARRNN_LINREC_CPU(f32, parrnn::cpu_storage::F32, float, float)
 PARRNN_LINREC_CPU(f64, parrnn::cpu_storage::F64, double, double)
 PARRNN_LINREC_CPU(f16, parrnn::cpu_storage::F16, uint16_t, float)
 PARRNN_LINREC_CPU(bf16, parrnn::cpu_storage::BF16, uint16_t, float)
+
+// Test hook (tests/ops/test_build.py): parallel_tasks starts at most n worker threads before thread creation is made
+// to fail (negative: no limit), to check that a failed thread start neither crashes nor loses work.
+extern "C" void linrec_cpu_set_thread_start_limit(int n) { parrnn::scan_cpu::g_thread_start_limit = n; }

@@ -21,6 +21,7 @@
 // the compiler if-convert the branch-free selects in sru_step.cuh, it does not change any result).
 #include "cpu_storage.h"
 #include "sru_step.cuh"
+#include "status.h"
 
 #include <cstdint>
 #include <cstring>
@@ -271,10 +272,10 @@ void run_peephole(const Args<S>& a, int threads) {
 template <typename S, bool BACKWARD>
 int dispatch(const Args<S>& a, int skip, int use_tanh, int threads) {
     if (a.L < 0 || a.N < 0 || a.C < 0 || (a.K != 3 && a.K != 4) || (a.D != 1 && a.D != 2) || a.H * a.D != a.C)
-        return 1;
+        return parrnn::kBadShape;
+    if (skip != kNoSkip && skip != kSkipX && skip != kSkipU3) return parrnn::kUnknownSkip;
     if ((skip == kSkipX && !a.x) || (skip == kSkipU3 && (a.K != 4 || a.x)) || (skip == kNoSkip && a.x))
-        return 2;
-    if (skip != kNoSkip && skip != kSkipX && skip != kSkipU3) return 3;
+        return parrnn::kBadSkip;
     if (skip == kNoSkip) {
         use_tanh ? run_peephole<S, BACKWARD, false, true>(a, threads)
                  : run_peephole<S, BACKWARD, false, false>(a, threads);
@@ -347,23 +348,28 @@ void convert_test(const void* src, void* dst, i64 n, int to_storage) {
 }  // namespace
 
 // ---- C entry points (called through ctypes by parrnn/ops/sru/sequential_cpu.py) ---------------------------
-// Return 0 on success, nonzero for inconsistent sizes/options. `skip`: 0 none, 1 scale_x * x, 2 u[:, :, 3].
+// Return a status (status.h): 0, kBadShape/kBadSkip/kUnknownSkip for inconsistent sizes/options, or the code of
+// a C++ exception (never one through the C ABI). `skip`: 0 none, 1 scale_x * x, 2 u[:, :, 3].
 
 #define PARRNN_SRU_CPU_ENTRY(SUFFIX, S)                                                                           \
     extern "C" int parrnn_sru_cpu_forward_##SUFFIX(                                                               \
         const void* u, const void* x, const void* weight_c, const void* bias, const void* c0, const void* mask,   \
         const void* drop, void* h, void* c_n, void* c_all, int64_t L, int64_t N, int64_t C, int64_t K,             \
         int bidirectional, int use_tanh, int skip, double scale_x, int threads) {                                 \
-        return forward<S>(u, x, weight_c, bias, c0, mask, drop, h, c_n, c_all, L, N, C, K, bidirectional,        \
-                          use_tanh, skip, scale_x, threads);                                                      \
+        return parrnn::guarded([&]() {                                                                            \
+            return forward<S>(u, x, weight_c, bias, c0, mask, drop, h, c_n, c_all, L, N, C, K, bidirectional,    \
+                              use_tanh, skip, scale_x, threads);                                                  \
+        });                                                                                                       \
     }                                                                                                             \
     extern "C" int parrnn_sru_cpu_backward_##SUFFIX(                                                              \
         const void* grad_h, const void* grad_c_n, const void* u, const void* x, const void* weight_c,             \
         const void* bias, const void* c0, const void* mask, const void* drop, const void* c_all, void* grad_u,    \
         void* grad_x, void* partial, void* grad_c0, int64_t L, int64_t N, int64_t C, int64_t K,                  \
         int bidirectional, int use_tanh, int skip, double scale_x, int threads) {                                 \
-        return backward<S>(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask, drop, c_all, grad_u, grad_x,        \
-                           partial, grad_c0, L, N, C, K, bidirectional, use_tanh, skip, scale_x, threads);        \
+        return parrnn::guarded([&]() {                                                                            \
+            return backward<S>(grad_h, grad_c_n, u, x, weight_c, bias, c0, mask, drop, c_all, grad_u, grad_x,    \
+                               partial, grad_c0, L, N, C, K, bidirectional, use_tanh, skip, scale_x, threads);    \
+        });                                                                                                       \
     }
 
 PARRNN_SRU_CPU_ENTRY(f32, F32)

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "chunked_scan_cpu.h"
+#include "status.h"
 #include "sru_scan.cuh"
 
 namespace {
@@ -330,20 +331,18 @@ struct Bwd {
     }
 };
 
-// Builds the problem's inputs (drop_mask defaulting to ones) and calls fn(problem, skip): 0, or 1 on failure.
+// Builds the problem's inputs (drop_mask defaulting to ones) and calls fn(problem, skip): a status (status.h).
 template <typename T, typename Fn>
 int with_problem(const T* u, const T* x, const T* bias, const T* c0, const uint8_t* mask_pad, const T* drop_mask,
                  i64 length, i64 batch, i64 cols, int k, int bidirectional, T scale_x, Fn&& fn) {
-    try {
+    return parrnn::guarded([&]() {
         std::vector<T> ones;
         if (!drop_mask) ones.assign(size_t(batch * cols), T(1));
         Problem<T> p = make_problem<T>(u, x, bias, c0, mask_pad, drop_mask ? drop_mask : ones.data(), length, batch,
                                        cols, k, bidirectional, scale_x);
         fn(p, k == 4 ? kSkipU3 : x ? kSkipX : kNoSkip);
-        return 0;
-    } catch (...) {
-        return 1;
-    }
+        return int(parrnn::kOk);
+    });
 }
 
 template <typename T>

@@ -13,7 +13,7 @@ function (same equations, same parameters) with fewer passes over memory:
   previous state's gradient; then one GEMM each for the input gradient and both weight gradients over all
   steps.
 
-The C++ step kernels are their own library (``kernels/gru_rows_cpu.cpp``, built lazily by
+The C++ step kernels are their own library (``kernels/gru_rows_cpu.cpp``, prebuilt or built lazily by
 `parrnn.ops.build.LazyLibrary`: a build failure here never disables the SRU kernels, nor the reverse); where no
 compiler is available the same steps run as torch ops (about 10 ops per step instead of one pass; same results up to
 rounding).
@@ -177,7 +177,7 @@ def _configure(lib: ctypes.CDLL) -> None:
         bwd.argtypes, bwd.restype = [i64] * 2 + [p] * 7 + [i32], None
 
 
-_LIBRARY = build.LazyLibrary("gru_rows_cpu", ["gru_rows_cpu.cpp"], _configure)
+_LIBRARY = build.LazyLibrary("gru_rows_cpu", _configure)
 
 
 def availability() -> tuple[bool, str]:

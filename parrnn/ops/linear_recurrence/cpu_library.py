@@ -1,5 +1,5 @@
-"""The CPU kernels' shared library: ``kernels/linear_recurrence_cpu.cpp`` compiled on first use (never at import)
-by `parrnn.ops.build` (cached on disk, keyed per CPU) and loaded with ctypes, with its signatures set.
+"""The CPU kernels' shared library: ``kernels/linear_recurrence_cpu.cpp``, prebuilt or compiled on first use (never
+at import) by `parrnn.ops.build` (cached on disk, keyed per CPU) and loaded with ctypes, with its signatures set.
 
 Its own library: a build failure here disables only `sequential_cpu` and `scan_cpu`, never SRU's kernels.
 """
@@ -11,10 +11,10 @@ import ctypes
 from parrnn.ops import build
 from parrnn.ops.launch import DTYPE_SUFFIXES
 
-SOURCE = "linear_recurrence_cpu.cpp"
-_COMMON = ("-pthread", *build.COMMON_FLAGS)  # never -ffast-math: NaN/inf must propagate
+SPEC = build.CPU_LIBRARIES["linear_recurrence_cpu"]
+SOURCE = SPEC.sources[0]
 #: Tried in order; the first that compiles is used (a compiler without -march=native still works).
-FLAG_SETS: tuple[tuple[str, ...], ...] = (("-march=native", *_COMMON), _COMMON)
+FLAG_SETS = SPEC.flag_sets
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
@@ -30,14 +30,15 @@ def _configure(lib: ctypes.CDLL) -> None:
         for suffix in DTYPE_SUFFIXES:
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes, fn.restype = argtypes, _INT
+    lib.linrec_cpu_set_thread_start_limit.argtypes, lib.linrec_cpu_set_thread_start_limit.restype = [_INT], None
 
 
-_LIBRARY = build.LazyLibrary("linear_recurrence_cpu", [SOURCE], _configure, FLAG_SETS)
+_LIBRARY = build.LazyLibrary(SPEC, _configure)
 
 
 def load() -> ctypes.CDLL:
-    """The loaded library (compiled on the first call). Raises `parrnn.ops.build.BuildError` with the compiler's
-    output when no flag set compiles (remembered: later calls raise at once)."""
+    """The loaded library (prebuilt, cached, or compiled on the first call). Raises `parrnn.ops.build.BuildError`
+    with the compiler's output when no flag set compiles (remembered: later calls raise at once)."""
     return _LIBRARY.load()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from parrnn.ops import build
 from parrnn.ops.launch import SUFFIX, ptr, require_device
 from parrnn.ops.linear_recurrence import cpu_library
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
@@ -55,8 +56,7 @@ def forward(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, rev
     fn = getattr(cpu_library.load(), f"linrec_cpu_forward_{SUFFIX[a.dtype]}")
     rc = fn(ptr(a), ptr(b), ptr(h0), ptr(lengths), ptr(h), ptr(h_n), length, batch, cols, int(reverse), block,
             threads)
-    if rc != 0:
-        raise MemoryError("parrnn linear_recurrence (cpu): allocating scratch memory failed")
+    build.check_status(rc, "linear_recurrence sequential (cpu) forward")
     return h, h_n
 
 
@@ -83,8 +83,7 @@ def backward(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h: Tensor, h0: Tensor 
     fn = getattr(cpu_library.load(), f"linrec_cpu_backward_{SUFFIX[a.dtype]}")
     rc = fn(ptr(grad_h), ptr(grad_h_n), ptr(a), ptr(h), ptr(h0), ptr(lengths), ptr(grad_a), ptr(grad_b),
             ptr(grad_h0), length, batch, cols, int(reverse), block, threads)
-    if rc != 0:
-        raise MemoryError("parrnn linear_recurrence (cpu): allocating scratch memory failed")
+    build.check_status(rc, "linear_recurrence sequential (cpu) backward")
     return grad_a, grad_b, None if h0 is None else grad_h0
 
 

@@ -7,21 +7,18 @@ Shapes as in `parrnn.ops.sru.reference`; float16/bfloat16 run in float32 copies.
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import torch
 from torch import Tensor
 
-from parrnn._paths import kernel_source
-from parrnn.ops.build import build_library
+from parrnn.ops import build
 from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
 from parrnn.ops.sru.contract import RecurrenceArgs, require_linear, validate
 
-CPU_FILE = "sru_scan_cpu.cpp"
-#: As the sequential CPU backend (kernels/sru_cpu.cpp), but threads are std::thread (-pthread), not OpenMP:
-#: -fno-trapping-math lets g++ if-convert the selects in sru_step.cuh so the column loops vectorize;
-#: no -ffast-math (NaN/inf propagate).
-CPU_FLAGS: tuple[str, ...] = ("-march=native", "-pthread", "-fno-math-errno", "-fno-trapping-math")
+CPU_FILE = build.CPU_LIBRARIES["sru_scan_cpu"].sources[0]
+#: As the sequential CPU backend (kernels/sru_cpu.cpp), but threads are std::thread (-pthread), not OpenMP
+#: (`parrnn.ops.build.THREAD_FLAG_LADDER`; its first flag set).
+CPU_FLAGS: tuple[str, ...] = build.CPU_LIBRARIES["sru_scan_cpu"].flag_sets[0]
 #: Cost of a *reduce* step relative to a fused step (forward, backward), measured on a Zen3 core
 #: (``docs/scan.md``); it sizes the first chunk, which runs the fused recurrence while the others reduce.
 CPU_REDUCE_COST = {"forward": 0.45, "backward": 0.7}
@@ -48,27 +45,26 @@ def cpu_chunk_bounds(length: int, threads: int, reduce_cost: float) -> list[int]
 
 
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
 
 
+def _configure(lib: ctypes.CDLL) -> None:
+    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        fwd = getattr(lib, f"sru_scan_cpu_forward_{suffix}")
+        fwd.restype = ctypes.c_int
+        fwd.argtypes = [_P] * 9 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
+        bwd = getattr(lib, f"sru_scan_cpu_backward_{suffix}")
+        bwd.restype = ctypes.c_int
+        bwd.argtypes = [_P] * 13 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
+
+
+_LIBRARY = build.LazyLibrary("sru_scan_cpu", _configure)
+
+
 def library() -> ctypes.CDLL:
-    """``kernels/sru_scan_cpu.cpp`` compiled (cached on disk, per CPU: ``-march=native``) and loaded, with its
-    ctypes signatures set."""
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = build_library("sru_scan_cpu", [kernel_source(CPU_FILE)], CPU_FLAGS)
-            for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-                fwd = getattr(lib, f"sru_scan_cpu_forward_{suffix}")
-                fwd.restype = ctypes.c_int
-                fwd.argtypes = [_P] * 9 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
-                bwd = getattr(lib, f"sru_scan_cpu_backward_{suffix}")
-                bwd.restype = ctypes.c_int
-                bwd.argtypes = [_P] * 13 + [_I64, _I64, _I64, _I32, _I32, _I32, real, _P, _I64, _I32]
-            _lib = lib
-        return _lib
+    """``kernels/sru_scan_cpu.cpp``'s library with its ctypes signatures set: prebuilt, cached (per CPU:
+    ``-march=native``), or compiled now (`parrnn.ops.build.LazyLibrary`)."""
+    return _LIBRARY.load()
 
 
 def forward(args: RecurrenceArgs, threads: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,8 +99,7 @@ def forward_validated(args: RecurrenceArgs, threads: int | None = None) -> tuple
     rc = fn(ptr(uu), ptr(xx), ptr(bias_), ptr(c0_), ptr(mask), ptr(drop_), ptr(h), ptr(c_n), ptr(c_all),
             length, batch, cols, k, int(bidirectional), int(use_tanh), float(scale_x), ptr(bounds),
             len(bounds) - 1, max(1, threads))
-    if rc != 0:
-        raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
+    build.check_status(rc, "sru scan (cpu) forward")
     return h.to(dtype), c_n.to(c0.dtype), c_all
 
 
@@ -132,8 +127,7 @@ def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor, c_all: Tens
                 ptr(call), ptr(grad_u), ptr(grad_x), ptr(grad_bias_part), ptr(grad_c0), length, batch, cols,
                 k, int(bidirectional), int(use_tanh), float(scale_x), ptr(bounds), len(bounds) - 1,
                 max(1, threads))
-        if rc != 0:
-            raise MemoryError("parrnn scan (cpu): allocating the scan's scratch buffers failed")
+        build.check_status(rc, "sru scan (cpu) backward")
     else:
         grad_u.zero_()
         if grad_x is not None:

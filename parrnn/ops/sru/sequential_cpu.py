@@ -55,11 +55,11 @@ def _configure(lib: ctypes.CDLL) -> None:
     lib.parrnn_sru_cpu_openmp_threads.argtypes, lib.parrnn_sru_cpu_openmp_threads.restype = [], _INT
 
 
-_LIBRARY = build.LazyLibrary("sru_cpu", ["sru_cpu.cpp"], _configure)
+_LIBRARY = build.LazyLibrary("sru_cpu", _configure)
 
 
 def load_library() -> ctypes.CDLL:
-    """Compile (first call only; cached on disk) and load ``kernels/sru_cpu.cpp``.
+    """Load ``kernels/sru_cpu.cpp``'s library: prebuilt, cached, or compiled now (`parrnn.ops.build.LazyLibrary`).
 
     Raises `parrnn.ops.build.BuildError` with the compiler's output when no flag set compiles.
     """
@@ -69,7 +69,7 @@ def load_library() -> ctypes.CDLL:
 def availability() -> tuple[bool, str]:
     """``(True, description)`` when the C++ library builds and loads here, else ``(False, compiler error)``.
 
-    The first call compiles the library (several seconds; cached on disk afterwards)."""
+    Without a matching prebuilt library the first call compiles it (a message on stderr; cached on disk)."""
     try:
         lib = load_library()
     except Exception as exc:
@@ -139,8 +139,7 @@ def forward_validated(args: RecurrenceArgs) -> tuple[Tensor, Tensor, Tensor]:
     rc = fn(u.data_ptr(), ptr(x_), ptr(wc), b.data_ptr(), c0_.data_ptr(), ptr(mask), ptr(dm), h.data_ptr(),
             c_n.data_ptr(), c_all.data_ptr(), length, batch, cols, k, int(bidirectional), int(use_tanh),
             _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
-    if rc != 0:
-        raise RuntimeError(f"parrnn cpu backend: forward kernel rejected its arguments (code {rc})")
+    build.check_status(rc, "sru sequential (cpu) forward")
     return h, (c_n if c_n.dtype == c0.dtype else c_n.to(c0.dtype)), c_all
 
 
@@ -171,8 +170,7 @@ def backward(args: RecurrenceArgs, grad_h: Tensor, grad_c_n: Tensor,
     rc = fn(ptr(gh), ptr(gcn), ptr(u), ptr(x_), ptr(wc), ptr(b), ptr(c0_), ptr(mask), ptr(dm),
             ptr(call), ptr(grad_u), ptr(grad_x), ptr(partial), ptr(grad_c0), length, batch, cols, k,
             int(bidirectional), int(use_tanh), _skip_mode(k, x_), float(scale_x), _threads(length * batch * cols))
-    if rc != 0:
-        raise RuntimeError(f"parrnn cpu backend: backward kernel rejected its arguments (code {rc})")
+    build.check_status(rc, "sru sequential (cpu) backward")
     # partial (N, 4, C): per-row d v_f, d v_r, d b_f, d b_r; separate sums so that no two outputs alias
     grad_wc = None if weight_c is None else partial[:, :2].sum(0).to(weight_c.dtype)
     grad_bias = partial[:, 2:].sum(0).to(bias.dtype)
