@@ -1,6 +1,6 @@
 """Exporting a parrnn SRU model to ONNX and running it in onnxruntime, whole and chunk by chunk (streaming).
 
-    pip install "parrnn[onnx]"                # onnx, onnxruntime, onnxscript
+    pip install ".[onnx]"                     # from a parrnn checkout: onnx, onnxruntime, onnxscript
     python examples/export_onnx.py            # writes sru_tagger.onnx next to this script's working directory
     python examples/export_onnx.py --tiny     # tiny sizes in a temporary directory (used by the test suite)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         import onnxruntime as ort
     except ImportError:
-        print("this example needs onnxruntime, onnx and onnxscript: pip install 'parrnn[onnx]'")
+        print("this example needs onnxruntime, onnx and onnxscript: pip install '.[onnx]' from a parrnn checkout")
         return {}
     features, hidden, tags, layers, length, batch = (4, 8, 3, 2, 10, 2) if args.tiny else (40, 256, 20, 3, 500, 8)
     torch.manual_seed(0)
