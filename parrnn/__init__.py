@@ -9,8 +9,13 @@
   `torch.nn.LSTM`'s contract and a `step()` for streaming.
 * [SlicedRNN][parrnn.SlicedRNN] -- cuts long sequences into slices, runs any base RNN over all slices at once and merges
   the slices' last states hierarchically.
+
+Every layer follows one protocol (docs/protocol.md): ``forward(input, state=None, lengths=None, mask=None) ->
+(output, state)``, ``init_state(batch_size)``, ``step(input_t, state)``; [last_output][parrnn.last_output] gives each
+sequence's output at its last valid step.
 """
 
+from parrnn._packing import last_output
 from parrnn.hgrn import HGRN
 from parrnn.mingru import MinGRU, MinLSTM
 from parrnn.ops import available_backends, precompile
@@ -21,4 +26,4 @@ from parrnn.srupp import SRUpp, SRUppCell
 
 __version__ = "0.1.0"
 __all__ = ["HGRN", "QRNN", "SRU", "SRUCell", "MinGRU", "MinLSTM", "SRUpp", "SRUppCell", "SlicedRNN",
-           "available_backends", "precompile", "__version__"]
+           "available_backends", "last_output", "precompile", "__version__"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -78,8 +80,11 @@ def lengths_to_tensor(lengths: Tensor | Sequence[int], batch: int, max_length: i
     if not isinstance(lengths, Tensor):
         try:
             lengths = torch.as_tensor(list(lengths))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: e.g. [None, 2] (no dtype to infer)
             raise TypeError(f"lengths must be a 1-D integer tensor or a sequence of ints, got {lengths!r}") from exc
+    if lengths.is_meta:
+        raise ValueError("lengths must hold values (a CPU tensor, the input's device, or a list of ints), got a "
+                         "tensor on the meta device")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must have an integer dtype, got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.numel() != batch:
@@ -91,6 +96,24 @@ def lengths_to_tensor(lengths: Tensor | Sequence[int], batch: int, max_length: i
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > max_length:
         raise ValueError(f"lengths must lie in [1, {max_length}] (the padded sequence length), got min {lo}, max {hi}")
+    return lengths
+
+
+def mask_to_lengths(mask: Tensor, length: int, batch: int, device: torch.device, batch_first: bool) -> Tensor:
+    """``(N,)`` int64 lengths of a padding ``mask`` ``(L, N)`` (``(N, L)`` with ``batch_first``; True or non-zero on
+    padded steps) whose padding is a suffix of every sequence (after its last valid step), for layers that take
+    padding as lengths. Holes, left padding and all-padding sequences are named errors."""
+    pad = check_mask_pad(mask, length, batch, device, batch_first, name="mask")
+    lengths = (~pad).sum(0)
+    if torch.compiler.is_compiling():  # a value check would be data-dependent: assert inside the graph instead
+        ok = (pad == lengths_to_mask(lengths, length)).all() & (lengths >= 1).all()
+        torch._assert_async(ok, "mask must mark a suffix of each sequence, with at least one valid step")
+        return lengths
+    if not torch.equal(pad, lengths_to_mask(lengths, length)):
+        raise ValueError("mask must mark a suffix of each sequence (padding after its last valid step) for this "
+                         "layer; left padding and holes are not supported (pass lengths)")
+    if int(lengths.min()) < 1:
+        raise ValueError("mask marks every step of some sequence as padding; each needs at least one valid step")
     return lengths
 
 
@@ -127,6 +150,59 @@ def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.devi
     return mask.t() if batch_first else mask
 
 
+def check_step_input(input: Tensor, input_size: int, name: str = "input") -> None:
+    """One time step for ``step()``: a floating tensor ``(N, input_size)`` with ``N >= 1`` (the same errors as a
+    sequence's, `check_sequence_input`)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() != 2 or input.size(-1) != input_size:
+        raise ValueError(f"{name} must be 2-D (N, input_size) = (N, {input_size}) for step(), got shape "
+                         f"{tuple(input.shape)}")
+    check_sequence_input(input.unsqueeze(0), input_size, False, name)
+
+
+def check_choice(value: object, choices: tuple, name: str) -> None:
+    """``value`` must be one of ``choices`` and of their type (``2.0`` is not the int ``2``; ``True`` is not 1)."""
+    kinds = {type(c) for c in choices}
+    if type(value) not in kinds:
+        names = " or ".join(sorted(k.__name__ for k in kinds))
+        raise TypeError(f"{name} must be {names}, one of {choices}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def renamed(new_value: object, old_value: object, new: str, old: str) -> object:
+    """The value of argument ``new``, also given under its deprecated spelling ``old`` (a DeprecationWarning that
+    says what to write instead; both at once is a TypeError)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"give {new}= or its deprecated spelling {old}=, not both")
+    warnings.warn(f"{old}= is deprecated; write {new}= instead (the same value)", DeprecationWarning,
+                  stacklevel=caller_stacklevel())
+    return old_value
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside parrnn and torch (the user's call, through module calls), so
+    the warning is shown for, and filtered by, the user's code."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("parrnn", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def default_num_layers(num_layers: int | None, owner: str) -> int:
+    """``num_layers`` of SRU/SRUpp: 2 when not passed (this release's default, with a FutureWarning: the next
+    release uses `torch.nn.LSTM`'s 1 like every other parrnn layer)."""
+    if num_layers is not None:
+        return check_positive_int(num_layers, "num_layers")
+    warnings.warn(f"{owner}'s default num_layers changes from 2 to 1 (torch.nn.LSTM's, as every other parrnn "
+                  f"layer) in the next release; pass num_layers=2 to keep this model", FutureWarning,
+                  stacklevel=caller_stacklevel())
+    return 2
+
+
 def check_probability(value: float, name: str) -> float:
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -146,19 +222,19 @@ def cast_like(t: Tensor | None, like: Tensor) -> Tensor | None:
     return t if t is None or t.dtype == like.dtype else t.to(like.dtype)
 
 
-def padding_mask(x: Tensor, lengths: Tensor | None, mask_pad: Tensor | None, batch_first: bool) -> Tensor | None:
-    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask_pad``
-    (``x`` is time-major), or None."""
+def padding_mask(x: Tensor, lengths: Tensor | None, mask: Tensor | None, batch_first: bool) -> Tensor | None:
+    """``(L, N)`` bool padding mask from ``lengths`` (a tensor or, eagerly, a sequence of ints) or ``mask`` (True or
+    non-zero on padded steps, ``(L, N)``, ``(N, L)`` with ``batch_first``; ``x`` is time-major), or None."""
     length, batch = x.size(0), x.size(1)
-    if lengths is not None and mask_pad is not None:
-        raise ValueError("give either lengths or mask_pad, not both")
+    if lengths is not None and mask is not None:
+        raise ValueError("give either lengths or mask, not both")
     if lengths is not None:
         if torch.jit.is_scripting():
             return lengths_to_mask(lengths.to(device=x.device, dtype=torch.int64), length)
         return lengths_to_mask(lengths_to_tensor(lengths, batch, length, x.device), length)
-    if mask_pad is not None:
+    if mask is not None:
         if torch.jit.is_scripting():
-            mask = mask_pad.to(device=x.device) != 0
-            return mask.t() if batch_first else mask
-        return check_mask_pad(mask_pad, length, batch, x.device, batch_first)
+            pad = mask.to(device=x.device) != 0
+            return pad.t() if batch_first else pad
+        return check_mask_pad(mask, length, batch, x.device, batch_first, name="mask")
     return None

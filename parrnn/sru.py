@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
+from parrnn import _packing
 from parrnn import _validation as check
 from parrnn.ops import gemm
 from parrnn.ops.sru import dispatch
@@ -61,17 +62,20 @@ class SRUCell(nn.Module):
         backend: ``"auto"`` (fastest that works here), ``"cpu"``, ``"cuda"``, ``"scan"`` (v1 only) or
             ``"reference"``; see [parrnn.available_backends][].
 
-    Inputs:
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md; see `forward`)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``), float16/bfloat16/float32/float64.
-        * **c0**: ``(N, dirs * H)`` initial cell state; zeros if ``None``.
+        * **state**: ``(N, dirs * H)`` initial cell state; zeros if ``None`` (old keyword: ``c0=``).
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding.
-        * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps. Padded steps
-          keep ``c`` unchanged and output ``h = 0``; what the input holds there (NaN, inf) reaches no output and
-          no gradient. Give ``lengths`` or ``mask_pad``, not both.
+        * **mask**: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere in the
+          sequence (old keyword: ``mask_pad=``). Padded steps keep ``c`` unchanged and output ``h = 0``; what the
+          input holds there (NaN, inf) reaches no output and no gradient. Give ``lengths`` or ``mask``, not both.
 
-    Outputs:
+    Outputs: output, state
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``).
-        * **c_n**: ``(N, dirs * H)`` last cell state of each direction (the reverse direction's is at t = 0).
+        * **state**: ``(N, dirs * H)`` last cell state of each direction (the reverse direction's is at t = 0).
+
+    `step` ``(input (N, H_in), state) -> (output (N, dirs * H), state)`` runs one token and equals `forward`
+    token by token (unidirectional; in evaluation, or without dropout).
 
     Attributes:
         weight: ``(H_in or projection_size, K * dirs * H)``, columns ordered (matrix k, direction, unit);
@@ -175,21 +179,74 @@ class SRUCell(nn.Module):
     def forward(
         self,
         input: Tensor,
-        c0: Tensor | None = None,
+        state: Tensor | None = None,
         lengths: Tensor | None = None,
+        mask: Tensor | None = None,
+        c0: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """One SRU layer over a sequence (the layer protocol, docs/protocol.md).
+
+        Args:
+            input: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``).
+            state: ``(N, dirs * H)`` initial cell state, as `init_state` and this method return it; zeros if
+                ``None``.
+            lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list); steps ``t >= lengths[n]`` are padding.
+            mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere.
+            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+
+        Returns:
+            ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
+            steps; ``state`` ``(N, dirs * H)``, the last cell state of each direction.
+        """
+        if torch.jit.is_scripting():
+            if state is None:
+                state = c0
+            if mask is None:
+                mask = mask_pad
+        else:
+            state = check.renamed(state, c0, "state", "c0")
+            mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
         x = input.transpose(0, 1) if self.batch_first else input
         if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
             check.check_sequence_input(input, self.input_size, self.batch_first)
-            check.check_like_parameters(input, self.bias)  # before c0: a wrong input dtype is the input's fault
-            if c0 is not None:
-                check.check_state(c0, (x.size(1), self.output_size), x, "c0")
-        mask: Tensor | None = None
-        if lengths is not None or mask_pad is not None:
-            mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
-        out, c_n = self.run(x, c0, mask)
+            check.check_like_parameters(input, self.bias)  # before the state: a wrong input dtype is the input's
+            if state is not None:
+                check.check_state(state, (x.size(1), self.output_size), x, "state")
+        pad: Tensor | None = None
+        if lengths is not None or mask is not None:
+            pad = check.padding_mask(x, lengths, mask, self.batch_first)
+        out, c_n = self.run(x, state, pad)
         return (out.transpose(0, 1) if self.batch_first else out), c_n
+
+    def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One time step (the layer protocol), equal to `forward` token by token.
+
+        Args:
+            input: ``(N, H_in)``, one token per sequence.
+            state: ``(N, dirs * H)`` cell state (zeros if ``None``).
+
+        Returns:
+            ``(output (N, dirs * H), state (N, dirs * H))``. Unidirectional layers only (ValueError otherwise). In
+            training, dropout draws new masks at every call (`forward` draws one per sequence).
+        """
+        if self.bidirectional:
+            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
+                             "(call forward)")
+        check.check_step_input(input, self.input_size)
+        check.check_like_parameters(input, self.bias)
+        if state is not None:
+            check.check_state(state, (input.size(0), self.output_size), input, "state")
+        out, c_n = self.run(input.unsqueeze(0), state, None)  # the fused forward at L = 1
+        return out[0], c_n
+
+    def init_state(self, batch_size: int, *, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> Tensor:
+        """The zero cell state ``(N, dirs * H)`` as `forward` and `step` take and return it (``device`` and
+        ``dtype`` default to the parameters')."""
+        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        return torch.zeros(batch_size, self.output_size, device=self.bias.device if device is None else device,
+                           dtype=self.bias.dtype if dtype is None else dtype)
 
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
         """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``c0``
@@ -262,7 +319,8 @@ class SRU(nn.Module):
     Args:
         input_size: features of the input, ``H_in``.
         hidden_size: features of the state per direction, ``H``.
-        num_layers: stacked layers. Default: 2.
+        num_layers: stacked layers. Default: 2 in this release, with a FutureWarning when not passed: the next
+            release uses 1, `torch.nn.LSTM`'s and every other parrnn layer's default.
         bidirectional: as in [SRUCell][parrnn.SRUCell].
         dropout: as in [SRUCell][parrnn.SRUCell], applied to every layer but the last.
         rnn_dropout: as in [SRUCell][parrnn.SRUCell].
@@ -278,17 +336,22 @@ class SRU(nn.Module):
         batch_first: as in [SRUCell][parrnn.SRUCell].
         backend: as in [SRUCell][parrnn.SRUCell]; settable later with ``model.backend = name``.
 
-    Inputs:
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md; see `forward`)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
           `torch.nn.utils.rnn.PackedSequence`.
-        * **c0**: ``(num_layers, N, dirs * H)`` initial cell states; zeros if ``None``.
+        * **state**: ``(num_layers, N, dirs * H)`` initial cell states; zeros if ``None`` (old keyword ``c0=``).
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``.
-        * **mask_pad**: ``(L, N)`` (``(N, L)`` with ``batch_first``), non-zero on padded steps.
+        * **mask**: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps (old keyword
+          ``mask_pad=``).
 
-    Outputs:
+    Outputs: output, state
         * **output**: ``(L, N, dirs * H)`` (``(N, L, dirs * H)`` with ``batch_first``); a ``PackedSequence``
-          when the input was one. Padded steps are 0.
-        * **c_n**: ``(num_layers, N, dirs * H)`` last cell state of every layer.
+          with the input's ``sorted_indices`` and row order when the input was one. Padded steps are 0.
+        * **state**: ``(num_layers, N, dirs * H)`` last cell state of every layer. The last output of each
+          sequence (``h_n``) is `parrnn.last_output(output, lengths)`.
+
+    `step` ``(input (N, H_in), state) -> (output (N, dirs * H), state)`` runs one token (streaming) and equals
+    `forward` token by token; `init_state` gives the zero state.
 
     Examples:
         >>> rnn = SRU(16, 32, num_layers=2)
@@ -301,7 +364,7 @@ class SRU(nn.Module):
         self,
         input_size: int,
         hidden_size: int,
-        num_layers: int = 2,
+        num_layers: int | None = None,
         *,
         bidirectional: bool = False,
         dropout: float = 0.0,
@@ -320,7 +383,7 @@ class SRU(nn.Module):
         super().__init__()
         self.input_size = check.check_positive_int(input_size, "input_size")
         self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
-        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.num_layers = num_layers = check.default_num_layers(num_layers, "SRU")
         projections = _per_layer(projection_size, num_layers, "projection_size")
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
@@ -355,46 +418,107 @@ class SRU(nn.Module):
     def forward(
         self,
         input: Tensor,  # or a PackedSequence (eager only)
-        c0: Tensor | None = None,
+        state: Tensor | None = None,
         lengths: Tensor | None = None,
+        mask: Tensor | None = None,
+        c0: Tensor | None = None,
         mask_pad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        if not torch.jit.is_scripting():
+        """Run the stack over a sequence (the layer protocol, docs/protocol.md).
+
+        Args:
+            input: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a ``PackedSequence`` (then the
+                output is a ``PackedSequence`` with the input's ``sorted_indices`` and row order, as
+                `torch.nn.LSTM`'s).
+            state: ``(num_layers, N, dirs * H)`` initial cell states (layer ``i`` starts from ``state[i]``), as
+                `init_state` and this method return them; zeros if ``None``.
+            lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list); steps ``t >= lengths[n]`` are padding.
+            mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere.
+            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+
+        Returns:
+            ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
+            steps; ``state`` ``(num_layers, N, dirs * H)``, every layer's last cell state.
+        """
+        if torch.jit.is_scripting():
+            if state is None:
+                state = c0
+            if mask is None:
+                mask = mask_pad
+        else:
+            state = check.renamed(state, c0, "state", "c0")
+            mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
             if isinstance(input, PackedSequence):
-                return self._forward_packed(input, c0, lengths, mask_pad)
+                return self._forward_packed(input, state, lengths, mask)
             check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
-        if c0 is not None and not torch.jit.is_scripting():
-            check.check_like_parameters(input, self.layers[0].bias)  # a wrong input dtype is not c0's fault
-            check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
-        mask: Tensor | None = None
-        if lengths is not None or mask_pad is not None:
-            mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
-        # without c0, every layer starts from the same zeros (read only): one allocation, not one per layer (a layer
-        # whose parameters have another dtype makes its own, in that dtype)
+        if state is not None and not torch.jit.is_scripting():
+            check.check_like_parameters(input, self.layers[0].bias)  # a wrong input dtype is not the state's fault
+            check.check_state(state, (self.num_layers, x.size(1), self.output_size), x, "state")
+        pad: Tensor | None = None
+        if lengths is not None or mask is not None:
+            pad = check.padding_mask(x, lengths, mask, self.batch_first)
+        x, c_n = self._run_layers(x, state, pad)
+        return (x.transpose(0, 1) if self.batch_first else x), c_n
+
+    def _run_layers(self, x: Tensor, state: Tensor | None, pad: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The layers over time-major ``x`` ``(L, N, H_in)``, layer ``i`` from ``state[i]``, with the padding
+        ``pad`` ``(L, N)`` bool or None: ``(output, (num_layers, N, dirs * H))``."""
+        # without a state, every layer starts from the same zeros (read only): one allocation, not one per layer (a
+        # layer whose parameters have another dtype makes its own, in that dtype)
         zeros: Tensor | None = None
-        if c0 is None:
+        if state is None:
             zeros = torch.zeros(x.size(1), self.output_size, dtype=self.layers[0].bias.dtype, device=x.device)
-        states: list[Tensor] = [] if c0 is None else c0.unbind(0)
+        states: list[Tensor] = [] if state is None else state.unbind(0)
         finals: list[Tensor] = []
         for i, layer in enumerate(self.layers):
-            state: Tensor | None = None
-            if c0 is not None:
-                state = states[i]
+            start: Tensor | None = None
+            if state is not None:
+                start = states[i]
             elif zeros is not None and zeros.dtype == layer.bias.dtype:
-                state = zeros
-            x, c_n = layer(x, state, None, mask)  # a module call: the layer's hooks (pruning, ...) run
+                start = zeros
+            x, c_n = layer(x, start, None, pad)  # a module call: the layer's hooks (pruning, ...) run
             finals.append(c_n)
-        return (x.transpose(0, 1) if self.batch_first else x), torch.stack(finals)
+        return x, torch.stack(finals)
 
     @torch.jit.unused
-    def _forward_packed(self, input: PackedSequence, c0: Tensor | None, lengths: Tensor | None,
-                        mask_pad: Tensor | None) -> tuple[PackedSequence, Tensor]:
-        if lengths is not None or mask_pad is not None:
-            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths or mask_pad")
-        padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
-        output, c_n = self.forward(padded, c0, lengths)
-        return pack_padded_sequence(output, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False), c_n
+    def _forward_packed(self, input: PackedSequence, state: Tensor | None, lengths: Tensor | None,
+                        mask: Tensor | None) -> tuple[PackedSequence, Tensor]:
+        return _packing.run_packed(lambda x, n: self.forward(x, state, n), input, self.batch_first,
+                                   ("lengths", lengths), ("mask", mask))
+
+    def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One time step (streaming; the layer protocol), equal to `forward` token by token.
+
+        Args:
+            input: ``(N, H_in)``, one token per sequence.
+            state: ``(num_layers, N, dirs * H)`` cell states, as `forward` and `init_state` return them (zeros if
+                ``None``).
+
+        Returns:
+            ``(output (N, dirs * H), state (num_layers, N, dirs * H))``. Each layer runs the fused forward at
+            ``L = 1`` through a module call (its hooks run). Unidirectional stacks only (ValueError otherwise);
+            in training, dropout draws new masks at every call.
+        """
+        if self.bidirectional:
+            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
+                             "(call forward)")
+        check.check_step_input(input, self.input_size)
+        check.check_like_parameters(input, self.layers[0].bias)
+        if state is not None:
+            check.check_state(state, (self.num_layers, input.size(0), self.output_size), input, "state")
+        out, c_n = self._run_layers(input.unsqueeze(0), state, None)
+        return out[0], c_n
+
+    def init_state(self, batch_size: int, *, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> Tensor:
+        """The zero state ``(num_layers, N, dirs * H)`` as `forward` and `step` take and return it (``device``
+        and ``dtype`` default to the parameters')."""
+        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        bias = self.layers[0].bias
+        return torch.zeros(self.num_layers, batch_size, self.output_size,
+                           device=bias.device if device is None else device,
+                           dtype=bias.dtype if dtype is None else dtype)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

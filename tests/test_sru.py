@@ -108,18 +108,18 @@ def test_padding_never_changes_a_sequence(bidirectional: bool) -> None:
         torch.testing.assert_close(c_n[:, n : n + 1], c_alone)
 
 
-def test_mask_pad_equals_lengths_and_batch_first() -> None:
+def test_mask_equals_lengths_and_batch_first() -> None:
     torch.manual_seed(3)
     model = SRU(4, 4, 2)
     x = torch.randn(6, 2, 4)
     lengths = torch.tensor([6, 3])
     mask = torch.arange(6).unsqueeze(1) >= lengths.unsqueeze(0)
     out_l, c_l = model(x, lengths=lengths)
-    out_m, c_m = model(x, mask_pad=mask)
+    out_m, c_m = model(x, mask=mask)
     torch.testing.assert_close(out_l, out_m)
     torch.testing.assert_close(c_l, c_m)
     model.batch_first = True
-    out_b, c_b = model(x.transpose(0, 1), mask_pad=mask.t())
+    out_b, c_b = model(x.transpose(0, 1), mask=mask.t())
     torch.testing.assert_close(out_b.transpose(0, 1), out_l)
     torch.testing.assert_close(c_b, c_l)
 
@@ -178,7 +178,7 @@ def test_dropout_train_eval_and_seed() -> None:
 
 def test_cell_contract() -> None:
     cell = SRUCell(4, 3, bidirectional=True, batch_first=True)
-    out, c_n = cell(torch.randn(2, 5, 4), c0=torch.zeros(2, 6), lengths=[5, 2])
+    out, c_n = cell(torch.randn(2, 5, 4), state=torch.zeros(2, 6), lengths=[5, 2])
     assert out.shape == (2, 5, 6) and c_n.shape == (2, 6)
     assert out[1, 2:].abs().max() == 0
 
@@ -197,14 +197,18 @@ BAD_INPUTS = [
     (lambda m: m(torch.randn(5, 2, 4, dtype=torch.float64)), TypeError, "Expected torch.float32"),
     (lambda m: m(torch.randn(0, 2, 4)), ValueError, "sequence length 0"),
     (lambda m: m(torch.randn(5, 0, 4)), ValueError, "empty batch"),
-    (lambda m: m(torch.randn(5, 2, 4), c0=torch.zeros(2, 4)), ValueError, "c0 must have shape (2, 2, 6)"),
-    (lambda m: m(torch.randn(5, 2, 4), c0=torch.zeros(2, 2, 6, dtype=torch.float64)), TypeError, "c0 dtype"),
+    (lambda m: m(torch.randn(5, 2, 4), torch.zeros(2, 4)), ValueError, "state must have shape (2, 2, 6)"),
+    (lambda m: m(torch.randn(5, 2, 4), torch.zeros(2, 2, 6, dtype=torch.float64)), TypeError, "state dtype"),
+    (lambda m: m(torch.randn(5, 2, 4), torch.zeros(2, 2, 6), c0=torch.zeros(2, 2, 6)), TypeError, "not both"),
     (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([5])), ValueError, "lengths must have shape (2,)"),
     (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([5.0, 1.0])), TypeError, "integer dtype"),
     (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([6, 1])), ValueError, "lengths must lie in [1, 5]"),
     (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([0, 1])), ValueError, "got min 0"),
-    (lambda m: m(torch.randn(5, 2, 4), mask_pad=torch.zeros(2, 5)), ValueError, "mask_pad must have shape"),
-    (lambda m: m(torch.randn(5, 2, 4), lengths=[5, 5], mask_pad=torch.zeros(5, 2)), ValueError, "not both"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=[None, 2]), TypeError, "lengths must be a 1-D integer tensor"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=torch.tensor([5, 2], device="meta")), ValueError,
+     "lengths must hold values"),
+    (lambda m: m(torch.randn(5, 2, 4), mask=torch.zeros(2, 5)), ValueError, "mask must have shape (L, N)"),
+    (lambda m: m(torch.randn(5, 2, 4), lengths=[5, 5], mask=torch.zeros(5, 2)), ValueError, "not both"),
 ]
 
 
@@ -334,3 +338,111 @@ def test_projection_size_per_layer() -> None:
         SRU(4, 16, 3, projection_size=[0, 8])
     with pytest.raises(ValueError, match="projection_size must be smaller"):
         SRU(4, 16, 2, projection_size=8)  # an int must fit every layer
+
+
+# ---- the layer protocol (docs/protocol.md) ---------------------------------------------------------------------
+
+def test_each_layer_starts_from_its_own_state() -> None:
+    """Layer i starts from state[i] (not state[0]) and returns its own final state: the stack equals its layers
+    called one by one, and swapping two layers' initial states changes the result."""
+    torch.manual_seed(0)
+    model = SRU(4, 4, 3, backend="reference").double()
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    state = torch.randn(3, 2, 4, dtype=torch.float64)
+    out, c_n = model(x, state)
+    h, finals = x, []
+    for layer, start in zip(model.layers, state, strict=True):
+        h, c = layer(h, start)
+        finals.append(c)
+    torch.testing.assert_close(out, h, rtol=0, atol=0)
+    torch.testing.assert_close(c_n, torch.stack(finals), rtol=0, atol=0)
+    swapped, _ = model(x, state[[1, 0, 2]])
+    assert not torch.allclose(swapped, out)
+
+
+def test_deprecated_spellings_warn_and_work() -> None:
+    torch.manual_seed(0)
+    model = SRU(4, 4, 2)
+    x = torch.randn(5, 2, 4)
+    state = torch.randn(2, 2, 4)
+    mask = torch.zeros(5, 2, dtype=torch.bool)
+    mask[3:, 1] = True
+    expected = model(x, state, mask=mask)
+    with pytest.warns(DeprecationWarning, match="write state= instead"):
+        got_c0 = model(x, c0=state, mask=mask)
+    with pytest.warns(DeprecationWarning, match="write mask= instead"):
+        got_mask = model(x, state, mask_pad=mask)
+    for got in (got_c0, got_mask):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_num_layers_default_warns_of_the_change() -> None:
+    with pytest.warns(FutureWarning, match="pass num_layers=2"):
+        model = SRU(4, 4)
+    assert model.num_layers == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SRU(4, 4, 1).num_layers == 1
+        assert SRU(4, 4, num_layers=2).num_layers == 2
+
+
+@pytest.mark.parametrize("cls", [SRU, SRUCell])
+def test_init_state_is_the_zero_state(cls) -> None:
+    model = cls(4, 3, **({"num_layers": 2} if cls is SRU else {})).double()
+    state = model.init_state(5)
+    x = torch.randn(6, 5, 4, dtype=torch.float64)
+    assert state.dtype == torch.float64 and state.shape == model(x)[1].shape
+    assert not state.any()
+    torch.testing.assert_close(model(x, state), model(x), rtol=0, atol=0)
+    assert model.init_state(2, dtype=torch.float32).dtype == torch.float32
+
+
+def test_packed_output_keeps_the_input_row_order() -> None:
+    """Tied lengths (issue 29's reproduction): out.data's rows are the input's, as nn.LSTM's; the state is in the
+    order of the sequences before packing."""
+    torch.manual_seed(0)
+    model = SRU(3, 4, 2, bidirectional=True)
+    lengths = [3] * 8 + [2] * 16 + [1] * 8
+    x = torch.randn(3, 32, 3)
+    perm = torch.randperm(32)
+    x, lengths = x[:, perm], torch.tensor(lengths)[perm]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, c_n = model(packed)
+    padded, c_ref = model(x, lengths=lengths)
+    expected = pack_padded_sequence(padded, lengths, enforce_sorted=False)  # the same sort as the input's
+    assert torch.equal(out.batch_sizes, packed.batch_sizes)
+    assert torch.equal(out.sorted_indices, packed.sorted_indices)
+    assert torch.equal(out.unsorted_indices, packed.unsorted_indices)
+    torch.testing.assert_close(out.data, expected.data.index_select(0, _data_order(expected, packed)))
+    torch.testing.assert_close(c_n, c_ref)
+    lstm = torch.nn.LSTM(3, 4)
+    assert torch.equal(lstm(packed)[0].sorted_indices, out.sorted_indices)  # nn.LSTM keeps the same indices
+
+
+def _data_order(got: torch.nn.utils.rnn.PackedSequence, want: torch.nn.utils.rnn.PackedSequence) -> torch.Tensor:
+    """Rows of ``got.data`` in the order of ``want.data`` (same sequences and steps; the sort may differ)."""
+    def keys(p):
+        seq = torch.cat([p.sorted_indices[:int(n)] for n in p.batch_sizes])
+        step = torch.cat([torch.full((int(n),), t) for t, n in enumerate(p.batch_sizes)])
+        return (seq * 1000 + step).tolist()
+    where = {k: i for i, k in enumerate(keys(got))}
+    return torch.tensor([where[k] for k in keys(want)])
+
+
+def test_last_output_is_h_n() -> None:
+    """parrnn.last_output gives each sequence's output at its last valid step (forward half) and at step 0
+    (backward half), as nn.LSTM's h_n of the last layer."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, bidirectional=True)
+    x = torch.randn(6, 3, 3)
+    lengths = torch.tensor([6, 2, 4])
+    out, (h_n, _) = lstm(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    expected = torch.cat([h_n[0], h_n[1]], dim=1)
+    torch.testing.assert_close(parrnn.last_output(out, bidirectional=True), expected)
+    padded, _ = pad_packed_sequence(out, batch_first=True)
+    torch.testing.assert_close(parrnn.last_output(padded, lengths, batch_first=True, bidirectional=True), expected)
+    uni = torch.nn.LSTM(3, 4)
+    out, (h_n, _) = uni(x)
+    torch.testing.assert_close(parrnn.last_output(out), h_n[0])
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        parrnn.last_output(out, [7, 1, 1])
