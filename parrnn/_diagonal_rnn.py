@@ -27,8 +27,9 @@ from parrnn import _validation as check
 from parrnn.ops import gemm
 from parrnn.ops.linear_recurrence import BACKENDS, linear_recurrence
 
-#: A cell's state: the hidden state ``(num_layers * dirs, N, H)``, or for cells that also carry each layer's last
-#: input (QRNN with ``window=2``) the pair ``(h, x)`` with ``x`` ``(num_layers, N, max layer input size)``.
+#: A cell's state: the hidden state ``(num_layers * dirs, N, H)``, or for cells whose layers also carry values from
+#: one call to the next (`DiagonalLayer.carry`: QRNN with ``window=2`` its last input, RG-LRU its last convolution
+#: inputs) the pair ``(h, x)`` with ``x`` ``(num_layers, N, max carry_size)`` (each layer's first features).
 State = Tensor | tuple[Tensor, Tensor]
 
 
@@ -54,9 +55,21 @@ class DiagonalLayer(nn.Module):
     The reverse direction runs from each sequence's last valid step back to step 0.
     """
 
-    #: True when the coefficients at step t also read the input of step t - 1 (QRNN with window 2): the stack
-    #: then carries each layer's last input in its state.
+    #: True when the coefficients at step t also read the input of step t - 1 (QRNN with window 2): the layer
+    #: then carries its last input (`carry`).
     uses_previous_input = False
+
+    @property
+    def carry_size(self) -> int:
+        """Features the layer carries from one call to the next in the stack's state (0: none); `coefficients`
+        gets them back as ``prev``. Default: its last input when `uses_previous_input`."""
+        return self.input_size if self.uses_previous_input else 0
+
+    def carry(self, x: Tensor, lengths: Tensor | None, prev: Tensor | None, extra: Tensor | None) -> Tensor:
+        """What the layer carries after ``x`` ``(L, N, input_size)`` (zero on padded steps; ``lengths`` ``(N,)``
+        valid steps or ``None``), given ``prev`` (what it carried before ``x``) and `coefficients`' ``extra``:
+        ``(N, carry_size)``. Default: the input at each sequence's last valid step."""
+        return _last_valid(x, lengths) if self.carry_size else x.new_zeros(x.size(1), 0)
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, blocks: int, bias: bool,
                  bias_blocks: int | None = None) -> None:
@@ -68,6 +81,7 @@ class DiagonalLayer(nn.Module):
         self.blocks = blocks
         #: the bias covers the first ``bias_blocks`` blocks (all by default)
         self.bias_blocks = blocks if bias_blocks is None else bias_blocks
+        self.uses_previous_input = False  # (an instance attribute, which TorchScript sees; QRNN sets it)
         self.weight = nn.Parameter(torch.empty(input_size, blocks * self.state_size))
         self.bias = nn.Parameter(torch.empty(self.bias_blocks * self.state_size)) if bias else None
 
@@ -108,8 +122,9 @@ class DiagonalLayer(nn.Module):
         return h
 
     def run(self, x: Tensor, h0: Tensor | None, prev: Tensor | None, floor: Tensor | None,
-            lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor]:
-        """The layer over time-major ``x`` (zero on padded steps): ``(output, h_n)``, ``h_n`` ``(N, dirs * H)``."""
+            lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer over time-major ``x`` (zero on padded steps): ``(output, h_n, carry)``, ``h_n``
+        ``(N, dirs * H)``, ``carry`` ``(N, carry_size)`` (`carry`)."""
         a, b, extra = self.coefficients(x, prev, floor)
         hidden = self.hidden_size
         if self.num_directions == 1:
@@ -124,14 +139,15 @@ class DiagonalLayer(nn.Module):
             h_f, n_f = linear_recurrence(a_f, b_f, h0_f, lengths, backend=backend)
             h_b, n_b = linear_recurrence(a_b, b_b, h0_b, lengths, reverse=True, backend=backend)
             h, h_n = torch.cat([h_f, h_b], dim=-1), torch.cat([n_f, n_b], dim=-1)
-        return self.readout(h, extra), h_n
+        return self.readout(h, extra), h_n, self.carry(x, lengths, prev, extra)
 
-    def step(self, x: Tensor, h: Tensor | None, prev: Tensor | None, floor: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One token ``x`` ``(N, input_size)`` from state ``h`` ``(N, H)`` (zeros if ``None``): ``(output, h)``,
+    def step(self, x: Tensor, h: Tensor | None, prev: Tensor | None, floor: Tensor | None
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """One token ``x`` ``(N, input_size)`` from state ``h`` ``(N, H)`` (zeros if ``None``): ``(output, h, carry)``,
         from the same `coefficients` as `run`."""
         a, b, extra = self.coefficients(x.unsqueeze(0), prev, floor)
         h = b[0] if h is None else a[0] * h + b[0]
-        return self.readout(h.unsqueeze(0), extra)[0], h
+        return self.readout(h.unsqueeze(0), extra)[0], h, self.carry(x.unsqueeze(0), None, prev, extra)
 
 
 LayerFactory = Callable[[int], DiagonalLayer]
@@ -157,8 +173,8 @@ class DiagonalRNN(nn.Module):
             layers.append(make_layer(input_size if not layers else layers[-1].output_size))
         self.layers = nn.ModuleList(layers)
         self.output_size = layers[-1].output_size
-        #: width of the last-input part of the state (0: the state is the hidden state alone)
-        self.input_state_size = max(layer.input_size for layer in layers) if layers[0].uses_previous_input else 0
+        #: width of the carried part of the state (0: the state is the hidden state alone)
+        self.input_state_size = max(layer.carry_size for layer in layers)
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
@@ -193,7 +209,7 @@ class DiagonalRNN(nn.Module):
         else:
             h, last = hx[0], hx[1]
             for i, layer in enumerate(self.layers):
-                prevs[i] = last[i, :, :layer.input_size]
+                prevs[i] = last[i, :, :layer.carry_size]
         dirs = self.num_directions
         hiddens: list[Tensor | None] = [
             h[i * dirs:(i + 1) * dirs].transpose(0, 1).reshape(batch, dirs * self.hidden_size)
@@ -206,8 +222,8 @@ class DiagonalRNN(nn.Module):
         hidden_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if self.input_state_size:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a pair (h, x) for {type(self).__name__} with window=2 (the hidden "
-                                f"state and each layer's last input), got {type(hx).__name__}")
+                raise TypeError(f"hx must be a pair (h, x) for this {type(self).__name__} (the hidden state and "
+                                f"what each layer carries, e.g. QRNN window=2's last input), got {type(hx).__name__}")
             check.check_state(hx[0], hidden_shape, x, "hx[0]")
             check.check_state(hx[1], (self.num_layers, batch, self.input_state_size), x, "hx[1]")
         else:
@@ -257,10 +273,9 @@ class DiagonalRNN(nn.Module):
                 x = F.dropout(x, self.dropout, True)
             if pad is not None:  # padding (NaN included) never reaches a product or the other direction
                 x = x.masked_fill(pad, 0)
-            if self.input_state_size > 0:
-                lasts.append(_last_valid(x, counts))
-            x, h_n = layer.run(x, hiddens[i], prevs[i], floors[i], counts, self.backend)
+            x, h_n, carried = layer.run(x, hiddens[i], prevs[i], floors[i], counts, self.backend)
             finals.append(h_n)
+            lasts.append(carried)
         if pad is not None:
             x = x.masked_fill(pad, 0)
         return (x.transpose(0, 1) if self.batch_first else x), self._join_state(finals, lasts)
@@ -296,9 +311,9 @@ class DiagonalRNN(nn.Module):
         for i, layer in enumerate(self.layers):
             if i and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, True)
-            lasts.append(x)
-            x, h = layer.step(x, hiddens[i], prevs[i], floors[i])
+            x, h, carried = layer.step(x, hiddens[i], prevs[i], floors[i])
             finals.append(h)
+            lasts.append(carried)
         return x, self._join_state(finals, lasts)
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN
+from parrnn.cells import reference_projection, register_cell
 from parrnn.ops import gemm
 
 
@@ -150,5 +151,30 @@ class HGRN(DiagonalRNN):
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.lower_bounds is not None else ", lower_bound=False")
 
+
+def reference_step(model: HGRN, index: int, direction: int, x_t: Tensor, h: Tensor, carry: Tensor | None
+                   ) -> tuple[Tensor, Tensor, None]:
+    r"""HGRN's equations for one token of one direction (the registry's reference step, `parrnn.cells`): the
+    bound $\gamma^k$ from the cumulative softmax, the bounded forget gate, the state; returns ``(g_t * h_t, h_t,
+    None)``."""
+    layer = model.layers[index]
+    u = reference_projection(layer, x_t, direction)
+    bound = torch.zeros((), dtype=x_t.dtype)
+    if model.lower_bounds is not None:
+        p = torch.softmax(model.lower_bounds, 0)
+        bound = (p.cumsum(0) - p[0])[index].view(model.num_directions, -1)[direction]
+    forget = bound + (1 - bound) * torch.sigmoid(u[:, 1])
+    h = forget * h + (1 - forget) * F.silu(u[:, 0])
+    return F.silu(u[:, 2]) * h, h, None
+
+
+def reference_readout(model: HGRN, index: int, y: Tensor) -> Tensor:
+    """HGRN's output: ``LayerNorm(g * h) W_o + b_o`` over both directions together."""
+    layer = model.layers[index]
+    out = F.layer_norm(y, (y.size(-1),), layer.norm.weight, layer.norm.bias) @ layer.weight_out
+    return out if layer.bias_out is None else out + layer.bias_out
+
+
+register_cell("hgrn", HGRN, reference_step=reference_step, reference_readout=reference_readout)
 
 __all__ = ["HGRN", "HGRNLayer"]

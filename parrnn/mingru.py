@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
 from parrnn._fused_gates import MinGRUGates, MinLSTMGates, min_lstm_forget_share
+from parrnn.cells import reference_projection, register_cell
 from parrnn.ops import gemm
 
 ACTIVATIONS = ("identity", "g")
@@ -256,3 +257,29 @@ class MinLSTM(MinGRU):
     """
 
     layer_class = MinLSTMLayer
+
+
+def reference_step(model: MinGRU, index: int, direction: int, x_t: Tensor, h: Tensor, carry: Tensor | None
+                   ) -> tuple[Tensor, Tensor, None]:
+    """minGRU's or minLSTM's equations for one token of one direction (the registry's reference step,
+    `parrnn.cells`), with the paper's normalised gates $f / (f + i)$, $i / (f + i)$ for minLSTM: ``(h, h, None)``."""
+    u = reference_projection(model.layers[index], x_t, direction)
+    candidate = g(u[:, 0]) if model.activation == "g" else u[:, 0]
+    if isinstance(model, MinLSTM):
+        f, i = torch.sigmoid(u[:, 1]), torch.sigmoid(u[:, 2])
+        h = f / (f + i) * h + i / (f + i) * candidate
+    else:
+        z = torch.sigmoid(u[:, 1])
+        h = (1 - z) * h + z * candidate
+    return h, h, None
+
+
+def reference_readout(model: MinGRU, index: int, y: Tensor) -> Tensor:
+    """The output projection ``h W_out`` when the model has one."""
+    weight_out = model.layers[index].weight_out
+    return y if weight_out is None else y @ weight_out
+
+
+for _name, _cls in (("mingru", MinGRU), ("minlstm", MinLSTM)):
+    register_cell(_name, _cls, reference_step=reference_step, reference_readout=reference_readout,
+                  output_size_keyword="output_projection_size")

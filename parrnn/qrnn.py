@@ -13,6 +13,7 @@ from torch import Tensor
 from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
 from parrnn._fused_gates import qrnn_coefficients, qrnn_gates
+from parrnn.cells import reference_projection, register_cell
 
 POOLINGS = ("f", "fo", "ifo")
 WINDOWS = (1, 2)
@@ -159,5 +160,24 @@ class QRNN(DiagonalRNN):
         s = super().extra_repr() + f", pooling={self.pooling!r}, window={self.window}"
         return s + (f", zoneout={self.zoneout}" if self.zoneout else "")
 
+
+def reference_step(model: QRNN, index: int, direction: int, x_t: Tensor, h: Tensor, carry: Tensor | None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """QRNN's equations for one token of one direction (the registry's reference step, `parrnn.cells`): the
+    convolution taps from the documented weight layout, the gates, the pooling; ``carry`` is the input before
+    ``x_t`` (window 2; zeros when ``None``). Returns ``(o_t * c_t or h_t, c_t, x_t)``."""
+    layer = model.layers[index]
+    gates = layer.gates
+    u = reference_projection(layer, x_t, direction)
+    if model.window == 2:
+        before = torch.zeros_like(x_t) if carry is None else carry
+        u = u[:, :gates] + reference_projection(layer, before, direction)[:, gates:]
+    z, f = torch.tanh(u[:, 0]), torch.sigmoid(u[:, 1])
+    h = f * h + (torch.sigmoid(u[:, 3]) if model.pooling == "ifo" else 1 - f) * z
+    y = h if model.pooling == "f" else torch.sigmoid(u[:, 2]) * h
+    return y, h, x_t
+
+
+register_cell("qrnn", QRNN, reference_step=reference_step)
 
 __all__ = ["POOLINGS", "QRNN", "QRNNLayer"]

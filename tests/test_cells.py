@@ -1,6 +1,7 @@
 """QRNN, MinGRU, MinLSTM and HGRN: values and gradients against their equations as a per-step loop
-(tests/_cell_equations.py), float64 gradcheck, lengths and padding (NaN in padding leaks nothing),
-bidirectional layers, state in/out, step() == forward, PackedSequence, batch_first, SlicedRNN names, errors."""
+(each cell's reference step, parrnn.cells.reference_forward), float64 gradcheck, lengths and padding (NaN in
+padding leaks nothing), bidirectional layers, state in/out, step() == forward, PackedSequence, batch_first,
+SlicedRNN names, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import parrnn
-from tests import _cell_equations as equations
+from parrnn.cells import reference_forward
 
 D, H = 3, 4
 #: one entry per configuration: (class, options); every option of every cell appears at least once
@@ -63,7 +64,7 @@ def test_values_and_gradients_match_the_equations(name: str, bidirectional: bool
     x = torch.randn(5, 2, D, dtype=torch.float64)
     hx = random_state(model, 2)
     out, h_n = model(x, hx)
-    ref_out, ref_h_n = equations.run(model, x, hx)
+    ref_out, ref_h_n = reference_forward(model, x, hx)
     torch.testing.assert_close(out, ref_out)
     for got, want in zip(flat(h_n), flat(ref_h_n), strict=True):
         torch.testing.assert_close(got, want)
