@@ -262,7 +262,7 @@ x = 1
 # ------------------------------------------------------------------------------------------ shapes in docstrings
 
 #: Layers whose forward/step docstrings do not name their shapes yet (xfail, strict: remove a name once it does).
-LAYERS_WITHOUT_DOCSTRINGS: set[str] = {"SRU", "SRUCell", "SRUpp", "SlicedRNN"}
+LAYERS_WITHOUT_DOCSTRINGS: set[str] = {"SRUpp", "SlicedRNN"}
 
 _SHAPE = re.compile(r"\((?:L|N|T|B|batch|steps)\s*,|\(N,?\s*\)|\(N, ")
 PUBLIC_LAYERS = sorted(name for name in parrnn.__all__ if isinstance(getattr(parrnn, name), type)
@@ -307,3 +307,59 @@ def test_shape_docstring_check_can_fail() -> None:
 
     assert _shape_docstring_problems(Bare) == ["Bare.forward has no docstring"]
     assert len(_shape_docstring_problems(Vague)) == 1 and "Vague.forward" in _shape_docstring_problems(Vague)[0]
+
+
+# ----------------------------------------------------------------------------------------- docs of the present
+
+USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_PAST = re.compile(r"\bissues?\s*#?\d|\bissue's\b|(?<![\w&])#\d+\b|\bsessions?\b|to be filled|\bTODO\b", re.I)
+_LINK = re.compile(r"\]\(([^)\s]+?)(?:#[^)]*)?\)")
+
+
+def _prose(text: str) -> str:
+    """The text without fenced code blocks and inline code (code is API: `session.run` is not a session)."""
+    return re.sub(r"`[^`\n]*`", "", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+
+
+def past_tense_lines(text: str) -> list[str]:
+    """Prose lines that cite issue numbers or sessions, or hold placeholders or TODOs."""
+    return [line for line in _prose(text).splitlines() if _PAST.search(line)]
+
+
+def test_user_docs_name_no_issues_sessions_or_placeholders() -> None:
+    found = [f"{p.relative_to(ROOT)}: {line.strip()[:100]}" for p in USER_DOCS
+             for line in past_tense_lines(p.read_text())]
+    assert not found, "write the present (move dated runs to docs/history.md):\n" + "\n".join(found)
+
+
+def test_past_tense_check_can_fail() -> None:
+    assert len(past_tense_lines("fixed in #12\nas issue 21 asked\nsession 1's run\n*To be filled in*\nTODO: x")) == 5
+    assert past_tense_lines('```python\nsession = ort.InferenceSession("a")\n```\nrun `session.run`, see [x](#a)') == []
+
+
+def test_relative_links_in_user_docs_resolve() -> None:
+    missing = []
+    for page in USER_DOCS:
+        for target in _LINK.findall(_prose(page.read_text())):
+            if "://" in target or target.startswith(("mailto:", "#")):
+                continue
+            if not (page.parent / target).exists():
+                missing.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not missing, "\n".join(missing)
+
+
+def test_readme_links_the_install_page_first() -> None:
+    text = (ROOT / "README.md").read_text()
+    docs_list = text[text.index("## Documentation"):]
+    first_link = _LINK.search(docs_list)
+    assert first_link and first_link.group(1) == "docs/install.md", first_link
+
+
+def test_every_page_is_in_the_nav_and_in_the_index() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text().split("\nnav:", 1)[1]
+    index = (ROOT / "docs" / "index.md").read_text()
+    next_steps = index[index.index("## Where to go next"):]
+    pages = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "index.md"]
+    assert [p for p in pages if p not in nav] == [], "pages missing from mkdocs.yml's nav"
+    assert [p for p in pages if f"({p})" not in next_steps and f"({p}#" not in next_steps] == [], \
+        "pages missing from index.md's 'Where to go next'"
