@@ -334,18 +334,22 @@ def test_export_keeps_the_custom_op() -> None:
 
 def test_a_deferred_auto_with_no_runnable_kernel_raises_with_the_reason(monkeypatch) -> None:
     """A graph has no reference to fall back to: the custom op names why no kernel runs instead of pretending."""
-    from parrnn.ops.linear_recurrence import op
+    from parrnn.ops import registry
 
-    monkeypatch.setattr(op, "backend_availability", lambda name, device, dtype: (False, f"{name}: build failed"))
+    monkeypatch.setattr(registry, "backend_availability",
+                        lambda op, name, device, dtype: (False, f"{name}: build failed"))
     a, _, _, _ = make_inputs(5, 2, 3, torch.float32, seed=33)
+    choose = functools.partial(registry.run_time_choice, "linear_recurrence", device=a.device, dtype=a.dtype,
+                               length=5, columns=6)
     with pytest.raises(RuntimeError, match="no fused kernel runs on cpu .*sequential: build failed.*run the model"):
-        op._concrete("auto", a)
-    assert op._concrete("scan", a) == "scan"  # an explicit backend is taken as given
+        choose("auto")
+    assert choose("scan") == "scan"  # an explicit backend is taken as given
 
 
 def test_auto_is_chosen_per_call_in_a_graph_with_a_dynamic_length(monkeypatch) -> None:
     """``auto`` under torch.export is left to the custom op, so one program with a dynamic length runs the
     sequential kernel at short lengths and the scan at long ones (forward and backward), as eager would."""
+    from parrnn.ops import registry
     from parrnn.ops.linear_recurrence import op
 
     class Model(torch.nn.Module):
@@ -353,23 +357,28 @@ def test_auto_is_chosen_per_call_in_a_graph_with_a_dynamic_length(monkeypatch) -
             return linear_recurrence(a, b)
 
     long_length = op.AUTO_RULES[0].min_length
-    monkeypatch.setattr(op, "_num_threads", lambda: 2)  # the scan row needs 2 threads
     a, b, _, _ = make_inputs(8, 2, 32, torch.float32, seed=31)
     program = torch.export.export(Model(), (a, b), dynamic_shapes=({0: torch.export.Dim("L", max=2 * long_length)},
                                                                    {0: torch.export.Dim("L", max=2 * long_length)}))
     chosen: list[str] = []
-    concrete = op._concrete
-    monkeypatch.setattr(op, "_concrete", lambda backend, a: chosen.append(concrete(backend, a)) or chosen[-1])
-    for length in (8, long_length + 1):
-        a, b, _, _ = make_inputs(length, 2, 32, torch.float32, seed=length)
-        a.requires_grad_()
-        h, h_n = program.module()(a, b)
-        h.sum().backward()
-        a_ref = a.detach().requires_grad_()
-        h_ref, h_n_ref = reference.linear_recurrence(a_ref, b)
-        h_ref.sum().backward()
-        torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(a.grad, a_ref.grad, rtol=1e-4, atol=1e-4)
+    concrete = registry.run_time_choice
+    monkeypatch.setattr(registry, "run_time_choice",
+                        lambda *args, **kwargs: chosen.append(concrete(*args, **kwargs)) or chosen[-1])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)  # the scan row needs 2 threads
+    try:
+        for length in (8, long_length + 1):
+            a, b, _, _ = make_inputs(length, 2, 32, torch.float32, seed=length)
+            a.requires_grad_()
+            h, h_n = program.module()(a, b)
+            h.sum().backward()
+            a_ref = a.detach().requires_grad_()
+            h_ref, h_n_ref = reference.linear_recurrence(a_ref, b)
+            h_ref.sum().backward()
+            torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(a.grad, a_ref.grad, rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(saved)
     assert chosen == ["sequential", "sequential", "scan", "scan"]  # (forward, backward) per length
 
 

@@ -1,4 +1,5 @@
-"""`linear_recurrence`: backend choice and the ``torch.library`` custom op with autograd.
+"""`linear_recurrence`: the op over the shared backend choice of `parrnn.ops.registry` (op
+``"linear_recurrence"``), its ``torch.library`` custom op and autograd.
 
 The fused backends share one contract (a *backend module*: `sequential_cpu`, `scan_cpu`, `sequential_cuda`,
 `scan_cuda`), on validated arguments (`contract.Operands`; ``h0`` ``(N, C)`` in the state dtype or ``None``,
@@ -9,175 +10,72 @@ The fused backends share one contract (a *backend module*: `sequential_cpu`, `sc
     backward(grad_h, grad_h_n, a, h, h0, lengths, reverse)
         -> (grad_a, grad_b, grad_h0)                             # grad_h0 None when h0 is None
 
-and are reached through the custom ops ``parrnn::linear_recurrence`` / ``parrnn::linear_recurrence_backward``
-(autograd and fake implementations registered), so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace
-through. Under ``torch.onnx.export`` the recurrence becomes an ONNX ``Scan`` (`parrnn.ops.linear_recurrence.onnx`).
+How a call runs is `parrnn.ops.registry.route`'s: eager calls use the module directly (an ``autograd.Function``
+when a gradient is needed); ``torch.compile(fullgraph=True)``, ``torch.export`` and TorchScript go through the
+custom ops ``parrnn::linear_recurrence`` / ``parrnn::linear_recurrence_backward`` (autograd and fake
+implementations registered; ``"auto"`` chosen inside the op from the concrete shapes); ``torch.func`` transforms
+and forward-mode AD run the reference; under ``torch.onnx.export`` the recurrence becomes an ONNX ``Scan``
+(`parrnn.ops.linear_recurrence.onnx`).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import threading
-from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from parrnn.ops import auto
+from parrnn.ops import registry
 from parrnn.ops.linear_recurrence import reference
-from parrnn.ops.linear_recurrence.contract import check_backend, state_dtype_for, validate
+from parrnn.ops.linear_recurrence.contract import Operands, check_backend, state_dtype_for, validate
 
-__all__ = ["AUTO_RULES", "AutoRule", "auto_backend", "backend_availability", "linear_recurrence", "resolve_backend"]
+__all__ = ["AUTO_RULES", "backend_availability", "backend_module", "linear_recurrence", "resolve_backend"]
 
-_MODULES = {
-    ("sequential", "cpu"): "parrnn.ops.linear_recurrence.sequential_cpu",
-    ("scan", "cpu"): "parrnn.ops.linear_recurrence.scan_cpu",
-    ("sequential", "cuda"): "parrnn.ops.linear_recurrence.sequential_cuda",
-    ("scan", "cuda"): "parrnn.ops.linear_recurrence.scan_cuda",
-}
-_availability: dict[tuple[str, str, torch.dtype], tuple[bool, str]] = {}
-_lock = threading.Lock()
-_warned: set[str] = set()
+OP = registry.LINEAR_RECURRENCE
+#: The ``backend="auto"`` table (`parrnn.ops.registry.AutoRule`): the first row that applies and whose backend
+#: works is used; the last row of a device is its default kernel.
+AUTO_RULES = OP.rules
 
 
 def backend_module(backend: str, device_type: str) -> ModuleType:
     """The module of fused ``backend`` (``"sequential"`` or ``"scan"``) for ``device_type`` (``"cpu"``/``"cuda"``)."""
-    path = _MODULES[(backend, device_type)]
-    return sys.modules.get(path) or importlib.import_module(path)
+    return registry.backend_module(OP, backend, device_type)
 
 
 def backend_availability(backend: str, device: torch.device | str = "cpu",
                          dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
     """Whether ``backend`` runs ``dtype`` tensors on ``device``, and why not (cached; the first check of a
-    compiled backend builds it)."""
-    dev = torch.device(device)
-    if backend == "reference":
-        return True, "pure PyTorch"
-    key = (backend, str(dev), dtype)
-    hit = _availability.get(key)
-    if hit is not None:
-        return hit
-    with _lock:
-        if key not in _availability:
-            if (backend, dev.type) not in _MODULES:
-                _availability[key] = (False, f"no {backend} kernel for {dev.type} tensors")
-            else:
-                try:
-                    _availability[key] = backend_module(backend, dev.type).availability(dev, dtype)
-                except Exception as exc:  # a backend that cannot even be imported is unavailable, never fatal
-                    _availability[key] = (False, f"{type(exc).__name__}: {exc}")
-        return _availability[key]
-
-
-# traced as a constant by torch.compile (see parrnn.ops.sru.dispatch.backend_availability)
-backend_availability._dynamo_marked_constant = True  # type: ignore[attr-defined]
-
-
-# ---- backend="auto" -----------------------------------------------------------------------------------------------
-
-def _num_threads() -> int:
-    """``torch.get_num_threads()``, which torch.compile reads once while tracing (a constant of the graph)."""
-    return torch.get_num_threads()
-
-
-_num_threads._dynamo_marked_constant = True  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class AutoRule:
-    """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the call has at least
-    ``min_length`` steps, at least ``min_columns`` and at most ``max_columns_per_thread`` times the thread count
-    columns (``N * C``), and at least ``min_threads`` threads. ``measurement`` names the run that justifies the row
-    (its numbers are in docs/linear-recurrence.md)."""
-
-    device: str
-    backend: str
-    measurement: str
-    min_length: int = 0
-    min_columns: int = 0
-    max_columns_per_thread: int | None = None
-    min_threads: int = 1
-
-    def applies(self, device: torch.device, columns: int, length: int) -> bool:
-        if device.type != self.device or length < self.min_length or columns < self.min_columns:
-            return False
-        if self.max_columns_per_thread is None and self.min_threads <= 1:
-            return True
-        threads = _num_threads()
-        if threads < self.min_threads:
-            return False
-        return self.max_columns_per_thread is None or columns <= self.max_columns_per_thread * threads
-
-
-#: The first row that applies and whose backend works is used; the last row of a device is its default kernel.
-AUTO_RULES: tuple[AutoRule, ...] = (
-    AutoRule("cpu", "scan", min_length=4096, min_columns=32, max_columns_per_thread=1024, min_threads=2,
-             measurement="docs/linear-recurrence.md, section backend=\"auto\": the scan/sequential sweep of "
-                         "`python benchmarks/linear_recurrence_speed.py --sweep` on 2 threads"),
-    AutoRule("cpu", "sequential", measurement="docs/linear-recurrence.md: the default CPU kernel"),
-    AutoRule("cuda", "sequential", measurement="not yet measured on a GPU: the device's default kernel"),
-)
+    compiled backend builds it). See `parrnn.ops.registry.backend_availability`."""
+    return registry.backend_availability(OP, backend, device, dtype)
 
 
 def auto_backend(device: torch.device, columns: int, length: int, dtype: torch.dtype = torch.float32) -> str:
-    """The backend ``backend="auto"`` runs for ``length`` steps of ``columns`` (``N * C``) columns."""
-    candidates = (rule.backend for rule in AUTO_RULES if rule.applies(device, columns, length))
-    return auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
-                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=6)
+    """The backend an eager ``backend="auto"`` call runs for ``length`` steps of ``columns`` (``N * C``) columns."""
+    return registry.choose(OP, "auto", device, dtype, length=length, columns=columns)
 
 
 def resolve_backend(backend: str, device: torch.device, columns: int, length: int, dtype: torch.dtype) -> str:
-    """The backend one call runs: ``auto`` by `AUTO_RULES`; an explicit one that cannot run raises
+    """The backend one eager call runs: ``auto`` by `AUTO_RULES`; an explicit one that cannot run raises
     ``RuntimeError`` with the reason."""
     check_backend(backend)
-    if backend == "reference":
-        return backend
-    if backend == "auto":
-        return auto_backend(device, columns, length, dtype)
-    ok, why = backend_availability(backend, device, dtype)
-    if not ok:
-        raise RuntimeError(f"parrnn: linear_recurrence backend {backend!r} is unavailable on {device} for {dtype}: "
-                           f"{why}")
-    return backend
+    return registry.choose(OP, backend, device, dtype, length=length, columns=columns)
 
 
-def _deferred_auto(device: torch.device, dtype: torch.dtype) -> str:
-    """``backend="auto"`` while torch.compile, torch.export or TorchScript tracing reads the call: the lengths may
-    be symbolic, so the choice is left to the custom op at run time (``"auto"``), unless no fused kernel runs here
-    (then the reference, traced as plain ops)."""
-    candidates = (rule.backend for rule in AUTO_RULES if rule.device == device.type)
-    name = auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
-                                op="linear_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=5)
-    return "reference" if name == "reference" else "auto"
+def _module(backend: str, a: Tensor) -> ModuleType:
+    """The module the custom op runs for ``a`` ``(L, N, C)``: ``backend``, or for ``"auto"`` the choice from the
+    concrete shapes (`parrnn.ops.registry.run_time_choice`)."""
+    name = registry.run_time_choice(OP, backend, a.device, a.dtype, length=a.size(0), columns=a.size(1) * a.size(2))
+    return backend_module(name, a.device.type)
 
 
-def _concrete(backend: str, a: Tensor) -> str:
-    """The fused backend the custom op runs for ``a`` ``(L, N, C)``: ``backend``, or for ``"auto"`` (a deferred
-    choice) the first `AUTO_RULES` row that applies and whose kernel runs. A graph holds no reference to fall
-    back to, so no runnable kernel raises ``RuntimeError`` with the reason."""
-    if backend != "auto":
-        return backend
-    columns, length = a.size(1) * a.size(2), a.size(0)
-    candidates = (rule.backend for rule in AUTO_RULES if rule.applies(a.device, columns, length))
-    name, unavailable = auto.first_runnable(candidates,
-                                            lambda name: backend_availability(name, a.device, a.dtype))
-    if name is not None:
-        return name
-    why = unavailable[1] if unavailable is not None else f"no backend=\"auto\" rule for {a.device.type} tensors"
-    raise RuntimeError(f"parrnn: linear_recurrence: no fused kernel runs on {a.device} for {a.dtype} ({why}); a "
-                       "compiled, exported or scripted graph has no reference fallback: run the model eagerly")
-
-
-# ---- the custom op ------------------------------------------------------------------------------------------------
+# ---- the custom op (graphs and TorchScript) -----------------------------------------------------------------------
 
 @torch.library.custom_op("parrnn::linear_recurrence", mutates_args=())
 def linear_recurrence_op(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, reverse: bool,
                          backend: str) -> tuple[Tensor, Tensor]:
     """Fused forward on ``backend`` (``"sequential"``/``"scan"``, or ``"auto"``: chosen here, from the concrete
     shapes, so a compiled or exported graph keeps the choice per call): ``(h, h_n)``, ``h_n`` in the state dtype."""
-    return backend_module(_concrete(backend, a), a.device.type).forward(a, b, h0, lengths, reverse)
+    return _module(backend, a).forward(a, b, h0, lengths, reverse)
 
 
 @linear_recurrence_op.register_fake
@@ -190,14 +88,24 @@ def linear_recurrence_backward_op(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h
                                   lengths: Tensor | None, reverse: bool, backend: str
                                   ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused backward: ``(grad_a, grad_b, grad_h0)``; ``grad_h0`` is an empty tensor when ``h0`` is None."""
-    grad_a, grad_b, grad_h0 = backend_module(_concrete(backend, a), a.device.type).backward(
-        grad_h, grad_h_n, a, h, h0, lengths, reverse)
+    grad_a, grad_b, grad_h0 = _module(backend, a).backward(grad_h, grad_h_n, a, h, h0, lengths, reverse)
     return grad_a, grad_b, a.new_empty(0) if grad_h0 is None else grad_h0
 
 
 @linear_recurrence_backward_op.register_fake
 def _(grad_h, grad_h_n, a, h, h0, lengths, reverse, backend):
     return torch.empty_like(a), torch.empty_like(a), a.new_empty(0) if h0 is None else torch.empty_like(h0)
+
+
+def _gradients(a: Tensor, h: Tensor, h0: Tensor | None, grad_h: Tensor | None, grad_h_n: Tensor | None,
+               backend: str, fused_backward) -> tuple[Tensor | None, ...]:
+    """``(grad_a, grad_b, grad_h0)`` from the outputs' gradients (``None``: zeros) by
+    ``fused_backward(grad_h, grad_h_n)``. Shared by the custom op and the eager ``autograd.Function``."""
+    grad_h = torch.zeros_like(h) if grad_h is None else grad_h.contiguous()
+    if grad_h_n is None:
+        grad_h_n = a.new_zeros(a.shape[1:], dtype=state_dtype_for(a.dtype))
+    grad_a, grad_b, grad_h0 = fused_backward(grad_h, grad_h_n.contiguous())
+    return registry.first_order_only(OP, backend, (grad_a, grad_b, None if h0 is None else grad_h0), (a, h, h0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -209,15 +117,31 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_h, grad_h_n):
     a, h, h0, lengths = ctx.saved_tensors
     reverse, backend = ctx.options
-    grad_h = torch.zeros_like(h) if grad_h is None else grad_h.contiguous()
-    if grad_h_n is None:
-        grad_h_n = a.new_zeros(a.shape[1:], dtype=state_dtype_for(a.dtype))
-    grad_a, grad_b, grad_h0 = linear_recurrence_backward_op(grad_h, grad_h_n.contiguous(), a, h, h0, lengths,
-                                                            reverse, backend)
-    return grad_a, grad_b, None if h0 is None else grad_h0, None, None, None
+    grads = _gradients(a, h, h0, grad_h, grad_h_n, backend, lambda gh, ghn: linear_recurrence_backward_op(
+        gh, ghn, a, h, h0, lengths, reverse, backend))
+    return (*grads, None, None, None)
 
 
 linear_recurrence_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _Fused(torch.autograd.Function):
+    """The eager path with a gradient: the fused forward and backward without the custom op's dispatch."""
+
+    @staticmethod
+    def forward(ctx, module: ModuleType, backend: str, a: Tensor, b: Tensor, h0: Tensor | None,  # type: ignore[override]
+                lengths: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+        h, h_n = module.forward(a, b, h0, lengths, reverse)
+        ctx.save_for_backward(a, h, h0, lengths)
+        ctx.module, ctx.backend, ctx.reverse = module, backend, reverse
+        return h, h_n
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor | None, grad_h_n: Tensor | None):  # type: ignore[override]
+        a, h, h0, lengths = ctx.saved_tensors
+        grads = _gradients(a, h, h0, grad_h, grad_h_n, ctx.backend, lambda gh, ghn: ctx.module.backward(
+            gh, ghn, a, h, h0, lengths, ctx.reverse))
+        return (None, None, *grads, None, None)
 
 
 # ---- the public function ------------------------------------------------------------------------------------------
@@ -244,10 +168,12 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
         ``h`` ``(L, N, C)`` in ``a``'s dtype and ``h_n`` ``(N, C)`` (state after each sequence's last valid step) in
         ``h0``'s dtype (``a``'s when ``h0`` is None).
 
-    Under torch.compile, torch.export and TorchScript, ``"auto"`` is chosen by the custom op at run time from the
-    concrete shapes (a graph with a dynamic length keeps the per-call choice). Under TorchScript there is no
-    validation, ``"reference"`` runs the sequential kernel of the tensors' device, and ``mask`` is not accepted
-    (give ``lengths``).
+    ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``) and forward-mode AD run the reference. The fused
+    backward is first-order: a double backward raises `parrnn.ops.registry.DoubleBackwardError` (use
+    ``backend="reference"``). Under torch.compile, torch.export and TorchScript, ``"auto"`` is chosen by the custom
+    op at run time from the concrete shapes (a graph with a dynamic length keeps the per-call choice). Under
+    TorchScript there is no validation, ``"reference"`` runs the sequential kernel of the tensors' device, and
+    ``mask`` is not accepted (give ``lengths``).
 
     Batch-first data ``(N, L, C)``: pass ``a.transpose(0, 1)`` and ``b.transpose(0, 1)`` and transpose ``h`` back;
     the kernels read time-major contiguous memory, so non-contiguous inputs are copied once.
@@ -260,29 +186,38 @@ def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: T
 
 def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask: Tensor | None, reverse: bool,
            backend: str) -> tuple[Tensor, Tensor]:
-    """`linear_recurrence` outside TorchScript: validated, exported as ONNX ops, or run on the chosen backend."""
+    """`linear_recurrence` outside TorchScript: validated once, then run as `parrnn.ops.registry.route` says."""
+    check_backend(backend)
     ops = validate(a, b, h0, lengths, mask, reverse)
-    if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
-        from parrnn.ops.linear_recurrence import onnx as onnx_export
-        from parrnn.ops.sru import onnx as sru_onnx
-
-        sru_onnx.check_exporter()  # the same clear error under the TorchScript-based exporter
-        return onnx_export.run(ops, reverse)
+    way = registry.route((a, b, h0))
+    if way == "onnx":
+        return _export(ops, reverse)
     length, batch, cols = a.shape
-    if backend == "auto" and (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-        name = _deferred_auto(a.device, a.dtype)
+    if way == "graph":
+        name = registry.graph_choice(OP, backend, a.device, a.dtype)
     else:
-        name = resolve_backend(backend, a.device, batch * cols, length, a.dtype)
-    if name == "reference":
+        name = registry.choose(OP, backend, a.device, a.dtype, length=length, columns=batch * cols)
+    if name == "reference" or way == "reference":
         return reference.run(ops, reverse)
     acc = state_dtype_for(a.dtype)
     h0_ = None if ops.h0 is None else ops.h0.to(acc).contiguous()
     a_, b_ = a.contiguous(), b.contiguous()
-    if _direct_call_ok(a, b, ops.h0):  # inference: skip the custom op's per-call cost
+    if way == "direct":  # inference: the kernel itself
         h, h_n = backend_module(name, a.device.type).forward(a_, b_, h0_, ops.lengths, reverse)
+    elif way == "autograd":
+        h, h_n = _Fused.apply(backend_module(name, a.device.type), name, a_, b_, h0_, ops.lengths, reverse)
     else:
         h, h_n = torch.ops.parrnn.linear_recurrence(a_, b_, h0_, ops.lengths, reverse, name)
     return h, h_n.to(ops.state_dtype)
+
+
+def _export(ops: Operands, reverse: bool) -> tuple[Tensor, Tensor]:
+    """While ``torch.onnx.export`` traces: the recurrence as an ONNX ``Scan``."""
+    from parrnn.ops.linear_recurrence import onnx as onnx_export
+    from parrnn.ops.sru import onnx as sru_onnx
+
+    sru_onnx.check_exporter()  # the same clear error under the TorchScript-based exporter
+    return onnx_export.run(ops, reverse)
 
 
 def _scripted(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask: Tensor | None, reverse: bool,
@@ -302,10 +237,3 @@ def _scripted(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, m
     name = backend if backend == "scan" or backend == "auto" else "sequential"  # "auto": chosen by the op per call
     h, h_n = torch.ops.parrnn.linear_recurrence(a.contiguous(), b.contiguous(), h0_, counts, reverse, name)
     return h, h_n.to(out_dtype)
-
-
-def _direct_call_ok(a: Tensor, b: Tensor, h0: Tensor | None) -> bool:
-    """Nothing needs a gradient and nothing traces: the fused forward may run without the custom op."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (a, b, h0)))

@@ -1,13 +1,16 @@
-"""Backend selection and the ``torch.library`` custom op for the SRU recurrence.
+"""The SRU recurrence as an op: [sru_recurrence][parrnn.ops.sru.dispatch.sru_recurrence] and its custom op
+``parrnn::sru_forward``, over the shared backend choice of `parrnn.ops.registry` (op ``"sru"``).
 
-The layers call [sru_recurrence][parrnn.ops.sru.dispatch.sru_recurrence]; it validates every argument
-([parrnn.ops.sru.contract.validate][]) and routes to
+[sru_recurrence][parrnn.ops.sru.dispatch.sru_recurrence] validates every argument once
+([parrnn.ops.sru.contract.validate][]) and runs
 
-* ``"reference"`` -- `parrnn.ops.sru.reference`, autograd through a Python loop (any device, any dtype);
-* ``"cpu"``       -- `parrnn.ops.sru.sequential_cpu`, fused C++ forward and backward (OpenMP + SIMD over columns);
-* ``"cuda"``      -- `parrnn.ops.sru.sequential_cuda`, fused CUDA kernels launched through CuPy;
-* ``"scan"``      -- `parrnn.ops.sru.scan`, time-parallel chunked scan for the linear (v1) SRU (CPU or CUDA);
-* ``"auto"``      -- the first row of [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES] that applies and works.
+* ``"reference"``  -- `parrnn.ops.sru.reference`, autograd through a Python loop (any device, any dtype);
+* ``"sequential"`` -- the fused kernel of the tensors' device: `parrnn.ops.sru.sequential_cpu` (C++, OpenMP + SIMD
+  over columns) or `parrnn.ops.sru.sequential_cuda` (CUDA through CuPy);
+* ``"scan"``       -- `parrnn.ops.sru.scan`, the time-parallel chunked scan of the linear (v1) SRU (CPU or CUDA);
+* ``"auto"``       -- the first row of [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES] that applies and runs.
+
+``"cpu"`` and ``"cuda"`` are deprecated aliases of ``"sequential"``.
 
 The fused backends share one contract (a *fused backend module*), over one structure of the recurrence's inputs,
 `parrnn.ops.sru.contract.RecurrenceArgs`:
@@ -18,202 +21,87 @@ The fused backends share one contract (a *fused backend module*), over one struc
     backward(args, grad_h, grad_c_n, c_all)
         -> (grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)   # None where the input was None
 
-and are reached through the custom op ``parrnn::sru_forward`` (with autograd and a fake implementation; its
-``backend`` argument is the same word the user passes), so ``torch.compile`` and ``torch.export`` trace SRU
-models without graph breaks. The custom ops' schemas are flat (tensors and scalars, as ``torch.library`` needs):
-`sru_forward_op` and `sru_backward_op` pack their inputs into a `RecurrenceArgs` for the backend; `_backward`
-unpacks the saved one into `sru_backward_op`.
+How a call runs is `parrnn.ops.registry.route`'s: eager calls use the module directly (an ``autograd.Function``
+when a gradient is needed); ``torch.compile``/``torch.export``/``torch.jit.trace`` record the custom op
+``parrnn::sru_forward`` (autograd and fake implementations registered; its ``backend`` argument is a backend word,
+``"auto"`` chosen inside the op from the concrete shapes); ``torch.func`` transforms and forward-mode AD run the
+reference; ``torch.onnx.export`` the ONNX scan (`parrnn.ops.sru.onnx`).
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import threading
-from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from parrnn.ops import auto
+from parrnn.ops import registry
 from parrnn.ops.sru import reference
 from parrnn.ops.sru.contract import RecurrenceArgs, validate
-from parrnn.ops.tracing import functorch_active
 
-BACKENDS = ("reference", "cpu", "cuda", "scan")
-_FUSED_MODULES = {"cpu": "parrnn.ops.sru.sequential_cpu", "cuda": "parrnn.ops.sru.sequential_cuda",
-                  "scan": "parrnn.ops.sru.scan"}
-_availability: dict[tuple[str, str, torch.dtype], tuple[bool, str]] = {}
-_lock = threading.Lock()
-_warned: set[str] = set()
-
-
-def check_backend(name: str) -> None:
-    """``ValueError`` unless ``name`` is a backend word users may pass: one of `BACKENDS` or ``"auto"``."""
-    if name not in BACKENDS + ("auto",):
-        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
+OP = registry.SRU
+#: The backend words (``"auto"`` too); ``"cpu"``/``"cuda"`` are accepted as deprecated aliases of ``"sequential"``.
+BACKENDS = OP.backends
+#: ``backend="auto"``: the first row that applies and whose backend works (the last row of a device is its default
+#: kernel; if that one does not work, one warning and the reference loop). See `parrnn.ops.registry.AutoRule`.
+AUTO_RULES = OP.rules
+AutoRule = registry.AutoRule
 
 
-def _module(name: str) -> ModuleType:
-    path = _FUSED_MODULES[name]
-    return sys.modules.get(path) or importlib.import_module(path)
-
-
-def _default_device(name: str) -> torch.device:
-    if name == "cuda" and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cuda" if name == "cuda" else "cpu")
+def check_backend(name: str, *, stacklevel: int = 2) -> str:
+    """``name`` as a backend word: ``ValueError`` unless it is one of `BACKENDS` or ``"auto"``; the deprecated
+    ``"cpu"``/``"cuda"`` give ``"sequential"`` with a ``DeprecationWarning``."""
+    return registry.normalize(OP, name, stacklevel=stacklevel + 1)
 
 
 def backend_availability(name: str, device: torch.device | str | None = None,
                          dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
-    """Whether backend ``name`` works for tensors of ``dtype`` on ``device``, and why not (cached).
-
-    ``device`` defaults to the backend's own kind (the current CUDA device for ``cuda``, the CPU otherwise).
-    For ``cuda`` (and ``scan`` on a CUDA device) working means *compiled and loaded* for that device and dtype:
-    the first check compiles the kernels; a failure's reason carries the NVRTC log.
-    """
-    if name == "reference":
-        return True, "pure PyTorch"
-    if name not in _FUSED_MODULES:
-        raise ValueError(f"backend must be one of {BACKENDS + ('auto',)}, got {name!r}")
+    """Whether backend ``name`` works for tensors of ``dtype`` on ``device``, and why not (cached; see
+    `parrnn.ops.registry.backend_availability`). ``device`` defaults to the CPU (the current CUDA device for the
+    deprecated ``"cuda"``, whose kernels run on CUDA tensors only, as ``"cpu"``'s on CPU tensors)."""
     if device is None:
-        dev = _default_device(name)
-    else:
-        dev = device if isinstance(device, torch.device) else torch.device(device)
-    key = (name, str(dev), dtype)
-    hit = _availability.get(key)  # the per-call path: a dict read needs no lock
-    if hit is not None:
-        return hit
-    with _lock:
-        if key not in _availability:
-            _availability[key] = _check(name, dev, dtype)
-        return _availability[key]
+        device = "cuda" if name == "cuda" else "cpu"
+    dev = registry._device(device)
+    if name in ("cpu", "cuda") and dev.type != name:
+        return False, f"the {name} backend runs on {name} tensors, not {dev.type}"
+    return registry.backend_availability(OP, name, dev, dtype)
 
 
-def _check(name: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
-    if name in ("cpu", "cuda") and device.type != name:
-        return False, f"the {name} backend runs on {name} tensors, not {device.type}"
-    try:
-        mod = _module(name)
-        return mod.availability() if name == "cpu" else mod.availability(device, dtype)
-    except Exception as exc:  # a backend that cannot even be imported is unavailable, never fatal
-        return False, f"{type(exc).__name__}: {exc}"
-
-
-# torch.compile must call backend_availability once while tracing and treat its result as a constant (its lock and
-# lazy builds cannot be traced). This is exactly what torch.compiler.assume_constant_result does; setting the marker
-# directly avoids importing torch._dynamo at `import parrnn` (~1.2 s). The fullgraph tests in
-# tests/test_ecosystem.py fail if a torch release changes the marker.
-backend_availability._dynamo_marked_constant = True  # type: ignore[attr-defined]
-
-
-def available_backends() -> dict[str, tuple[bool, str]]:
-    """Report every backend on its own kind of device (float32): ``{name: (works_here, reason)}``.
-
-    Checking ``cpu`` compiles its C++ library on first use (a few seconds, cached on disk); checking ``cuda``
-    compiles its kernels for the current GPU. ``scan`` is reported for the CPU.
-    """
-    return {name: backend_availability(name) for name in BACKENDS}
-
-
-def precompile(device: torch.device | str = "cpu",
-               dtypes: tuple[torch.dtype, ...] | list[torch.dtype] = (torch.float32,)) -> dict[str, tuple[bool, str]]:
-    """Compile and load every kernel a model may run on ``device`` for each storage dtype in ``dtypes``, now:
-    before CUDA-graph capture, a timed loop, or forking workers.
-
-    On the CPU that is the ``cpu`` backend's library and the CPU scan; on a CUDA device the ``cuda`` kernels and
-    the CUDA scan's kernels, per dtype. Returns ``{"<backend> <dtype>": (ok, reason)}``; a failure is reported,
-    not raised (``backend="auto"`` falls back; an explicit backend raises with the same reason when used).
-
-    Example: ``parrnn.precompile("cuda:0", dtypes=[torch.bfloat16])``.
-    """
-    dev = torch.device(device)
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"precompile: device must be a cpu or cuda device, got {dev}")
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-        dev = torch.device("cuda", torch.cuda.current_device())
-    report = {}
-    for dtype in dtypes:
-        for name in (dev.type, "scan"):
-            report[f"{name} {str(dtype).removeprefix('torch.')}"] = backend_availability(name, dev, dtype)
-    return report
-
-
-# ---- backend="auto" -----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AutoRule:
-    """One row of the ``backend="auto"`` table: on ``device`` tensors, run ``backend`` when the problem qualifies.
-
-    ``measurement`` names the docs section with the run that justifies the row (the numbers live there). A row
-    without a measurement on its kind of device may only name that device's default kernel (the one every input
-    can run), never an alternative to it.
-    """
-
-    device: str
-    backend: str
-    measurement: str
-    linear_only: bool = False
-    min_threads: int = 1
-    min_elements: int = 0  # L * N * C
-
-    def applies(self, device: torch.device, *, linear: bool, batch_columns: int, length: int) -> bool:
-        if device.type != self.device or (self.linear_only and not linear):
-            return False
-        if batch_columns * length < self.min_elements:
-            return False
-        # torch.get_num_threads() is asked only when a row needs it (torch.compile cannot trace it)
-        return self.min_threads <= 1 or torch.get_num_threads() >= self.min_threads
-
-
-#: ``backend="auto"``: the first row that applies to the call and whose backend works there (the last row of a
-#: device is its default kernel; if that one does not work, one warning and the reference loop).
-AUTO_RULES: tuple[AutoRule, ...] = (
-    AutoRule("cpu", "scan", linear_only=True, min_threads=2, min_elements=1 << 23,
-             measurement="docs/scan.md, 'Measurements (CPU)'"),
-    AutoRule("cpu", "cpu", measurement="docs/cpu-speed.md (the default kernel of the CPU)"),
-    # The CUDA scan has never run on a GPU: it gets a row (with its thresholds) only once benchmarks/gpu_check.sh
-    # has measured it against the cuda backend.
-    AutoRule("cuda", "cuda", measurement="the default kernel of CUDA devices (not yet timed on a GPU)"),
-)
+def available_backends(device: torch.device | str = "cpu") -> dict[str, tuple[bool, str]]:
+    """The SRU op's backends on ``device``: ``{backend: (works_here, reason)}`` (every op's:
+    `parrnn.available_backends`)."""
+    return {name: registry.backend_availability(OP, name, device) for name in BACKENDS}
 
 
 def auto_backend(device: torch.device, *, linear: bool, batch_columns: int, length: int,
                  dtype: torch.dtype = torch.float32) -> str:
-    """The backend ``backend="auto"`` runs for this call (see [AUTO_RULES][parrnn.ops.sru.dispatch.AUTO_RULES])."""
-    candidates = (rule.backend for rule in AUTO_RULES
-                  if rule.applies(device, linear=linear, batch_columns=batch_columns, length=length))
-    return auto.first_available(candidates, lambda name: backend_availability(name, device, dtype),
-                                op="sru_recurrence", device=device, dtype=dtype, warned=_warned, stacklevel=4)
+    """The backend ``backend="auto"`` runs for this eager call (see `AUTO_RULES`)."""
+    return registry.choose(OP, "auto", device, dtype, length=length, columns=batch_columns, linear=linear)
 
 
 def resolve_backend(backend: str, device: torch.device, *, linear: bool, batch_columns: int, length: int,
                     dtype: torch.dtype = torch.float32) -> str:
-    """Pick the backend for one call.
-
-    ``backend="auto"``: [auto_backend][parrnn.ops.sru.dispatch.auto_backend]. An explicit backend that cannot run
-    raises ``RuntimeError`` with the reason (for ``cuda``, the NVRTC log).
-    """
-    if backend == "reference":
-        return backend
-    if backend == "auto":
-        return auto_backend(device, linear=linear, batch_columns=batch_columns, length=length, dtype=dtype)
-    if backend in ("cpu", "cuda") and device.type != backend:
-        raise ValueError(f"backend={backend!r} needs tensors on a {backend} device, got device {device}")
-    if backend == "scan" and not linear:
-        raise ValueError("backend='scan' needs the linear recurrence (version='v1'); "
-                         "the v2 peephole makes f_t depend on c_{t-1}")
-    ok, why = backend_availability(backend, device, dtype)
-    if not ok:
-        raise RuntimeError(f"parrnn: backend {backend!r} is unavailable on {device} for {dtype}: {why}")
-    return backend
+    """The backend one eager call runs (`parrnn.ops.registry.choose`): ``"auto"`` by `AUTO_RULES`; an explicit
+    backend that cannot run raises ``RuntimeError`` with the reason (for CUDA, the NVRTC log)."""
+    return registry.choose(OP, check_backend(backend), device, dtype, length=length, columns=batch_columns,
+                           linear=linear)
 
 
-def _fused_module(backend: str) -> ModuleType:
-    return _module(backend)
+def _fused_module(backend: str, device_type: str) -> ModuleType:
+    """The fused module of ``backend`` (``"sequential"``/``"scan"``) for ``device_type`` tensors."""
+    return registry.backend_module(OP, backend, device_type)
 
+
+def _module(args: RecurrenceArgs, backend: str) -> ModuleType:
+    """The fused module the custom op runs: ``backend``, or for ``"auto"`` the choice from the concrete shapes
+    (`parrnn.ops.registry.run_time_choice`)."""
+    u = args.u
+    name = registry.run_time_choice(OP, backend, u.device, u.dtype, length=u.shape[0],
+                                    columns=u.shape[1] * u.shape[3], linear=args.weight_c is None)
+    return _fused_module(name, u.device.type)
+
+
+# ---- the custom op (graphs and TorchScript) -----------------------------------------------------------------------
 
 #: The custom ops' schemas are flat (``torch.library`` takes tensors and scalars): the fields of `RecurrenceArgs`,
 #: its tensors then its options, written once here.
@@ -225,10 +113,11 @@ _ARG_OPTIONS = "bool bidirectional, bool use_tanh, float scale_x"
     "parrnn::sru_forward", mutates_args=(),
     schema=f"({_ARG_TENSORS}, {_ARG_OPTIONS}, str backend) -> (Tensor, Tensor, Tensor)")
 def sru_forward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused forward of ``(*RecurrenceArgs, backend)``: ``(h, c_n, c_all)`` on ``backend`` (``"cpu"``, ``"cuda"``
-    or ``"scan"``)."""
+    """Fused forward of ``(*RecurrenceArgs, backend)``: ``(h, c_n, c_all)`` on ``backend`` (``"sequential"``,
+    ``"scan"``, or ``"auto"``: chosen here from the concrete shapes)."""
     *fields, backend = inputs
-    return _fused_module(backend).forward(RecurrenceArgs(*fields))  # type: ignore[arg-type]
+    args = RecurrenceArgs(*fields)  # type: ignore[arg-type]
+    return _module(args, backend).forward(args)  # type: ignore[arg-type]
 
 
 @sru_forward_op.register_fake
@@ -249,7 +138,7 @@ def sru_backward_op(*inputs: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Te
     Returns ``(grad_u, grad_x, grad_weight_c, grad_bias, grad_c0)``; a gradient whose input was ``None`` comes
     back as an empty tensor (custom ops cannot return ``None``)."""
     args, grad_h, grad_c_n, c_all, backend = _backward_inputs(inputs)
-    grads = _fused_module(backend).backward(args, grad_h, grad_c_n, c_all)
+    grads = _module(args, backend).backward(args, grad_h, grad_c_n, c_all)
     return tuple(args.u.new_empty(0) if g is None else g for g in grads)  # type: ignore[return-value]
 
 
@@ -269,6 +158,17 @@ def _backward_inputs(inputs: tuple) -> tuple[RecurrenceArgs, Tensor, Tensor, Ten
     return RecurrenceArgs(*tensors, bidirectional, use_tanh, scale_x), grad_h, grad_c_n, c_all, backend
 
 
+def _gradients(args: RecurrenceArgs, grad_h: Tensor | None, grad_c_n: Tensor | None, c_all: Tensor,
+               backend: str, fused_backward) -> tuple[Tensor | None, ...]:
+    """The 5 input gradients from the outputs' (``None``: zeros), by ``fused_backward(grad_h, grad_c_n)``;
+    ``None`` for an input that was ``None``. Shared by the custom op and the eager ``autograd.Function``."""
+    grad_h = torch.zeros_like(c_all, dtype=args.u.dtype) if grad_h is None else grad_h.contiguous()
+    grad_c_n = torch.zeros_like(args.c0) if grad_c_n is None else grad_c_n.contiguous()
+    gu, gx, gwc, gb, gc0 = fused_backward(grad_h, grad_c_n)
+    grads = (gu, None if args.x is None else gx, None if args.weight_c is None else gwc, gb, gc0)
+    return registry.first_order_only(OP, backend, grads, args[:5])
+
+
 def _setup_context(ctx, inputs, output):
     *fields, backend = inputs  # sru_forward_op's flat inputs: the RecurrenceArgs fields, then backend
     ctx.save_for_backward(*fields[:7], output[2])
@@ -279,16 +179,36 @@ def _backward(ctx, grad_h, grad_c_n, _grad_c_all):
     *tensors, c_all = ctx.saved_tensors
     *options, backend = ctx.options
     args = RecurrenceArgs(*tensors, *options)
-    grad_h = torch.zeros_like(c_all, dtype=args.u.dtype) if grad_h is None else grad_h
-    grad_c_n = torch.zeros_like(args.c0) if grad_c_n is None else grad_c_n
-    gu, gx, gwc, gb, gc0 = sru_backward_op(grad_h.contiguous(), grad_c_n.contiguous(), *tensors, c_all, *options,
-                                           backend)
-    return (gu, None if args.x is None else gx, None if args.weight_c is None else gwc, gb, gc0,
-            None, None, None, None, None, None)
+    grads = _gradients(args, grad_h, grad_c_n, c_all, backend,
+                       lambda gh, gc: sru_backward_op(gh, gc, *tensors, c_all, *options, backend))
+    return (*grads, None, None, None, None, None, None)
 
 
 sru_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
+
+class _Fused(torch.autograd.Function):
+    """The eager path with a gradient: the fused forward and backward without the custom op's dispatch."""
+
+    @staticmethod
+    def forward(ctx, backend: str, options: tuple, *tensors: Tensor | None):  # type: ignore[override]
+        args = RecurrenceArgs(*tensors, *options)  # type: ignore[arg-type]
+        module = _fused_module(backend, args.u.device.type)
+        h, c_n, c_all = module.forward_validated(args)
+        ctx.save_for_backward(*tensors, c_all)
+        ctx.backend, ctx.options, ctx.module = backend, options, module
+        return h, c_n
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor | None, grad_c_n: Tensor | None):  # type: ignore[override]
+        *tensors, c_all = ctx.saved_tensors
+        args = RecurrenceArgs(*tensors, *ctx.options)
+        grads = _gradients(args, grad_h, grad_c_n, c_all, ctx.backend,
+                           lambda gh, gc: ctx.module.backward(args, gh, gc, c_all))
+        return (None, None, *grads, None, None)
+
+
+# ---- the public function ------------------------------------------------------------------------------------------
 
 def sru_recurrence(
     u: Tensor,
@@ -306,30 +226,48 @@ def sru_recurrence(
     """The SRU recurrence on the chosen backend; same contract as [parrnn.ops.sru.reference.sru_recurrence][].
 
     Every argument is validated first (``ValueError``/``TypeError`` naming it), whatever the backend.
-    Under TorchScript there is no backend choice and no validation (that is Python): ``backend="scan"`` runs the
-    scan, every other backend the fused kernel of the tensors' device, through ``torch.ops.parrnn.sru_forward``.
+    Under TorchScript there is no validation (that is Python): ``"scan"`` and ``"auto"`` reach the custom op as
+    they are (``"auto"`` chosen per call from the shapes), every other backend runs the sequential kernel of the
+    tensors' device, through ``torch.ops.parrnn.sru_forward``.
     """
     if torch.jit.is_scripting():
-        name = "scan" if backend == "scan" else ("cuda" if u.is_cuda else "cpu")
-    else:
+        name = backend if backend == "scan" or backend == "auto" else "sequential"
+        h, c_n, _ = torch.ops.parrnn.sru_forward(
+            u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
+            _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
+        return h, c_n
+    else:  # noqa: RET505 (TorchScript compiles only the branch above)
         args = RecurrenceArgs(u, x, weight_c, bias, c0, mask_pad, drop_mask, bidirectional, use_tanh, scale_x)
-        # ONNX export traces (TorchScript exporter) or compiles (dynamo exporter); is_in_onnx_export() costs more
-        if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
-            return _export_recurrence(args)
-        name = _validated_backend(args, backend)
-        if name == "reference" or functorch_active():  # torch.func transforms: the ops they can differentiate
-            return reference.sru_recurrence(*args[:7], bidirectional=bidirectional, use_tanh=use_tanh,
-                                            scale_x=scale_x)
-        if _direct_call_ok(args):  # inference: skip the custom op's per-call cost
-            h, c_n, _ = _fused_module(name).forward_validated(args)  # (it makes its arguments contiguous itself)
-            return h, c_n
+        return _eager(args, backend)
+
+
+def _eager(args: RecurrenceArgs, backend: str) -> tuple[Tensor, Tensor]:
+    """`sru_recurrence` outside TorchScript: validated once, then run as `parrnn.ops.registry.route` says."""
+    backend = check_backend(backend, stacklevel=4)
+    length, batch, _, cols = validate(args, check_dtype=backend not in ("reference", "auto"))
+    way = registry.route(args[:5])
+    if way == "onnx":
+        return _export_recurrence(args)
+    u, linear = args.u, args.weight_c is None
+    if way == "graph":
+        name = registry.graph_choice(OP, backend, u.device, u.dtype, linear=linear)
+    else:
+        name = registry.choose(OP, backend, u.device, u.dtype, length=length, columns=batch * cols, linear=linear)
+    if name == "reference" or way == "reference":
+        return reference.sru_recurrence(*args[:7], bidirectional=args.bidirectional, use_tanh=args.use_tanh,
+                                        scale_x=args.scale_x)
+    if way == "direct":  # inference: the kernel itself (it makes its arguments contiguous)
+        h, c_n, _ = _fused_module(name, u.device.type).forward_validated(args)
+        return h, c_n
+    if way == "autograd":
+        return _Fused.apply(name, tuple(args[7:]), *(_contiguous(t) for t in args[:7]))
     h, c_n, _ = torch.ops.parrnn.sru_forward(
-        u.contiguous(), _contiguous(x), _contiguous(weight_c), bias.contiguous(), c0.contiguous(),
-        _contiguous(mask_pad), _contiguous(drop_mask), bidirectional, use_tanh, float(scale_x), name)
+        u.contiguous(), _contiguous(args.x), _contiguous(args.weight_c), args.bias.contiguous(),
+        args.c0.contiguous(), _contiguous(args.mask_pad), _contiguous(args.drop_mask), args.bidirectional,
+        args.use_tanh, float(args.scale_x), name)
     return h, c_n
 
 
-@torch.jit.unused
 def _export_recurrence(args: RecurrenceArgs) -> tuple[Tensor, Tensor]:
     """While ``torch.onnx.export`` traces: the recurrence as one scan (an ONNX ``Scan``), since ONNX runtimes
     cannot run ``parrnn::sru_forward``."""
@@ -337,25 +275,6 @@ def _export_recurrence(args: RecurrenceArgs) -> tuple[Tensor, Tensor]:
 
     onnx_export.check_exporter()
     return onnx_export.recurrence(args)
-
-
-@torch.jit.unused
-def _validated_backend(args: RecurrenceArgs, backend: str) -> str:
-    """Validate every argument of [sru_recurrence][parrnn.ops.sru_recurrence] (once: the fused backends'
-    ``forward_validated`` does not validate again) and resolve ``backend`` (eager only: TorchScript skips it)."""
-    check_backend(backend)
-    length, batch, _, cols = validate(args, check_dtype=backend not in ("reference", "auto"))
-    return resolve_backend(backend, args.u.device, linear=args.weight_c is None, batch_columns=batch * cols,
-                           length=length, dtype=args.u.dtype)
-
-
-@torch.jit.unused
-def _direct_call_ok(args: RecurrenceArgs) -> bool:
-    """Whether the fused backend may be called without the custom op: nothing needs a gradient and nothing
-    traces (torch.compile / export and ``torch.jit.trace``, and so ONNX export, must see ``parrnn::sru_forward``)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:5]))
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:

@@ -15,7 +15,7 @@ from fake_cupy import FakeCupy
 
 import parrnn
 from parrnn import _paths
-from parrnn.ops import cuda_runtime, cuda_toolchain
+from parrnn.ops import cuda_runtime, cuda_toolchain, registry
 from parrnn.ops.launch import Arg
 from parrnn.ops.sru import dispatch, scan, scan_cuda
 from parrnn.ops.sru import sequential_cuda as cuda
@@ -35,8 +35,8 @@ def fake(monkeypatch) -> FakeCupy:
     monkeypatch.setattr(cuda_runtime, "_multiprocessor_count", lambda index: SMS)
     for name in ("_modules", "_functions", "_streams", "_sm_count"):
         monkeypatch.setattr(cuda_runtime, name, {})
-    monkeypatch.setattr(dispatch, "_availability", {})
-    monkeypatch.setattr(dispatch, "_warned", set())
+    monkeypatch.setattr(registry, "_availability", {})
+    monkeypatch.setattr(registry, "_warned", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     return fc
@@ -125,13 +125,13 @@ def test_compile_failure_auto_warns_once_explicit_raises(fake: FakeCupy) -> None
     assert not ok and 'identifier "bogus"' in why and "sru_recurrence.cu" in why
     dev = torch.device("cuda", 0)
     kw = {"linear": False, "batch_columns": 64, "length": 16, "dtype": torch.float32}
-    with pytest.warns(RuntimeWarning, match="'cuda' backend is unavailable.*bogus"):
+    with pytest.warns(RuntimeWarning, match="'sequential' backend is unavailable.*bogus"):
         assert dispatch.resolve_backend("auto", dev, **kw) == "reference"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dispatch.resolve_backend("auto", dev, **kw) == "reference"  # one warning, not one per call
-    with pytest.raises(RuntimeError, match=r"(?s)backend 'cuda' is unavailable.*error: identifier \"bogus\""):
-        dispatch.resolve_backend("cuda", dev, **kw)
+    with pytest.raises(RuntimeError, match=r"(?s)backend 'sequential' is unavailable.*error: identifier \"bogus\""):
+        dispatch.resolve_backend("sequential", dev, **kw)
 
 
 def test_availability_compiles_per_device_and_dtype(fake: FakeCupy) -> None:
@@ -145,8 +145,9 @@ def test_availability_compiles_per_device_and_dtype(fake: FakeCupy) -> None:
 
 def test_precompile_cuda(fake: FakeCupy) -> None:
     report = parrnn.precompile("cuda:1", dtypes=[torch.float32, torch.bfloat16])
-    assert set(report) == {"cuda float32", "scan float32", "cuda bfloat16", "scan bfloat16"}
-    assert all(ok for ok, _ in report.values()), report
+    sru = {key: value for key, value in report.items() if key.startswith("sru ")}
+    assert set(sru) == {"sru sequential float32", "sru scan float32", "sru sequential bfloat16", "sru scan bfloat16"}
+    assert all(ok for ok, _ in sru.values()), report
     compiled = {(c["device"], c["name"]) for c in fake.compiles}
     for sfx in ("f32", "bf16"):
         assert {(1, f"{k}_{sfx}") for k in cuda.KERNELS + scan_cuda.KERNELS} <= compiled
@@ -155,7 +156,7 @@ def test_precompile_cuda(fake: FakeCupy) -> None:
 def test_auto_never_picks_the_unmeasured_cuda_scan(fake: FakeCupy) -> None:
     dev = torch.device("cuda", 0)
     assert dispatch.backend_availability("scan", dev)[0]
-    assert dispatch.auto_backend(dev, linear=True, batch_columns=64, length=1 << 16) == "cuda"
+    assert dispatch.auto_backend(dev, linear=True, batch_columns=64, length=1 << 16) == "sequential"
     for rule in dispatch.AUTO_RULES:
         assert rule.measurement.strip(), rule
         assert not (rule.device == "cuda" and rule.backend == "scan"), "CUDA scan in auto without a GPU measurement"
@@ -166,7 +167,7 @@ def test_scan_on_cuda_without_cupy_is_unavailable(monkeypatch) -> None:
         raise ModuleNotFoundError("No module named 'cupy'")
 
     monkeypatch.setattr(cuda_runtime, "_import_cupy", no_cupy)
-    monkeypatch.setattr(dispatch, "_availability", {})
+    monkeypatch.setattr(registry, "_availability", {})
     ok, why = scan.availability("cuda:0")
     assert not ok and "CuPy is not importable" in why
     assert dispatch.backend_availability("scan", "cpu")[0] == scan.availability("cpu")[0]

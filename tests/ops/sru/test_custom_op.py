@@ -25,21 +25,21 @@ def _inputs(backend: str, all_padded: bool, k: int = 3, peephole: bool = True, w
     return (u, x, weight_c, bias, c0, mask, drop, True, False, 1.3, backend)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "scan"])
+@pytest.mark.parametrize("backend", ["sequential", "scan"])
 @pytest.mark.parametrize("all_padded", [False, True])
 @pytest.mark.parametrize("k,with_x", [(3, True), (3, False), (4, False)])
 def test_opcheck_forward(backend: str, all_padded: bool, k: int, with_x: bool) -> None:
-    ok, why = parrnn.available_backends()[backend]
+    ok, why = parrnn.available_backends()[f"sru {backend}"]
     if not ok:
         pytest.skip(f"{backend} unavailable: {why}")
     args = _inputs(backend, all_padded, k=k, with_x=with_x)
     torch.library.opcheck(dispatch.sru_forward_op, args)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "scan"])
+@pytest.mark.parametrize("backend", ["sequential", "scan"])
 @pytest.mark.parametrize("all_padded", [False, True])
 def test_opcheck_backward(backend: str, all_padded: bool) -> None:
-    ok, why = parrnn.available_backends()[backend]
+    ok, why = parrnn.available_backends()[f"sru {backend}"]
     if not ok:
         pytest.skip(f"{backend} unavailable: {why}")
     u, x, weight_c, bias, c0, mask, drop, bidirectional, use_tanh, scale_x, _ = _inputs(backend, all_padded)

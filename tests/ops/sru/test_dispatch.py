@@ -1,4 +1,5 @@
-"""parrnn.ops.sru.dispatch: availability per (backend, device, dtype), the ``auto`` table, precompile()."""
+"""parrnn.ops.sru.dispatch: the SRU op over the registry -- availability per (backend, device, dtype), the
+``auto`` table, precompile()."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _compiler_or_skip() -> None:
 def test_precompile_cpu() -> None:
     _compiler_or_skip()
     report = parrnn.precompile("cpu", dtypes=[torch.float32, torch.bfloat16])
-    assert set(report) == {"cpu float32", "scan float32", "cpu bfloat16", "scan bfloat16"}
+    assert {"sru sequential float32", "sru scan float32", "sru sequential bfloat16", "sru scan bfloat16",
+            "linear_recurrence sequential float32", "gru_rows sequential bfloat16"} <= set(report)
     assert all(ok for ok, _ in report.values()), report
 
 
@@ -42,9 +44,9 @@ def test_auto_table() -> None:
     for device in ("cpu", "cuda"):
         rows = [r for r in dispatch.AUTO_RULES if r.device == device]
         default = rows[-1]
-        assert default.backend == device and not default.linear_only and default.min_elements == 0
+        assert default.backend == "sequential" and not default.linear_only and default.min_elements == 0
         assert all(r.measurement for r in rows)
-    assert [r.backend for r in dispatch.AUTO_RULES if r.device == "cuda"] == ["cuda"]
+    assert [r.backend for r in dispatch.AUTO_RULES if r.device == "cuda"] == ["sequential"]
     assert dispatch.auto_backend(torch.device("meta"), linear=True, batch_columns=1, length=1) == "reference"
 
 

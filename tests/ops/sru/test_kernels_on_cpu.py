@@ -203,7 +203,7 @@ def test_custom_op_gradcheck_with_host_kernels(launch, monkeypatch, case: Case):
     """The kernels behind the ``parrnn::sru_forward`` custom op (its autograd wiring): float64 gradcheck."""
     backend = types.SimpleNamespace(forward=partial(cuda_backend.forward_with, launch),
                                     backward=partial(cuda_backend.backward_with, launch))
-    monkeypatch.setattr(dispatch, "_fused_module", lambda name: backend)
+    monkeypatch.setattr(dispatch, "_fused_module", lambda name, device_type: backend)
     case = replace(case, length=4, batch=2, hidden=3)
     inp = make_inputs(case, torch.float64, seed=5)
     names = ("u", "x", "weight_c", "bias", "c0")
@@ -214,7 +214,7 @@ def test_custom_op_gradcheck_with_host_kernels(launch, monkeypatch, case: Case):
         kw = dict(zip(present, tensors, strict=True))
         h, c_n, _ = dispatch.sru_forward_op(
             kw["u"], kw.get("x"), kw.get("weight_c"), kw["bias"], kw["c0"], inp["mask_pad"], inp["drop_mask"],
-            case.bidirectional, case.use_tanh, case.scale_x, "cuda")
+            case.bidirectional, case.use_tanh, case.scale_x, "sequential")
         return h, c_n
 
     assert torch.autograd.gradcheck(fn, tuple(leaves), eps=1e-6, atol=1e-6)

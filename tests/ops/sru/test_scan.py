@@ -196,18 +196,18 @@ def test_backend_selection():
         dispatch.resolve_backend("scan", torch.device("cpu"), linear=False, batch_columns=8, length=8)
     assert dispatch.resolve_backend("scan", torch.device("cpu"), linear=True, batch_columns=8, length=8) == "scan"
     cpu = torch.device("cpu")
-    assert dispatch.auto_backend(cpu, linear=True, batch_columns=4096, length=16) == "cpu"
+    assert dispatch.auto_backend(cpu, linear=True, batch_columns=4096, length=16) == "sequential"
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         assert dispatch.auto_backend(cpu, linear=True, batch_columns=128, length=65536) == "scan"
-        assert dispatch.auto_backend(cpu, linear=True, batch_columns=64, length=65536) == "cpu"
+        assert dispatch.auto_backend(cpu, linear=True, batch_columns=64, length=65536) == "sequential"
         assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=True, batch_columns=512,
                                         length=16384) == "scan"
         assert dispatch.resolve_backend("auto", torch.device("cpu"), linear=False, batch_columns=512,
-                                        length=16384) == "cpu"
+                                        length=16384) == "sequential"
         torch.set_num_threads(1)
-        assert dispatch.auto_backend(cpu, linear=True, batch_columns=128, length=65536) == "cpu"
+        assert dispatch.auto_backend(cpu, linear=True, batch_columns=128, length=65536) == "sequential"
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="linear"):
