@@ -81,16 +81,18 @@ def last_output(output: Tensor | PackedSequence, lengths: Tensor | Sequence[int]
         layout = "(N, L, H_out)" if batch_first else "(L, N, H_out)"
         raise ValueError(f"output must be 3-D {layout} with L, N >= 1, got shape {tuple(output.shape)}")
     x = output.transpose(0, 1) if batch_first else output  # (L, N, H_out)
-    length, batch, features = x.shape
-    if bidirectional and features % 2:
+    if bidirectional and x.size(-1) % 2:
         raise ValueError(f"a bidirectional output has an even number of features ([forward | backward]), got "
-                         f"{features}")
-    if lengths is None:
-        last = x[-1]
-    else:
-        counts = check.lengths_to_tensor(lengths, batch, length, x.device)
-        last = x.gather(0, (counts - 1).view(1, -1, 1).expand(1, -1, features)).squeeze(0)
+                         f"{x.size(-1)}")
+    counts = None if lengths is None else check.lengths_to_tensor(lengths, x.size(1), x.size(0), x.device)
+    return gather_last(x, counts, bidirectional)
+
+
+def gather_last(x: Tensor, counts: Tensor | None, bidirectional: bool) -> Tensor:
+    """`last_output` of time-major ``x`` ``(L, N, F)`` with validated ``counts`` ``(N,)`` int64 in ``[1, L]``
+    (``None``: ``L``), without checks (for the layers' inner loops): ``(N, F)``."""
+    last = x[-1] if counts is None else x.gather(0, (counts - 1).view(1, -1, 1).expand(1, -1, x.size(-1)))[0]
     if not bidirectional:
         return last
-    half = features // 2
+    half = x.size(-1) // 2
     return torch.cat([last[:, :half], x[0, :, half:]], dim=1)

@@ -15,13 +15,17 @@ the whole sequence).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as module_hooks
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from parrnn import _packing
 from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalRNN
 from parrnn.hgrn import HGRN
@@ -167,6 +171,8 @@ class SlicedRNN(nn.Module):
             raise TypeError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
                             f"nn.Module, got {type(cell).__name__}")
         proj_size = cell_kwargs.get("proj_size", 0) if self.cell in ("lstm", "mingru", "minlstm") else 0
+        if self.cell in ("mingru", "minlstm"):  # (proj_size: their deprecated name)
+            proj_size = cell_kwargs.get("output_projection_size") or proj_size
         self.output_size = self.num_directions * (proj_size or hidden_size)
         self.cell_kwargs = dict(cell_kwargs)
         self.rnns = nn.ModuleList(self._make_cell(cell, input_size if level == 0 else self.output_size)
@@ -203,6 +209,38 @@ class SlicedRNN(nn.Module):
             s += ", batch_first=True"
         return s
 
+    @staticmethod
+    def _lengths_from_state(state: Any, lengths: Any) -> Any:
+        """``lengths``, or the old second positional argument (lengths) found in ``state``'s place."""
+        if state is None:
+            return lengths
+        looks_like_lengths = (isinstance(state, Tensor) and not state.is_floating_point() and state.dim() == 1) or (
+            isinstance(state, (list, tuple)) and all(isinstance(n, int) for n in state))
+        if looks_like_lengths and lengths is None:
+            warnings.warn("SlicedRNN's second positional argument is now the state (the layer protocol); pass "
+                          "lengths=... by keyword", DeprecationWarning, stacklevel=check.caller_stacklevel())
+            return state
+        raise ValueError("SlicedRNN takes no initial state (every slice starts from zero): pass state=None, and "
+                         "lengths=... by keyword")
+
+    def init_state(self, batch_size: int, *, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> Tensor:
+        """Zeros shaped like the summary ``h`` ``(N, H_out)`` that `forward` returns as its state (`forward` takes
+        no initial state: every slice starts from zero). ``device`` and ``dtype`` default to the parameters'."""
+        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        param = next(self.parameters(), None)
+        return torch.zeros(batch_size, self.output_size,
+                           device=(param.device if param is not None else None) if device is None else device,
+                           dtype=(param.dtype if param is not None else None) if dtype is None else dtype)
+
+    def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Not available: a sliced RNN's slices are cut from the whole (padded) length and its top level sees
+        summaries of whole slices, so it has no per-token output to stream (the documented exception to the
+        layer protocol). Raises ``NotImplementedError``; stream with the base cell itself (``cell="sru"``,
+        ``"mingru"``, ... have ``step``) or run `forward` on the whole sequence."""
+        raise NotImplementedError("SlicedRNN has no step(): its slices and levels need the whole sequence; run "
+                                  "forward on it, or stream with a plain cell (parrnn.SRU, parrnn.MinGRU, ...)")
+
     def padded_length(self, length: int) -> int:
         """The internal padded length ``T_p = slices**levels * ceil(length / slices**levels)``."""
         per = self.slices**self.levels
@@ -211,18 +249,44 @@ class SlicedRNN(nn.Module):
     def forward(
         self,
         input: Tensor | PackedSequence,
+        state: None = None,
         lengths: Tensor | Sequence[int] | None = None,
         *,
+        mask: Tensor | None = None,
         total_length: int | None = None,
         return_all_levels: bool = False,
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
+        """Run the hierarchy over a sequence (the layer protocol, docs/protocol.md, with its documented exceptions).
+
+        Args:
+            input: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``) or a ``PackedSequence`` (its lengths are
+                used; ``output`` is returned padded: it has the top level's steps, not the input's).
+            state: must be ``None``: every slice starts from a zero state, so there is no initial state to give.
+                (A sequence of ints or an integer tensor here is taken as ``lengths``, the old second positional
+                argument, with a DeprecationWarning: pass ``lengths=`` by keyword.)
+            lengths: ``(N,)`` integers in ``[1, T]`` (tensor or list); ``None``: every sequence has ``T`` steps.
+            mask: bool ``(T, N)`` (``(N, T)`` with ``batch_first``), True on padded steps, a suffix of each
+                sequence (the alternative to ``lengths``).
+            total_length: cut the input as if it were zero-padded to this many steps (see the class docstring).
+            return_all_levels: also return every level's outputs.
+
+        Returns:
+            ``(output, h)`` or ``(output, h, all_levels)``: ``output`` ``(L_top, N, H_out)`` (batch first with
+            ``batch_first``), ``h`` ``(N, H_out)`` each sequence's final summary (the state `init_state` mirrors).
+        """
+        lengths = self._lengths_from_state(state, lengths)
         if isinstance(input, PackedSequence):  # lengths come from the packed sequence
-            if lengths is not None:
-                raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
-            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+            for name, value in (("lengths", lengths), ("mask", mask)):
+                if value is not None:
+                    raise ValueError(f"a PackedSequence carries its own lengths; do not pass {name}")
+            input, lengths = _packing.unpack(input, self.batch_first)
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input  # (T, N, H_in)
         steps, batch = x.shape[0], x.shape[1]
+        if mask is not None:
+            if lengths is not None:
+                raise ValueError("give either lengths or mask, not both")
+            lengths = check.mask_to_lengths(mask, steps, batch, x.device, self.batch_first)
         length = steps
         if total_length is not None:
             length = check.check_positive_int(total_length, "total_length")
@@ -334,9 +398,11 @@ class SlicedRNN(nn.Module):
         return flat.view(num_slices * slice_len, batch, -1), summary
 
     def _fast_gru(self, rnn: nn.Module, x: Tensor) -> bool:
-        """Whether ``rnn`` over ``x`` may run `parrnn.ops.gru_rows.fused_cpu.gru_rows` (a GRU of the expected shape)."""
+        """Whether ``rnn`` over ``x`` may run `parrnn.ops.gru_rows.fused_cpu.gru_rows` (a GRU of the expected shape,
+        without hooks or parametrizations: those need the module call)."""
         return (
             fast_gru_applies(rnn, x)
+            and not _needs_module_call(rnn)
             and rnn.input_size == x.shape[-1]
             and rnn.bidirectional == self.bidirectional
             and rnn.hidden_size * self.num_directions == self.output_size
@@ -344,15 +410,7 @@ class SlicedRNN(nn.Module):
 
     def _summary(self, out: Tensor, row_len: Tensor | None) -> Tensor:
         """Each row's last state: output at its last valid step (forward) / at step 0 (backward)."""
-        if row_len is None:
-            last = out[-1]
-        else:
-            idx = (row_len - 1).clamp_(min=0).view(1, -1, 1).expand(1, -1, out.shape[2])
-            last = out.gather(0, idx).squeeze(0)  # empty rows: out is 0 there, so their summary is 0
-        if not self.bidirectional:
-            return last
-        half = self.output_size // 2
-        return torch.cat([last[:, :half], out[0, :, half:]], dim=1)
+        return _packing.gather_last(out, row_len, self.bidirectional)
 
     def _run(self, rnn: nn.Module, x: Tensor, row_len: Tensor | None, need_output: bool = True) -> Tensor:
         """``rnn`` over rows ``x`` ``(L, R, F)`` with ``row_len`` ``(R,)`` in ``[1, L]`` (``None``: all
@@ -390,3 +448,15 @@ class SlicedRNN(nn.Module):
             raise ValueError(f"the {self.cell!r} cell must return output of shape (L, N, {self.output_size}) "
                              f"(dirs * hidden_size) for input {tuple(x.shape)}, got {got}")
         return out
+
+
+def _needs_module_call(rnn: nn.Module) -> bool:
+    """Whether ``rnn`` must be called as a module (``rnn(x)``) rather than have its weights read by a fused op: it
+    has forward/backward hooks or pre-hooks of its own (pruning, FSDP's unshard, user hooks) or global ones, or a
+    parametrized weight (`torch.nn.utils.parametrize`)."""
+    if parametrize.is_parametrized(rnn):
+        return True
+    own = (rnn._forward_hooks, rnn._forward_pre_hooks, rnn._backward_hooks, rnn._backward_pre_hooks)
+    shared = (module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
+              module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks)
+    return any(len(hooks) > 0 for hooks in (*own, *shared))

@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.utils.parametrize
+import torch.nn.utils.prune
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -81,14 +83,14 @@ def _close(a: Tensor, b: Tensor, atol: float = 1e-10) -> None:
 def test_matches_per_slice_reference(cell, bidirectional, slices, levels, length, lengths) -> None:
     model = _model(cell, slices=slices, levels=levels, bidirectional=bidirectional)
     x = torch.randn(length, 3, 3, dtype=torch.float64)
-    out, h, all_levels = model(x, lengths, return_all_levels=True)
+    out, h, all_levels = model(x, lengths=lengths, return_all_levels=True)
     ref_out, ref_h, ref_levels = reference(model, x, lengths or [length] * 3)
     _close(h, ref_h)
     _close(out, ref_out)
     assert len(all_levels) == levels + 1
     for got, want in zip(all_levels, ref_levels, strict=True):
         _close(got, want)
-    out2, h2 = model(x, lengths)
+    out2, h2 = model(x, lengths=lengths)
     _close(out2, out, atol=0)
     _close(h2, h, atol=0)
 
@@ -123,7 +125,7 @@ def test_levels0_is_the_base_rnn(cell, bidirectional) -> None:
         want_h = torch.cat(list(h_n[-model.num_directions :]), dim=1)  # last layer, [fwd | bwd]
     _close(h, want_h, atol=exact)
 
-    out, h = model(x, lengths)
+    out, h = model(x, lengths=lengths)
     if cell == "sru":
         base_out = model.base(x, lengths=lengths)[0]
         want_h = _summary_rows(base_out, lengths, bidirectional)
@@ -147,7 +149,7 @@ def test_single_slice_equals_base_on_that_slice_alone() -> None:
     for s in range(4):
         _close(level0[3 * s : 3 * s + 3], model.base(x[3 * s : 3 * s + 3])[0])
     # a sequence that fits in the first minimal slice is the base over its steps, then one top-level step
-    _, h_short, (level0, level1) = model(x, [12, 2], return_all_levels=True)
+    _, h_short, (level0, level1) = model(x, lengths=[12, 2], return_all_levels=True)
     alone = model.base(x[:2, 1:])[0]
     _close(level0[:2, 1], alone[:, 0])
     _close(level0[2:, 1], torch.zeros_like(level0[2:, 1]), atol=0)
@@ -163,19 +165,19 @@ def test_padding_values_and_batch_mates_do_not_matter(cell, bidirectional) -> No
     model = _model(cell, slices=2, levels=2, bidirectional=bidirectional, dtype=torch.float32)
     x = torch.randn(10, 4, 3)
     lengths = [10, 7, 3, 1]
-    out, h = model(x, lengths)
+    out, h = model(x, lengths=lengths)
     garbage = x.clone()
     for i, n in enumerate(lengths):
         garbage[n:, i] = float("nan") if i % 2 else 1e6
-    out_g, h_g = model(garbage, lengths)
+    out_g, h_g = model(garbage, lengths=lengths)
     _close(out_g, out, atol=1e-6)
     _close(h_g, h, atol=1e-6)
     for i, n in enumerate(lengths):  # alone, and in a batch of different mates, at the same T
-        alone_out, alone_h = model(garbage[:, i : i + 1], [n])
+        alone_out, alone_h = model(garbage[:, i : i + 1], lengths=[n])
         _close(alone_out[:, 0], out[:, i], atol=1e-6)
         _close(alone_h[0], h[i], atol=1e-6)
         mates = torch.cat([torch.randn(10, 2, 3), garbage[:, i : i + 1]], dim=1)
-        mates_h = model(mates, [10, 5, n])[1]
+        mates_h = model(mates, lengths=[10, 5, n])[1]
         _close(mates_h[2], h[i], atol=1e-6)
 
 
@@ -184,7 +186,7 @@ def test_nan_padding_keeps_gradients_finite() -> None:
     x = torch.randn(9, 2, 3)
     x[5:, 1] = float("nan")
     x.requires_grad_()
-    _, h = model(x, [9, 5])
+    _, h = model(x, lengths=[9, 5])
     h.sum().backward()
     assert torch.isfinite(x.grad[:5]).all() and torch.isfinite(x.grad[:, 0]).all()
     assert (x.grad[5:, 1] == 0).all()
@@ -196,7 +198,7 @@ def test_nan_padding_keeps_gradients_finite() -> None:
 def test_gradients_reach_every_level(cell) -> None:
     model = _model(cell, slices=2, levels=3, bidirectional=True, dtype=torch.float32)
     x = torch.randn(17, 3, 3, requires_grad=True)
-    out, h = model(x, [17, 9, 2])
+    out, h = model(x, lengths=[17, 9, 2])
     (h.square().sum() + out.sum()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     for level, rnn in enumerate(model.rnns):
@@ -213,7 +215,7 @@ def test_gradcheck_float64(cell) -> None:
     lengths = torch.tensor([7, 3])
 
     def fn(x, *params):
-        return torch.func.functional_call(model, dict(zip(names, params, strict=True)), (x, lengths))
+        return torch.func.functional_call(model, dict(zip(names, params, strict=True)), (x,), {"lengths": lengths})
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6)
 
@@ -221,7 +223,7 @@ def test_gradcheck_float64(cell) -> None:
 def test_gradcheck_float64_sru() -> None:
     model = _model("sru", input_size=2, hidden=2, slices=2, levels=1, bidirectional=True, backend="reference")
     x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: model(x, [5, 3]), (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: model(x, lengths=[5, 3]), (x,), eps=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
@@ -235,7 +237,7 @@ def test_callable_cell_matches_builtin(bidirectional) -> None:
     custom.load_state_dict(builtin.state_dict())
     x = torch.randn(10, 3, 3, dtype=torch.float64)
     for lengths in (None, [10, 6, 1]):  # bidirectional + lengths: equal-length rows are run in groups
-        for got, want in zip(custom(x, lengths), builtin(x, lengths), strict=True):
+        for got, want in zip(custom(x, lengths=lengths), builtin(x, lengths=lengths), strict=True):
             _close(got, want)
 
 
@@ -253,7 +255,7 @@ def test_callable_cell_gets_cell_kwargs_and_may_return_a_plain_module() -> None:
     model = SlicedRNN(3, 5, slices=2, levels=1, cell=Causal, scale=2.0)
     assert model.rnns[1].scale == 2.0
     x = torch.randn(6, 2, 3)
-    out, h = model(x, [6, 2])
+    out, h = model(x, lengths=[6, 2])
     ref_out, ref_h, _ = reference(model, x, [6, 2])
     _close(out, ref_out, atol=1e-6)
     _close(h, ref_h, atol=1e-6)
@@ -263,7 +265,7 @@ def test_lstm_proj_size() -> None:
     model = _model("lstm", slices=2, levels=1, bidirectional=True, proj_size=2)
     assert model.output_size == 4
     x = torch.randn(6, 2, 3, dtype=torch.float64)
-    out, h = model(x, [6, 3])
+    out, h = model(x, lengths=[6, 3])
     assert out.shape == (2, 2, 4) and h.shape == (2, 4)
     _close(h, reference(model, x, [6, 3])[1])
 
@@ -274,8 +276,8 @@ def test_batch_first(cell) -> None:
     model_bf = _model(cell, slices=2, levels=2, bidirectional=True, batch_first=True)
     model_bf.load_state_dict(model.state_dict())
     x = torch.randn(9, 3, 3, dtype=torch.float64)
-    out, h, levels = model(x, [9, 4, 2], return_all_levels=True)
-    out_bf, h_bf, levels_bf = model_bf(x.transpose(0, 1), [9, 4, 2], return_all_levels=True)
+    out, h, levels = model(x, lengths=[9, 4, 2], return_all_levels=True)
+    out_bf, h_bf, levels_bf = model_bf(x.transpose(0, 1), lengths=[9, 4, 2], return_all_levels=True)
     _close(out_bf, out.transpose(0, 1), atol=0)
     _close(h_bf, h, atol=0)
     for a, b in zip(levels_bf, levels, strict=True):
@@ -296,7 +298,7 @@ def test_level_counts_for_short_sequences() -> None:
     """Empty slices are dropped: a length-1 sequence has one valid step at every level."""
     model = _model("gru", slices=2, levels=2)
     x = torch.randn(8, 2, 3, dtype=torch.float64)
-    _, _, levels = model(x, [8, 1], return_all_levels=True)
+    _, _, levels = model(x, lengths=[8, 1], return_all_levels=True)
     assert [int((lv[:, 1].abs().sum(-1) > 0).sum()) for lv in levels] == [1, 1, 1]
     assert [int((lv[:, 0].abs().sum(-1) > 0).sum()) for lv in levels] == [8, 4, 2]
 
@@ -335,15 +337,23 @@ def test_forward_errors() -> None:
     with pytest.raises(TypeError, match="floating"):
         model(torch.ones(5, 2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="shape \\(2,\\)"):
-        model(x, torch.tensor([5, 4, 3]))
+        model(x, lengths=torch.tensor([5, 4, 3]))
     with pytest.raises(ValueError, match="shape \\(2,\\)"):
-        model(x, torch.tensor([[5, 4]]))
+        model(x, lengths=torch.tensor([[5, 4]]))
     with pytest.raises(TypeError, match="integer dtype"):
-        model(x, torch.tensor([5.0, 4.0]))
+        model(x, lengths=torch.tensor([5.0, 4.0]))
     with pytest.raises(ValueError, match="\\[1, 5\\]"):
-        model(x, [5, 0])
+        model(x, lengths=[5, 0])
     with pytest.raises(ValueError, match="\\[1, 5\\]"):
-        model(x, [6, 1])
+        model(x, lengths=[6, 1])
+    with pytest.raises(TypeError, match="lengths must be a 1-D integer tensor"):
+        model(x, lengths=[None, 2])
+    with pytest.raises(ValueError, match="no initial state"):
+        model(x, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="suffix"):
+        model(x, mask=torch.tensor([[True, False], [False, False], [False, False], [False, False], [False, False]]))
+    with pytest.raises(NotImplementedError, match="no step"):
+        model.step(x[0])
     bad = SlicedRNN(3, 4, slices=2, levels=1, cell=lambda i, h: nn.GRU(i, h + 1))
     with pytest.raises(ValueError, match="must return output of shape"):
         bad(x)
@@ -354,26 +364,118 @@ def test_forward_errors() -> None:
 
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-def test_gru_inference_path_matches_nn_gru(bidirectional, num_layers) -> None:
-    """Under no_grad, full GRU slices run a fused-op loop instead of nn.GRU: same results."""
+def test_gru_fast_path_matches_nn_gru(bidirectional, num_layers) -> None:
+    """A CPU nn.GRU level runs parrnn.ops.gru_rows (fused steps) with and without autograd: the values of nn.GRU
+    itself over every slice (the per-sequence reference calls the nn.GRU module)."""
     model = _model("gru", input_size=5, hidden=6, slices=3, levels=2, num_layers=num_layers,
                    bidirectional=bidirectional, dtype=torch.float32)
     x = torch.randn(18, 4, 5)
-    out, h, levels = model(x, return_all_levels=True)  # autograd on: nn.GRU everywhere
+    lengths = [18, 18, 18, 18]
+    ref_out, ref_h, ref_levels = reference(model, x, lengths)
+    out, h, levels = model(x, return_all_levels=True)
     with torch.no_grad():
         out_fast, h_fast, levels_fast = model(x, return_all_levels=True)
         out_fast2, h_fast2 = model(x)
-    _close(out_fast, out, atol=1e-6)
-    _close(h_fast, h, atol=1e-6)
-    _close(out_fast2, out, atol=1e-6)
-    _close(h_fast2, h, atol=1e-6)
-    for a, b in zip(levels_fast, levels, strict=True):
-        _close(a, b, atol=1e-6)
+    for got in (out, out_fast, out_fast2):
+        _close(got, ref_out, atol=1e-5)
+    for got in (h, h_fast, h_fast2):
+        _close(got, ref_h, atol=1e-5)
+    for a, b, c in zip(levels_fast, levels, ref_levels, strict=True):
+        _close(a, c, atol=1e-5)
+        _close(b, c, atol=1e-5)
     model_nobias = SlicedRNN(5, 6, slices=3, levels=1, bias=False, bidirectional=bidirectional)
+    ref_out, ref_h, _ = reference(model_nobias, x[:9], [9] * 4)
     with torch.no_grad():
         fast = model_nobias(x[:9])
-    for a, b in zip(fast, model_nobias(x[:9]), strict=True):
-        _close(a, b, atol=1e-6)
+    _close(fast[0], ref_out, atol=1e-5)
+    _close(fast[1], ref_h, atol=1e-5)
+
+
+def _gru_calls(model: SlicedRNN, x: Tensor, lengths=None) -> tuple[Tensor, int]:
+    calls: list[int] = []
+    handle = model.base.register_forward_hook(lambda mod, args, out: calls.append(1))
+    out = model(x, lengths=lengths)[1]
+    handle.remove()
+    return out, len(calls)
+
+
+@pytest.mark.parametrize("lengths", [None, [12, 5, 1]], ids=["full", "partial"])
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_gru_hooks_and_pruning_are_respected(grad: bool, lengths) -> None:
+    """Hooks on the nn.GRU of a level fire (the fused path steps aside for a module with hooks), pruning's
+    masked weight and a write to weight_orig reach the output, and a parametrization is used."""
+    model = _model("gru", input_size=3, hidden=4, slices=2, levels=1, dtype=torch.float32)
+    x = torch.randn(12, 3, 3)
+    with torch.set_grad_enabled(grad):
+        _, calls = _gru_calls(model, x, lengths)
+        assert calls == 1
+        torch.nn.utils.prune.l1_unstructured(model.base, "weight_hh_l0", 0.5)
+        with torch.no_grad():
+            model.base.weight_hh_l0_orig.mul_(-2.0)
+        pruned = model(x, lengths=lengths)[1]
+        plain = _model("gru", input_size=3, hidden=4, slices=2, levels=1, dtype=torch.float32)
+        plain.load_state_dict({k.replace("_orig", ""): v for k, v in model.state_dict().items()
+                               if not k.endswith("_mask")})
+        with torch.no_grad():
+            plain.base.weight_hh_l0.copy_(model.base.weight_hh_l0)  # orig * mask
+        _close(pruned, plain(x, lengths=lengths)[1], atol=1e-6)
+    torch.nn.utils.parametrize.register_parametrization(plain.base, "weight_ih_l0", _Halve())
+    halved = _model("gru", input_size=3, hidden=4, slices=2, levels=1, dtype=torch.float32)
+    halved.load_state_dict({k.replace("parametrizations.", "").replace(".original", ""): v
+                            for k, v in plain.state_dict().items()})
+    with torch.no_grad():
+        halved.base.weight_ih_l0.mul_(0.5)
+        _close(plain(x, lengths=lengths)[1], halved(x, lengths=lengths)[1], atol=1e-6)
+
+
+def test_gru_global_hooks_are_respected() -> None:
+    model = _model("gru", input_size=3, hidden=4, slices=2, levels=1, dtype=torch.float32)
+    calls: list[str] = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: calls.append(type(mod).__name__))
+    try:
+        model(torch.randn(8, 2, 3))
+    finally:
+        handle.remove()
+    assert calls.count("GRU") == 2  # both levels' nn.GRU ran as modules
+
+
+def test_gru_pruning_trains() -> None:
+    """Three SGD steps of a pruned sliced GRU (no 'backward through the graph a second time')."""
+    model = _model("gru", input_size=3, hidden=4, slices=2, levels=1, dtype=torch.float32)
+    torch.nn.utils.prune.l1_unstructured(model.base, "weight_ih_l0", 0.5)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    x = torch.randn(8, 2, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x)[1].square().sum().backward()
+        opt.step()
+    assert model.base.weight_ih_l0_orig.grad is not None
+
+
+class _Halve(nn.Module):
+    def forward(self, w: Tensor) -> Tensor:
+        return w * 0.5
+
+
+@pytest.mark.parametrize("cell", ["gru", "sru", "mingru"])
+def test_packed_mask_and_state_protocol(cell) -> None:
+    """A PackedSequence, a suffix mask and lengths give the same result; the old positional lengths still work
+    with a DeprecationWarning; init_state has the summary's shape."""
+    model = _model(cell, slices=2, levels=1)
+    x = torch.randn(7, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5])
+    out, h = model(x, lengths=lengths)
+    mask = torch.arange(7).unsqueeze(1) >= lengths.unsqueeze(0)
+    for got in (model(x, mask=mask), model(pack_padded_sequence(x, lengths, enforce_sorted=False)),
+                model(x, None, lengths)):
+        _close(got[0], out, atol=0)
+        _close(got[1], h, atol=0)
+    with pytest.warns(DeprecationWarning, match="pass lengths=... by keyword"):
+        old = model(x, lengths)
+    _close(old[1], h, atol=0)
+    state = model.init_state(3)
+    assert state.shape == h.shape and state.dtype == h.dtype and not state.any()
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -383,19 +485,19 @@ def test_total_length_equals_zero_padding(cell) -> None:
     x = torch.randn(6, 3, 3, dtype=torch.float64)
     lengths = [6, 4, 1]
     padded = torch.cat([x, x.new_zeros(5, 3, 3)])
-    out, h, levels = model(x, lengths, total_length=11, return_all_levels=True)
-    want_out, want_h, want_levels = model(padded, lengths, return_all_levels=True)
+    out, h, levels = model(x, lengths=lengths, total_length=11, return_all_levels=True)
+    want_out, want_h, want_levels = model(padded, lengths=lengths, return_all_levels=True)
     _close(out, want_out)
     _close(h, want_h)
     assert levels[0].shape == (11, 3, model.output_size)
     for got, want in zip(levels, want_levels, strict=True):
         _close(got, want)
-    same, _ = model(x, lengths, total_length=6)
-    _close(same, model(x, lengths)[0], atol=0)
+    same, _ = model(x, lengths=lengths, total_length=6)
+    _close(same, model(x, lengths=lengths)[0], atol=0)
     with pytest.raises(ValueError, match="total_length \\(5\\) must be at least"):
-        model(x, lengths, total_length=5)
+        model(x, lengths=lengths, total_length=5)
     with pytest.raises(ValueError, match="total_length"):
-        model(x, lengths, total_length=0)
+        model(x, lengths=lengths, total_length=0)
 
 
 def test_sliced_gru_training_matches_nn_gru_cells() -> None:
@@ -403,7 +505,7 @@ def test_sliced_gru_training_matches_nn_gru_cells() -> None:
     model = _model("gru", input_size=5, hidden=6, slices=3, levels=2, num_layers=2, dtype=torch.float32)
     x = torch.randn(25, 4, 5, requires_grad=True)
     lengths = [25, 17, 9, 1]
-    out, h = model(x, lengths)
+    out, h = model(x, lengths=lengths)
     (out.sum() + h.square().sum()).backward()
     got = [x.grad.clone(), *[p.grad.clone() for p in model.parameters()]]
     ref_out, ref_h, _ = reference(model, x, lengths)
