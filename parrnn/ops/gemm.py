@@ -25,17 +25,22 @@ validity check can see every write, so it was removed.)
 
 Choice: per *shape class* ``(layout, M, K, N, dtype, threads)``, M, K, N rounded up to powers of two and
 ``layout`` ``"nk"`` when the right operand is the transpose of a contiguous ``(N, K)`` tensor (oneDNN
-reads it without a copy) else ``"kn"``. The first product of a class times every usable engine on the real
-operands (one warm-up call each, then 2 to 5 rounds calling every engine once in turn, as many as fit a
-``PARRNN_GEMM_BUDGET_MS`` budget, default 20 ms per engine; the fastest call of each) and keeps the
-fastest engine for the process. Only the *choice* is remembered, never an operand.
+reads it without a copy) else ``"kn"``. M (or K, whichever is longer) is first cut to the rows that make a
+product of at most ``PARRNN_GEMM_TIMING_MFLOP`` (default 32) million flops (`timing_dims`): every longer
+product with the same weight is one class, so a new sequence length or batch size re-uses the choice. The
+first product of a class times every usable engine on the real operands cut to those rows (a few
+milliseconds however large the product; one warm-up call each, then 2 to 5 rounds calling every engine once
+in turn, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 5 ms per engine; the fastest call of each)
+and keeps the fastest engine for the process. Only the *choice* is remembered, never an operand.
 
 Determinism: under ``torch.use_deterministic_algorithms(True)`` no timing runs and every product uses
-``mm`` (or the pinned engine), so two processes round identically.
+``mm`` (or the pinned engine), so two processes round identically -- also for a shape whose engine was
+chosen by timing before the mode was switched on (the per-call memo is keyed by the mode).
 
-Pinning: ``PARRNN_GEMM=<engine>`` or `set_engine` (``"auto"`` restores timing). A pinned engine that
-cannot run a product (another dtype, a missing op) runs it on ``mm``; every such fallback is counted
-(`fallbacks`) and warned about once per engine and shape class, so a test or a user sees it.
+Pinning: ``PARRNN_GEMM=<engine>`` (``mm``, ``onednn`` or ``auto``) or `set_engine` (``"auto"`` restores
+timing). A pinned engine that cannot run a product (another dtype, a missing op) runs it on ``mm``; every
+such fallback is counted (`fallbacks`) and warned about once per engine and shape class, so a test or a user
+sees it.
 
 Plain ``@`` (no engine) runs for CUDA and other devices, dtypes no engine but ``mm`` supports (float64,
 float16), under CPU autocast, under ``torch.func`` transforms, and while TorchScript scripts,
@@ -153,10 +158,10 @@ def _run(name: str, a: Tensor, b: Tensor) -> Tensor:
 # ---------------------------------------------------------------- choice
 
 
-def _check_name(name: str, *, allow_auto: bool = False) -> None:
+def _check_name(name: str, *, allow_auto: bool = False, source: str = "engine") -> None:
     valid = ENGINES + (("auto",) if allow_auto else ())
     if name not in valid:
-        raise ValueError(f"unknown matrix-product engine {name!r}; expected one of {', '.join(valid)}")
+        raise ValueError(f"unknown matrix-product engine {source}={name!r}; expected one of {', '.join(valid)}")
 
 
 def set_engine(name: str | None) -> None:
@@ -180,7 +185,7 @@ def pinned_engine() -> str:
     global _pinned
     if _pinned is None:
         env = os.environ.get("PARRNN_GEMM", "").strip() or "auto"
-        _check_name(env, allow_auto=True)  # an unknown name in PARRNN_GEMM is an error, not silently ignored
+        _check_name(env, allow_auto=True, source="PARRNN_GEMM")  # an error, never silently ignored
         if env != "auto" and not engine_available(env)[0]:
             warnings.warn(f"parrnn: PARRNN_GEMM={env} is unavailable here ({engine_available(env)[1]}); "
                           "choosing by timing instead", RuntimeWarning, stacklevel=3)
@@ -216,8 +221,24 @@ def _bucket(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+def timing_dims(layout: str, m: int, k: int, n: int) -> tuple[int, int]:
+    """``(M, K)`` of the product the engines are timed on for an ``(M, K) @ (K, N)`` product: the first rows of M
+    (or of K, whichever is longer; never K of an ``"nk"`` operand, whose layout that would change) such that it
+    costs at most ``PARRNN_GEMM_TIMING_MFLOP`` million flops (default 32). Timing a new shape class costs
+    milliseconds however large the product, and every longer product with the same weight is the same class."""
+    limit = float(os.environ.get("PARRNN_GEMM_TIMING_MFLOP", "32")) * 1e6
+    if 2.0 * m * k * n <= limit:
+        return m, k
+    if m >= k:
+        return min(m, max(1, int(limit // (2 * k * n)))), k
+    if layout == "nk":
+        return m, k
+    return m, min(k, max(1, int(limit // (2 * m * n))))
+
+
 def shape_class(layout: str, m: int, k: int, n: int, dtype: torch.dtype, threads: int) -> ShapeClass:
-    """The key a choice is remembered under: M, K, N rounded up to powers of two."""
+    """The key a choice is remembered under: the `timing_dims` M and K and N rounded up to powers of two."""
+    m, k = timing_dims(layout, m, k, n)
     return (layout, _bucket(m), _bucket(k), _bucket(n), str(dtype).removeprefix("torch."), threads)
 
 
@@ -243,10 +264,10 @@ def fallbacks() -> dict[str, int]:
 def _interleaved_times(runs: dict[str, Callable[[], object]]) -> dict[str, float]:
     """Seconds per call of each thunk in ``runs``: one warm-up call each (first calls pay for oneDNN primitive
     creation and page faults), then rounds that call every engine once in turn -- 2 to 5 rounds, as many
-    as fit ``PARRNN_GEMM_BUDGET_MS`` per engine (default 20 ms) -- and the fastest call of each. Interleaving
+    as fit ``PARRNN_GEMM_BUDGET_MS`` per engine (default 5 ms) -- and the fastest call of each. Interleaving
     means a burst of load from another process slows every engine's samples of that moment, not all samples
     of one engine. An engine whose thunk raises is left out."""
-    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "20")) / 1e3 * max(len(runs), 1)
+    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "5")) / 1e3 * max(len(runs), 1)
     live: dict[str, Callable[[], object]] = {}
     for name, run in runs.items():
         try:
@@ -375,16 +396,25 @@ def _plain() -> bool:
     return tracing() or functorch_active()
 
 
+def timing_operands(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Views of ``a (M, K)`` and ``b (K, N)`` cut to `timing_dims` (same layouts and strides): what the engines
+    are timed on."""
+    (m, k), n = a.shape, b.shape[1]
+    tm, tk = timing_dims(_layout(b), m, k, n)
+    return a[:tm, :tk], b[:tk]
+
+
 def _product(a: Tensor, b: Tensor, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
     """``a (M, K) @ b (K, N)`` on the chosen engine (no autograd); into ``out`` (added to it with
     ``accumulate``)."""
     (m, k), n = a.shape, b.shape[1]
-    exact = (_layout(b), m, k, n, a.dtype, torch.get_num_threads())
+    # keyed by deterministic mode: a choice timed before torch.use_deterministic_algorithms(True) never runs after
+    exact = (_layout(b), m, k, n, a.dtype, torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     name = _exact.get(exact)  # the per-call path: one dict read
     if name is None:
-        name = choose(exact[0], m, k, n, a.dtype, exact[5], measure=lambda engine: lambda: _run(engine, a, b))
-        if pinned_engine() != "auto" or not torch.are_deterministic_algorithms_enabled():
-            _exact[exact] = name  # (deterministic mode is read again next call: it can be switched off)
+        ta, tb = timing_operands(a, b)
+        name = choose(exact[0], m, k, n, a.dtype, exact[5], measure=lambda engine: lambda: _run(engine, ta, tb))
+        _exact[exact] = name
     result = None
     if name != "mm":
         try:
@@ -401,7 +431,7 @@ def _product(a: Tensor, b: Tensor, out: Tensor | None = None, accumulate: bool =
 
 
 def _note_fallback(name: str, exact: tuple) -> None:
-    key = shape_class(*exact)
+    key = shape_class(*exact[:6])
     with _lock:
         _fallbacks[(name, key)] += 1
         first = _fallbacks[(name, key)] == 1

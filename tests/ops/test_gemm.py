@@ -250,3 +250,81 @@ def test_layers_on_every_engine_match_mm(engine):
         results[name] = (out, rows, *_grads(loss, params))
     for got, want in zip(results[engine], results["mm"], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_bogus_environment_variable_names_the_variable_and_the_values(monkeypatch):
+    monkeypatch.setenv("PARRNN_GEMM", "bogus")
+    gemm.reset()
+    with pytest.raises(ValueError, match=r"PARRNN_GEMM='bogus'.*expected one of mm, onednn, auto"):
+        gemm.matmul(torch.randn(2, 2), torch.randn(2, 2))
+
+
+def test_long_products_share_one_shape_class():
+    """A new sequence length or batch size re-uses the choice: every product longer than the timing cut with the
+    same weight is one class (M for ``x @ W``, K for ``x^T @ dY``), and the timed operands are that cut."""
+    f32 = torch.float32
+    assert gemm.shape_class("kn", 5328, 64, 192, f32, 2) == gemm.shape_class("kn", 16000, 64, 192, f32, 2)
+    assert gemm.shape_class("kn", 64, 5328, 192, f32, 2) == gemm.shape_class("kn", 64, 16000, 192, f32, 2)
+    assert gemm.shape_class("kn", 40, 64, 192, f32, 2) != gemm.shape_class("kn", 80, 64, 192, f32, 2)  # short: M
+    a, w = torch.randn(16000, 64), torch.randn(192, 64)
+    ta, tb = gemm.timing_operands(a, w.t())
+    assert 2 * ta.shape[0] * 64 * 192 <= 32e6 and ta.shape[1] == 64 and tb.shape == (64, 192)
+    assert gemm._layout(tb) == "nk" and ta.data_ptr() == a.data_ptr()  # views: same layout, nothing copied
+    g, x = torch.randn(16000, 192), torch.randn(16000, 64)
+    ta, tb = gemm.timing_operands(x.t(), g)  # dW = x^T dY: cut along K
+    assert ta.shape[0] == 64 and ta.shape[1] == tb.shape[0] < 16000
+
+
+def test_new_shape_class_is_timed_on_the_cut_operands(monkeypatch):
+    """The cost of a new shape class does not grow with the product: only the cut rows are timed."""
+    monkeypatch.setattr(gemm, "_availability", {n: (True, "test") for n in gemm.ENGINES})
+    rows = []
+    real_run = gemm._run
+
+    def spy(name, a, b):
+        rows.append(a.shape[0])
+        return real_run("mm", a, b)
+
+    monkeypatch.setattr(gemm, "_run", spy)
+    gemm.mm(torch.randn(20000, 64), torch.randn(64, 192))
+    assert rows and max(rows[:-1]) <= 32e6 / (2 * 64 * 192) + 1  # timing calls (the last runs the product)
+
+
+def test_deterministic_mode_is_not_served_from_an_earlier_choice(monkeypatch):
+    """A shape timed before ``torch.use_deterministic_algorithms(True)`` must run on ``mm`` after it (the
+    docstring's rule), not on the engine its timing chose."""
+    if "onednn" not in AVAILABLE:
+        pytest.skip("needs oneDNN")
+    gemm.set_timer(lambda name, run: 0.0 if name == "onednn" else 1.0)
+    ran = []
+    real_run = gemm._run
+    monkeypatch.setattr(gemm, "_run", lambda name, a, b: (ran.append(name), real_run(name, a, b))[1])
+    x, w = torch.randn(64, 32), torch.randn(32, 48)
+    gemm.mm(x, w)
+    assert ran[-1] == "onednn"  # chosen by timing, memoised for this exact shape
+    ran.clear()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.testing.assert_close(gemm.mm(x, w), torch.mm(x, w), rtol=0, atol=0)
+        assert "onednn" not in ran
+    finally:
+        torch.use_deterministic_algorithms(False)
+    gemm.mm(x, w)
+    assert ran[-1] == "onednn"  # the mode switched off: the timed choice again
+
+
+@pytest.mark.parametrize("engine", AVAILABLE)
+def test_second_derivatives_in_float32_match_mm(engine):
+    """Double backward through `matmul` with an engine pinned, in float32 (the dtype the engines run): the
+    backward must build differentiable products whenever a graph is being created, not only under tracing."""
+    gemm.set_engine(engine)
+    x, w = _operands(m=33, k=20, n=28)
+
+    def second(product):
+        y = product(x, w)
+        gx, gw = torch.autograd.grad((y.tanh() ** 2).sum(), (x, w), create_graph=True)
+        return torch.autograd.grad((gx ** 2).sum() + (gw ** 3).sum(), (x, w))
+
+    got, want = second(gemm.matmul), second(lambda a, b: a @ b)
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
