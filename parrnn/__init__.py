@@ -20,10 +20,11 @@ from parrnn.hgrn import HGRN
 from parrnn.mingru import MinGRU, MinLSTM
 from parrnn.ops import available_backends, precompile
 from parrnn.qrnn import QRNN
+from parrnn.rglru import RGLRU
 from parrnn.sliced import SlicedRNN
 from parrnn.sru import SRU, SRUCell
 from parrnn.srupp import SRUpp, SRUppCell
 
 __version__ = "0.1.0"
-__all__ = ["HGRN", "QRNN", "SRU", "SRUCell", "MinGRU", "MinLSTM", "SRUpp", "SRUppCell", "SlicedRNN",
+__all__ = ["HGRN", "QRNN", "RGLRU", "SRU", "SRUCell", "MinGRU", "MinLSTM", "SRUpp", "SRUppCell", "SlicedRNN",
            "available_backends", "last_output", "precompile", "__version__"]
