@@ -193,7 +193,8 @@ class SRUCell(nn.Module):
                 ``None``.
             lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list); steps ``t >= lengths[n]`` are padding.
             mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere.
-            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+            c0: deprecated spelling of ``state`` (a DeprecationWarning).
+            mask_pad: deprecated spelling of ``mask`` (a DeprecationWarning).
 
         Returns:
             ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
@@ -434,7 +435,8 @@ class SRU(nn.Module):
                 `init_state` and this method return them; zeros if ``None``.
             lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list); steps ``t >= lengths[n]`` are padding.
             mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere.
-            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+            c0: deprecated spelling of ``state`` (a DeprecationWarning).
+            mask_pad: deprecated spelling of ``mask`` (a DeprecationWarning).
 
         Returns:
             ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
