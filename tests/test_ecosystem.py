@@ -15,7 +15,7 @@ from parrnn import SRU, SRUCell
 
 
 def _cpu_backend_or_skip() -> None:
-    ok, why = parrnn.available_backends()["cpu"]
+    ok, why = parrnn.available_backends()["sru sequential"]
     if not ok:
         pytest.skip(f"cpu backend unavailable: {why}")
 
@@ -24,7 +24,7 @@ def _cpu_backend_or_skip() -> None:
 def test_torch_compile_fullgraph_matches_eager(version: str) -> None:
     _cpu_backend_or_skip()
     torch.manual_seed(0)
-    model = SRU(8, 8, 2, bidirectional=True, version=version, backend="cpu")
+    model = SRU(8, 8, 2, bidirectional=True, version=version, backend="sequential")
     x = torch.randn(12, 3, 8, requires_grad=True)
     lengths = torch.tensor([12, 7, 3])
     out, c_n = model(x, lengths=lengths)
@@ -42,7 +42,7 @@ def test_torch_compile_fullgraph_matches_eager(version: str) -> None:
 def test_torch_compile_inductor_forward_backward() -> None:
     _cpu_backend_or_skip()
     torch.manual_seed(1)
-    model = SRU(6, 6, 1, backend="cpu")
+    model = SRU(6, 6, 1, backend="sequential")
     x = torch.randn(9, 2, 6, requires_grad=True)
     expected = model(x)[0]
     compiled = torch.compile(model, fullgraph=True)
@@ -54,7 +54,7 @@ def test_torch_compile_inductor_forward_backward() -> None:
 
 def test_torch_export_sru() -> None:
     _cpu_backend_or_skip()
-    model = SRU(5, 5, 2, backend="cpu").eval()
+    model = SRU(5, 5, 2, backend="sequential").eval()
     x = torch.randn(7, 2, 5)
     exported = torch.export.export(model, (x,))
     assert "parrnn.sru_forward" in str(exported.graph)
@@ -76,9 +76,9 @@ AUTOCAST_STACKS = {
 
 
 @pytest.mark.parametrize("kind", AUTOCAST_STACKS)
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["sequential", "reference"])
 def test_autocast_bfloat16_keeps_float32_accumulation(backend: str, kind: str) -> None:
-    if backend == "cpu":
+    if backend == "sequential":
         _cpu_backend_or_skip()
     torch.manual_seed(2)
     model = AUTOCAST_STACKS[kind](backend)
@@ -192,14 +192,14 @@ AUTOCAST_LAYERS = {
 
 @pytest.mark.parametrize("layer", AUTOCAST_LAYERS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["sequential", "reference"])
 def test_autocast_parameter_gradients_do_not_overflow(backend: str, dtype: torch.dtype, layer: str) -> None:
     """weight_c, bias and c0 stay float32 under autocast: their gradients (sums over L*N steps, scaled like a
     GradScaler loss) exceed float16's 65504 yet come back finite, float32 and close to the float32 run's."""
-    if backend == "cpu":
+    if backend == "sequential":
         _cpu_backend_or_skip()
     torch.manual_seed(0)
-    length, batch, hidden = (1000, 16, 16) if backend == "cpu" else (200, 16, 16)
+    length, batch, hidden = (1000, 16, 16) if backend == "sequential" else (200, 16, 16)
     cell = AUTOCAST_LAYERS[layer](hidden, backend)
     x = torch.randn(length, batch, hidden)
     c0 = torch.randn(batch, hidden, requires_grad=True)

@@ -21,8 +21,8 @@ L, N, D = 6, len(LENGTHS), 8
 
 
 def _backends(linear: bool) -> list[str]:
-    names = ["reference", "cpu"] + (["scan"] if linear else [])
-    return [name for name in names if parrnn.available_backends()[name][0]]
+    names = ["reference", "sequential"] + (["scan"] if linear else [])
+    return [name for name in names if parrnn.available_backends()[f"sru {name}"][0]]
 
 
 def _poison(x: torch.Tensor, pad: torch.Tensor, seed: int) -> torch.Tensor:

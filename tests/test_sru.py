@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import parrnn
 from parrnn import SRU, SRUCell
 
-BACKENDS = ["reference", "cpu"]
+BACKENDS = ["reference", "sequential"]
 
 OPTION_SETS = [
     {},
@@ -36,8 +36,9 @@ def _make(options: dict, backend: str, dtype=torch.float64, hidden: int = 3, lay
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
-    if not parrnn.available_backends()[request.param][0]:
-        pytest.skip(f"backend {request.param} unavailable: {parrnn.available_backends()[request.param][1]}")
+    ok, why = parrnn.available_backends()[f"sru {request.param}"]
+    if not ok:
+        pytest.skip(f"backend {request.param} unavailable: {why}")
     return request.param
 
 
@@ -70,11 +71,11 @@ def test_gradcheck_dropout_masks_fixed_by_seed(backend: str) -> None:
 
 
 def test_cpu_backend_matches_reference_layer() -> None:
-    if not parrnn.available_backends()["cpu"][0]:
+    if not parrnn.available_backends()["sru sequential"][0]:
         pytest.skip("cpu backend unavailable")
     torch.manual_seed(1)
     ref = SRU(6, 8, 3, bidirectional=True, layer_norm=True, backend="reference")
-    fast = SRU(6, 8, 3, bidirectional=True, layer_norm=True, backend="cpu")
+    fast = SRU(6, 8, 3, bidirectional=True, layer_norm=True, backend="sequential")
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(17, 4, 6, requires_grad=True)
     lengths = torch.tensor([17, 1, 9, 12])
@@ -231,16 +232,20 @@ def test_bad_constructor_arguments(kwargs: dict, message: str) -> None:
         SRU(4, 3, **kwargs)
 
 
-def test_explicit_backend_on_wrong_device_is_an_error() -> None:
-    model = SRU(4, 4, 1, backend="cuda")
-    with pytest.raises((RuntimeError, ValueError), match="cuda"):
-        model(torch.randn(3, 1, 4))
+def test_old_backend_words_are_deprecated_aliases_of_sequential() -> None:
+    with pytest.warns(DeprecationWarning, match="write backend='sequential'"):
+        model = SRU(4, 4, 1, backend="cuda")
+    x = torch.randn(3, 1, 4)
+    with pytest.warns(DeprecationWarning):
+        got = model(x)[0]
+    model.backend = "reference"
+    torch.testing.assert_close(got, model(x)[0])
 
 
 def test_available_backends_reports_reasons() -> None:
-    report = parrnn.available_backends()
-    assert set(report) == {"reference", "cpu", "cuda", "scan"}
-    assert report["reference"][0]
+    report = parrnn.available_backends()  # every op's backends: "<op> <backend>"
+    assert {"sru reference", "sru sequential", "sru scan", "linear_recurrence sequential"} <= set(report)
+    assert report["sru reference"][0]
     assert all(isinstance(ok, bool) and isinstance(why, str) and why for ok, why in report.values())
 
 

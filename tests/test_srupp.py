@@ -19,13 +19,14 @@ from parrnn import SRUpp, SRUppCell
 from parrnn.srupp import SRUppState, causal_mask
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["reference", "cpu"]
+BACKENDS = ["reference", "sequential"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
-    if not parrnn.available_backends()[request.param][0]:
-        pytest.skip(f"backend {request.param} unavailable: {parrnn.available_backends()[request.param][1]}")
+    ok, why = parrnn.available_backends()[f"sru {request.param}"]
+    if not ok:
+        pytest.skip(f"backend {request.param} unavailable: {why}")
     return request.param
 
 
@@ -157,11 +158,11 @@ def test_last_layer_runs_without_recurrent_dropout(monkeypatch: pytest.MonkeyPat
     assert masks == [None, None, None]
 
 
-@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
+@pytest.mark.parametrize("backend_name", ["reference", "sequential"])
 def test_eval_mode_applies_no_attention_dropout(backend_name: str) -> None:
     """attn_dropout > 0 with a non-zero alpha (the default alpha = 0 hides attention): eval is deterministic and
     equals the model without attention dropout; training does drop (so the check is not vacuous)."""
-    if not parrnn.available_backends()[backend_name][0]:
+    if not parrnn.available_backends()[f"sru {backend_name}"][0]:
         pytest.skip(f"backend {backend_name} unavailable")
     torch.manual_seed(0)
     model = SRUpp(6, 6, 4, num_layers=2, num_heads=2, attn_dropout=0.5, backend=backend_name)
@@ -297,10 +298,10 @@ def test_incremental_decoding_equals_causal_forward(options: dict, with_memory: 
 
 
 def test_reference_and_cpu_backends_agree_with_gradients() -> None:
-    if not parrnn.available_backends()["cpu"][0]:
+    if not parrnn.available_backends()["sru sequential"][0]:
         pytest.skip("cpu backend unavailable")
     ref = _model("reference", num_layers=2, layer_norm=True, dropout=0.0).float()
-    fast = _model("cpu", num_layers=2, layer_norm=True, dropout=0.0).float()
+    fast = _model("sequential", num_layers=2, layer_norm=True, dropout=0.0).float()
     x = torch.randn(11, 3, 6, requires_grad=True)
     lengths = torch.tensor([11, 4, 8])
     outs = [m(x, lengths=lengths, attn_mask="causal") for m in (ref, fast)]
@@ -354,10 +355,10 @@ def test_attention_placement() -> None:
 # ---- ecosystem ------------------------------------------------------------------------------------------------
 
 def test_torch_compile_fullgraph_matches_eager() -> None:
-    if not parrnn.available_backends()["cpu"][0]:
+    if not parrnn.available_backends()["sru sequential"][0]:
         pytest.skip("cpu backend unavailable")
     torch.manual_seed(0)
-    model = SRUpp(8, 8, 4, 2, num_heads=2, layer_norm=True, backend="cpu")
+    model = SRUpp(8, 8, 4, 2, num_heads=2, layer_norm=True, backend="sequential")
     x = torch.randn(6, 3, 8, requires_grad=True)
     lengths = torch.tensor([6, 4, 2])
     out, c_n, _ = model(x, lengths=lengths, attn_mask="causal")
@@ -372,10 +373,10 @@ def test_torch_compile_fullgraph_matches_eager() -> None:
 
 
 def test_torch_export_with_memory() -> None:
-    if not parrnn.available_backends()["cpu"][0]:
+    if not parrnn.available_backends()["sru sequential"][0]:
         pytest.skip("cpu backend unavailable")
     torch.manual_seed(1)
-    model = SRUpp(6, 6, 4, 2, num_heads=2, backend="cpu").eval()
+    model = SRUpp(6, 6, 4, 2, num_heads=2, backend="sequential").eval()
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:

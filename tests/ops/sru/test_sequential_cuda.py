@@ -40,7 +40,7 @@ def _run(inp: dict, case: Case, grad_h: torch.Tensor, grad_c_n: torch.Tensor) ->
 def test_available():
     ok, why = cuda_backend.availability()
     assert ok, why
-    assert dispatch.available_backends()["cuda"][0]
+    assert dispatch.available_backends("cuda")["sequential"][0]
 
 
 def test_custom_op_autograd_and_dispatch():
