@@ -27,17 +27,24 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from parrnn import _packing
 from parrnn import _validation as check
-from parrnn._diagonal_rnn import DiagonalRNN
-from parrnn.hgrn import HGRN
-from parrnn.mingru import MinGRU, MinLSTM
+from parrnn.cells import cell_names, get_cell
 from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies, gru_rows
-from parrnn.qrnn import QRNN
 from parrnn.sru import SRU
 
 CellFactory = Callable[..., nn.Module]
 #: parrnn's cells with nn.LSTM's contract and a ``lengths`` argument, by name
-LINEAR_CELLS: dict[str, type[DiagonalRNN]] = {"qrnn": QRNN, "mingru": MinGRU, "minlstm": MinLSTM, "hgrn": HGRN}
-CELLS = ("gru", "lstm", "sru", *LINEAR_CELLS)
+#: the cells SlicedRNN builds itself; every cell of the registry (`parrnn.cells`) is accepted too
+BUILTIN_CELLS = ("gru", "lstm", "sru")
+
+
+def _cells() -> tuple[str, ...]:
+    return (*BUILTIN_CELLS, *cell_names())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CELLS":  # every accepted name, read from the registry when asked
+        return _cells()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SlicedRNN(nn.Module):
@@ -84,8 +91,9 @@ class SlicedRNN(nn.Module):
         slices: ``n``, slices per level (>= 2). Default: 8.
         levels: ``k``, levels above the base (>= 0). Default: 2.
         cell: the recurrent module of every level: ``"gru"`` (`torch.nn.GRU`), ``"lstm"``
-            (`torch.nn.LSTM`), ``"sru"`` ([parrnn.SRU][]), ``"qrnn"``, ``"mingru"``, ``"minlstm"``, ``"hgrn"``
-            ([parrnn.QRNN][], [parrnn.MinGRU][], [parrnn.MinLSTM][], [parrnn.HGRN][]), or a callable
+            (`torch.nn.LSTM`), ``"sru"`` ([parrnn.SRU][]), the name of any registered cell (`parrnn.cells`:
+            ``"qrnn"``, ``"mingru"``, ``"minlstm"``, ``"hgrn"``, ``"rglru"``, built with ``nn.GRU``'s shapes,
+            RG-LRU with ``output_size=hidden_size``), or a callable
             ``cell(input_size, hidden_size, **cell_kwargs) -> nn.Module`` whose module follows
             `torch.nn.GRU`'s call contract: time-major input ``(L, N, H_in)`` -> ``(output, h_n)`` with
             output ``(L, N, dirs * H)`` (forward direction first). A user module must be causal when
@@ -158,22 +166,24 @@ class SlicedRNN(nn.Module):
         self.batch_first = bool(batch_first)
         self.num_directions = 2 if bidirectional else 1
         if isinstance(cell, str):
-            if cell not in CELLS:
-                raise ValueError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
+            if cell not in _cells():
+                raise ValueError(f"cell must be one of {_cells()} or a callable (input_size, hidden_size) -> "
                                  f"nn.Module, got {cell!r}")
             self.cell: str = cell
         elif callable(cell):
             if num_layers != 1:
-                raise ValueError(f"num_layers applies to the built-in cells {CELLS}; a cell factory builds "
+                raise ValueError(f"num_layers applies to the built-in cells {_cells()}; a cell factory builds "
                                  f"its own layers (got num_layers={num_layers})")
             self.cell = "custom"
         else:
-            raise TypeError(f"cell must be one of {CELLS} or a callable (input_size, hidden_size) -> "
+            raise TypeError(f"cell must be one of {_cells()} or a callable (input_size, hidden_size) -> "
                             f"nn.Module, got {type(cell).__name__}")
-        proj_size = cell_kwargs.get("proj_size", 0) if self.cell in ("lstm", "mingru", "minlstm") else 0
-        if self.cell in ("mingru", "minlstm"):  # (proj_size: their deprecated name)
-            proj_size = cell_kwargs.get("output_projection_size") or proj_size
-        self.output_size = self.num_directions * (proj_size or hidden_size)
+        features = hidden_size
+        if self.cell == "lstm":
+            features = cell_kwargs.get("proj_size") or hidden_size
+        elif self.cell in cell_names():
+            features = get_cell(self.cell).output_features(hidden_size, cell_kwargs)
+        self.output_size = self.num_directions * features
         self.cell_kwargs = dict(cell_kwargs)
         self.rnns = nn.ModuleList(self._make_cell(cell, input_size if level == 0 else self.output_size)
                                   for level in range(levels + 1))
@@ -191,8 +201,8 @@ class SlicedRNN(nn.Module):
             return nn.LSTM(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         if cell == "sru":
             return SRU(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
-        if isinstance(cell, str) and cell in LINEAR_CELLS:
-            return LINEAR_CELLS[cell](input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
+        if isinstance(cell, str) and cell in cell_names():
+            return get_cell(cell).build(input_size, hidden, layers, bidirectional=self.bidirectional, **kwargs)
         module = cell(input_size, hidden, **kwargs)  # type: ignore[operator]
         if not isinstance(module, nn.Module):
             raise TypeError(f"the cell factory must return an nn.Module, got {type(module).__name__}")
@@ -427,7 +437,7 @@ class SlicedRNN(nn.Module):
             packed = pack_padded_sequence(x, row_len.cpu(), enforce_sorted=False)
             out, _ = rnn(packed)
             return pad_packed_sequence(out, total_length=steps)[0]
-        if self.cell == "sru" or self.cell in LINEAR_CELLS:
+        if self.cell == "sru" or self.cell in cell_names():
             return rnn(x, lengths=row_len)[0].masked_fill(pad, 0)
         # a user module knows nothing of lengths: run each group of equal-length rows on its valid steps only
         out = x.new_zeros(steps, x.shape[1], self.output_size)
