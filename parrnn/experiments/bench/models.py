@@ -12,13 +12,15 @@ Model names (``--models``):
 * ``sru-<backend>-<v1|v2>``              -- ``parrnn.SRU`` on one backend (``auto``, ``reference``, ``cpu``,
   ``cuda``, ``scan``; ``scan`` is v1 only);
 * ``sru26``, ``sru26-v1``                -- the reference ``sru`` 2.6 package (only where it imports);
-* ``sliced-<gru|lstm|sru>``              -- ``parrnn.SlicedRNN`` over that cell (8 slices, 2 levels);
+* ``sliced-<gru|lstm|sru|cell>``         -- ``parrnn.SlicedRNN`` over that cell (8 slices, 2 levels), any registered
+  cell name included;
 * ``srupp``                              -- ``parrnn.SRUpp`` (SRU++): causal attention in every layer,
   ``proj_size`` = H/4, heads of width 64, ``backend="auto"``;
 * ``transformer``                        -- the baseline of the same width and depth: ``nn.TransformerEncoder``
   of pre-norm ``nn.TransformerEncoderLayer`` (d_model H, heads of width 64, feed-forward 4H), causal;
-* ``qrnn``, ``mingru``, ``minlstm``, ``hgrn`` -- ``parrnn.QRNN`` (fo-pooling, window 1), ``parrnn.MinGRU``,
-  ``parrnn.MinLSTM``, ``parrnn.HGRN``, each with ``backend="auto"`` and its defaults;
+* ``<cell>``                             -- every cell of the cell registry by its name (`parrnn.cells`: ``qrnn``
+  (fo-pooling, window 1), ``mingru``, ``minlstm``, ``hgrn``, ``rglru``), each with ``backend="auto"``, its
+  defaults and `torch.nn.GRU`'s shapes (``Cell.build``);
 * ``mingru-pytorch``                     -- ``num_layers`` layers of the reference ``minGRU-pytorch`` 0.2.1
   (log-space scan; only where it imports, e.g. from ``.venv/mingru``, see scripts/bootstrap.sh);
 * ``rec-<backend>-<v1|v2>``              -- the SRU recurrence alone ([parrnn.ops.sru_recurrence][], no
@@ -42,19 +44,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from parrnn.cells import cell_names, get_cell
 from parrnn.experiments.baselines import CausalTransformer, LSTMCells, attention_sizes
 
 PARRNN_BACKENDS = ("auto", "reference", "cpu", "cuda", "scan")
-SLICED_CELLS = ("gru", "lstm", "sru")
+SLICED_CELLS = ("gru", "lstm", "sru", *cell_names())
 SLICES, LEVELS = 8, 2
 _SRU_RE = re.compile(r"^(sru|rec)-([a-z]+)-(v1|v2)$")
 
 #: Every name the factory accepts, as patterns (for help texts and error messages).
-#: parrnn's diagonal-recurrence cells by model name
-CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn": "HGRN"}
+#: parrnn's diagonal-recurrence cells by model name: the cell registry's names
+CELL_MODELS = cell_names()
 MODEL_PATTERNS = ("lstm", "lstm-nomkldnn", "lstm-cell", "gru", "gru-nomkldnn",
                   "sru", "sru-<backend>-<v1|v2>", "sru26", "sru26-v1", "srupp", "transformer",
-                  "sliced-<gru|lstm|sru>", "rec-<backend>-<v1|v2>", *CELL_MODELS, "mingru-pytorch")
+                  "sliced-<gru|lstm|sru|cell>", "rec-<backend>-<v1|v2>", *CELL_MODELS, "mingru-pytorch")
 
 
 #: nn.LSTM / nn.GRU configurations besides the default: name -> (family, backend label).
@@ -86,7 +89,7 @@ def parse_model_name(name: str) -> ModelName:
         return ModelName(name, family, backend)
     if name == "srupp":
         return ModelName(name, "srupp", "auto", "v2")
-    if name in CELL_MODELS:
+    if name in cell_names():  # (read when asked: a cell registered after this import is a model too)
         return ModelName(name, "cell", "auto", cell=name)
     if name == "mingru-pytorch":
         return ModelName(name, "mingru_pytorch", "mingru-pytorch")
@@ -94,7 +97,7 @@ def parse_model_name(name: str) -> ModelName:
         return ModelName(name, "sru", "auto", "v2")
     if name in ("sru26", "sru26-v1"):
         return ModelName(name, "sru26", "sru2.6", "v1" if name.endswith("v1") else "v2")
-    if name.startswith("sliced-") and name[len("sliced-"):] in SLICED_CELLS:
+    if name.startswith("sliced-") and name[len("sliced-"):] in ("gru", "lstm", "sru", *cell_names()):
         return ModelName(name, "sliced", "parrnn", cell=name[len("sliced-"):])
     match = _SRU_RE.match(name)
     if match and match.group(2) in PARRNN_BACKENDS:
@@ -234,7 +237,7 @@ def _build_transformer(spec: ModelName, input_size: int, hidden: int, layers: in
 
 def _build_cell(spec: ModelName, input_size: int, hidden: int, layers: int, device: torch.device,
                 dtype: torch.dtype) -> BenchModel:
-    module = getattr(_import_parrnn(), CELL_MODELS[spec.cell])(input_size, hidden, layers)
+    module = get_cell(spec.cell).build(input_size, hidden, layers)
     return _sequence_model(spec, module, input_size, device, dtype)
 
 

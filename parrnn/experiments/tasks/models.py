@@ -5,9 +5,9 @@ whose encoder carries its state across segments; it also accepts ``srupp`` ([par
 previous segment as attention memory) and ``transformer`` (`CausalTransformer`, context = one segment).
 
 Encoders (``MODEL_NAMES``): ``lstm`` and ``gru`` (``torch.nn``), ``sru`` / ``sru-v1`` ([parrnn.SRU][],
-the peephole v2 and the linear v1 recurrence), ``qrnn`` / ``mingru`` / ``minlstm`` / ``hgrn`` ([parrnn.QRNN][],
-[parrnn.MinGRU][], [parrnn.MinLSTM][], [parrnn.HGRN][] with their defaults), and ``sliced-gru`` / ``sliced-lstm`` /
-``sliced-sru``
+the peephole v2 and the linear v1 recurrence), every registered cell by its name (`parrnn.cells`: ``qrnn``,
+``mingru``, ``minlstm``, ``hgrn``, ``rglru``, with their defaults and `torch.nn.GRU`'s shapes), and ``sliced-gru`` /
+``sliced-lstm`` / ``sliced-sru``
 ([parrnn.SlicedRNN][] over that base cell). Every encoder maps time-major features ``(L, N, F)`` and
 optional ``lengths`` to ``(outputs, last)``: per-step outputs ``(L, N, H)`` (``None`` for sliced encoders,
 which only produce one state per sequence) and the state after each sequence's last valid step ``(N, H)``.
@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from parrnn.cells import cell_names, get_cell
 from parrnn.experiments.baselines import CausalTransformer, attention_sizes
 from parrnn.experiments.tasks.base import Task
 
-#: parrnn's diagonal-recurrence cells by model name
-CELL_MODELS = {"qrnn": "QRNN", "mingru": "MinGRU", "minlstm": "MinLSTM", "hgrn": "HGRN"}
+#: parrnn's diagonal-recurrence cells by model name: the cell registry's names
+CELL_MODELS = cell_names()
 MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "sliced-gru", "sliced-lstm", "sliced-sru")
 #: Models of stateful (language-model) tasks: their state is carried from one segment to the next.
 STATEFUL_MODEL_NAMES = ("lstm", "gru", "sru", "sru-v1", *CELL_MODELS, "srupp", "transformer")
@@ -97,9 +98,7 @@ class CellEncoder(nn.Module):
 
     def __init__(self, name: str, input_size: int, spec: ModelSpec) -> None:
         super().__init__()
-        import parrnn
-
-        self.rnn = getattr(parrnn, CELL_MODELS[name])(input_size, spec.hidden, spec.layers, dropout=spec.dropout)
+        self.rnn = get_cell(name).build(input_size, spec.hidden, spec.layers, dropout=spec.dropout)
         self.output_size = spec.hidden
 
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor | None, Tensor]:
@@ -144,7 +143,7 @@ def build_encoder(input_size: int, spec: ModelSpec, pad_to: int | None = None) -
         return TorchRNNEncoder(name, input_size, spec)
     if name in ("sru", "sru-v2", "sru-v1"):
         return SRUEncoder("v1" if name == "sru-v1" else "v2", input_size, spec)
-    if name in CELL_MODELS:
+    if name in cell_names():  # (read when asked: a cell registered after this import is a model too)
         return CellEncoder(name, input_size, spec)
     if name.startswith("sliced-") and name.removeprefix("sliced-") in ("gru", "lstm", "sru"):
         return SlicedEncoder(name.removeprefix("sliced-"), input_size, spec, pad_to)
@@ -199,7 +198,7 @@ def _detach(state):
 class StatefulEncoder(nn.Module):
     """An encoder ``(L, N, F), state -> (L, N, H), new state`` whose state continues the previous segment.
 
-    State per model: LSTM ``(h, c)``, GRU ``h``, SRU ``c`` (every layer), QRNN/MinGRU/MinLSTM/HGRN their ``h_n``,
+    State per model: LSTM ``(h, c)``, GRU ``h``, SRU ``c`` (every layer), the registered cells their state,
     SRU++ ``(c, memory)`` with memory the previous segment's layer inputs (Transformer-XL style, attention over
     M + L keys), Transformer none.
     """
@@ -214,7 +213,7 @@ class StatefulEncoder(nn.Module):
         elif spec.name in ("sru", "sru-v1"):
             self.rnn = SRU(input_size, spec.hidden, spec.layers, dropout=spec.dropout,
                            version="v1" if spec.name == "sru-v1" else "v2", backend=spec.sru_backend)
-        elif spec.name in CELL_MODELS:
+        elif spec.name in cell_names():
             self.rnn = CellEncoder(spec.name, input_size, spec).rnn
         elif spec.name == "srupp":
             proj, heads = attention_sizes(spec.hidden)
