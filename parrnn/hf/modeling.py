@@ -103,12 +103,13 @@ class ParrnnBlock(GradientCheckpointingLayer):
             return x
         return self._add(x, self.mlp(self.mlp_norm(x)))
 
-    def forward(self, hidden: Tensor, lengths: Tensor | None = None, state: State | None = None
-                ) -> tuple[Tensor, State]:
+    def forward(self, hidden: Tensor, lengths: Tensor | None = None, state: State | None = None,
+                want_state: bool = True) -> tuple[Tensor, State | None]:
         """``hidden`` ``(L, N, H)``, ``lengths`` ``(N,)`` or None, the block's state (None: zeros) ->
-        ``(hidden, state)``: the parallel forward (fused kernels)."""
+        ``(hidden, state)``: the parallel forward (fused kernels). ``want_state=False`` returns no state (training:
+        nothing holds on to it, and FSDP2 sees one output tensor)."""
         y, state = self.mixer(self.norm(hidden), state, lengths)
-        return self._mlp(self._add(hidden, y)), state
+        return self._mlp(self._add(hidden, y)), (state if want_state else None)
 
     def step(self, hidden: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One token: ``hidden`` ``(N, H)`` -> ``(hidden, state)`` through the layer's ``step``."""
@@ -269,7 +270,7 @@ class ParrnnModel(ParrnnPreTrainedModel):
                 out, state = block.step(hidden[0], state)
                 hidden = out.unsqueeze(0)
             else:
-                hidden, state = block(hidden, lengths, state)
+                hidden, state = block(hidden, lengths, state, bool(use_cache))
             new_states.append(state)
             if output_hidden_states:
                 collected.append(hidden)
