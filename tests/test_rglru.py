@@ -247,3 +247,23 @@ def test_bad_arguments_are_named() -> None:
     model = make(num_layers=1)
     with pytest.raises(TypeError, match=r"pair \(h, x\)"):
         model(torch.randn(3, 2, D, dtype=torch.float64), torch.zeros(1, 2, H, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["sequential", "scan"])
+def test_fused_backends_equal_the_reference(backend: str) -> None:
+    available, why = parrnn.ops.linear_recurrence.op.backend_availability(backend, "cpu", torch.float32)
+    if not available:
+        pytest.skip(f"backend {backend!r} unavailable here: {why}")
+    model = make(num_layers=2).float()
+    x = torch.randn(9, 3, D)
+    lengths = torch.tensor([9, 4, 1])
+    model.backend = "reference"
+    want, want_state = model(x, lengths=lengths)
+    want_grads = torch.autograd.grad(want.square().sum(), list(model.parameters()))
+    model.backend = backend
+    got, got_state = model(x, lengths=lengths)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(got_state, want_state, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), list(model.parameters())), want_grads, strict=True):
+        torch.testing.assert_close(a, b)
