@@ -1,10 +1,10 @@
-"""A built wheel carries the kernel sources (``parrnn/_kernels``), and an installed copy finds and builds them."""
+"""A built wheel carries the kernel sources (``parrnn/_kernels``), and an installed copy finds and loads its kernels
+(the wheel is `tests/test_install.py`'s)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,25 +27,11 @@ print(json.dumps({"package": parrnn.__file__, "kernels": str(paths.kernel_dir())
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    if shutil.which("git") is None:
-        pytest.skip("needs git to copy the checkout")
-    work = tmp_path_factory.mktemp("pkg")
-    src = work / "src"
-    # build from a copy of the tracked files, so the checkout gets no build/ or egg-info
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("docs/", "benchmarks/results/")):
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, src / name)
-    out = work / "dist"
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                           "-q", "-w", str(out)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"pip wheel failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    (found,) = out.glob("parrnn-*.whl")
-    return found
+def wheel() -> Path:
+    """The wheel `test_install` builds (once per test process, from a copy of the checkout)."""
+    from test_install import build_dists
+
+    return build_dists()[0]
 
 
 def test_wheel_contains_every_kernel_source(wheel) -> None:

@@ -128,9 +128,11 @@ def _hash_sources(h: hashlib._Hash, sources: Sequence[Path]) -> None:
 
 
 def _digest(sources: Sequence[Path], flags: Sequence[str], compiler: str) -> str:
+    """Sources, headers, compiler and flags; not the ``-I`` folder (the headers are hashed by content), so a copy
+    of the sources elsewhere (an installed package, a wheel build) reuses the same cached library."""
     h = hashlib.sha256()
     _hash_sources(h, sources)
-    h.update(" ".join([compiler, *flags]).encode())
+    h.update(" ".join([compiler, *(f for f in flags if not f.startswith("-I"))]).encode())
     return h.hexdigest()[:16]
 
 

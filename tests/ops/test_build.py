@@ -246,3 +246,12 @@ def test_build_all_cpu_libraries_needs_nothing_when_prebuilt(prebuilt, monkeypat
     paths = build.build_all_cpu_libraries(quiet=True)
     assert set(paths) == set(build.CPU_LIBRARIES) and all(p.parent == prebuilt for p in paths.values())
     ctypes.CDLL(str(paths["gru_rows_cpu"]))
+
+
+def test_cache_key_ignores_the_include_folder() -> None:
+    """The headers are hashed by content: the same sources elsewhere (an installed copy, a wheel build) are one
+    cached library, not a rebuild per folder."""
+    sources = [kernel_source(scan_cpu.CPU_FILE)]
+    assert (build.cache_key("x", sources, ["-O3", "-I/a/kernels"], "g++")
+            == build.cache_key("x", sources, ["-O3", "-I/b/_kernels"], "g++"))
+    assert build.cache_key("x", sources, ["-O3"], "g++") != build.cache_key("x", sources, ["-O2"], "g++")
