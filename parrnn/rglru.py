@@ -26,14 +26,14 @@ DECAY_SCALE = 8.0
 MAX_SQRT_GRADIENT = 1000.0
 
 
-def sqrt_bounded_gradient(v: Tensor) -> Tensor:
+def sqrt_bounded_gradient(v: Tensor, max_gradient: float = MAX_SQRT_GRADIENT) -> Tensor:
     """``sqrt(v)`` whose derivative ``1 / (2 sqrt(v))`` is capped at `MAX_SQRT_GRADIENT` (where ``v`` is below
-    ``1 / (4 * MAX_SQRT_GRADIENT^2)``; recurrentgemma's ``SqrtBoundDerivative``, which keeps bfloat16 training free
+    ``1 / (4 * max_gradient^2)``; recurrentgemma's ``SqrtBoundDerivative``, which keeps bfloat16 training free
     of NaN where ``a`` rounds to 1). Plain differentiable ops: ``torch.func``, forward-mode AD and double backward
     see the capped function."""
-    floor = 1.0 / (4.0 * MAX_SQRT_GRADIENT**2)
+    floor = 1.0 / (4.0 * max_gradient * max_gradient)
     # g has the capped derivative everywhere; its value differs from sqrt(v) only below the floor
-    g = torch.where(v >= floor, v.clamp(min=floor).sqrt(), math.sqrt(floor) + (v - floor) * MAX_SQRT_GRADIENT)
+    g = torch.where(v >= floor, v.clamp(min=floor).sqrt(), math.sqrt(floor) + (v - floor) * max_gradient)
     return v.clamp(min=0).sqrt().detach() + (g - g.detach())
 
 
@@ -47,6 +47,7 @@ class RGLRULayer(DiagonalLayer):
         super().__init__(input_size, hidden_size, bidirectional=False, blocks=2, bias=bias)
         self.num_heads = num_heads
         self.conv_width = conv_width
+        self.decay_scale = DECAY_SCALE
         self.out_features = input_size if output_size is None else output_size
         head = hidden_size // num_heads
         self.conv_weight = nn.Parameter(torch.empty(conv_width, hidden_size))
@@ -109,7 +110,7 @@ class RGLRULayer(DiagonalLayer):
         if self.gate_bias is not None:
             gates = gates + self.gate_bias[:, None, None]
         gate_x, gate_a = torch.sigmoid(gates.reshape(2, length, batch, hidden)).unbind(0)
-        log_a = -DECAY_SCALE * gate_a * F.softplus(self.a_param)
+        log_a = -self.decay_scale * gate_a * F.softplus(self.a_param)
         a = torch.exp(log_a)
         multiplier = sqrt_bounded_gradient(1 - torch.exp(2 * log_a))
         # position 0 of a sequence (no state, or a zero one): recurrentgemma's reset, multiplier 1 and a = 0
@@ -170,7 +171,7 @@ class RGLRU(DiagonalRNN):
     sequences with ``lengths``.) The gradient of $\sqrt{1 - a^2}$ is capped at 1000 as in recurrentgemma
     (`sqrt_bounded_gradient`). GeLU is the tanh approximation (JAX's, recurrentgemma's). This is the recurrent
     block alone: Griffin's residual blocks add RMSNorm, the MLP and the residual connections around it.
-    Causal only (no ``bidirectional``); not scriptable with TorchScript.
+    Causal only (no ``bidirectional``).
 
     Args:
         input_size: features of the input, ``H_in`` (recurrentgemma's ``width``).
