@@ -21,8 +21,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
+from parrnn import _packing
 from parrnn import _validation as check
 from parrnn.ops import gemm
 from parrnn.ops.linear_recurrence import BACKENDS, linear_recurrence
@@ -121,10 +122,20 @@ class DiagonalLayer(nn.Module):
         """The layer's output from the states ``h`` ``(L, N, dirs * H)``."""
         return h
 
-    def run(self, x: Tensor, h0: Tensor | None, prev: Tensor | None, floor: Tensor | None,
-            lengths: Tensor | None, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-        """The layer over time-major ``x`` (zero on padded steps): ``(output, h_n, carry)``, ``h_n``
-        ``(N, dirs * H)``, ``carry`` ``(N, carry_size)`` (`carry`)."""
+    def forward(self, x: Tensor, h0: Tensor | None = None, prev: Tensor | None = None,
+                floor: Tensor | None = None, lengths: Tensor | None = None, backend: str = "auto",
+                step: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer over time-major ``x`` ``(L, N, input_size)`` (zero on padded steps): ``(output, h_n, carry)``,
+        ``output`` ``(L, N, output_size)``, ``h_n`` ``(N, dirs * H)`` after each sequence's last valid step,
+        ``carry`` ``(N, carry_size)`` (`carry`).
+
+        ``h0`` ``(N, dirs * H)``: the initial state (zeros if ``None``); ``prev``, ``floor``: see `coefficients`;
+        ``lengths`` ``(N,)`` int64 or ``None``; ``backend``: the `parrnn.ops.linear_recurrence` backend. With
+        ``step=True``, ``x`` is one token ``(N, input_size)`` and the result ``(output (N, output_size), h)``
+        (`step`). The stack calls its layers as modules (``layer(...)``), so hooks, pruning and parametrizations
+        on a layer take part in `DiagonalRNN.forward` and `DiagonalRNN.step` alike."""
+        if step:
+            return self.step(x, h0, prev, floor)
         a, b, extra = self.coefficients(x, prev, floor)
         hidden = self.hidden_size
         if self.num_directions == 1:
@@ -144,7 +155,8 @@ class DiagonalLayer(nn.Module):
     def step(self, x: Tensor, h: Tensor | None, prev: Tensor | None, floor: Tensor | None
              ) -> tuple[Tensor, Tensor, Tensor]:
         """One token ``x`` ``(N, input_size)`` from state ``h`` ``(N, H)`` (zeros if ``None``): ``(output, h, carry)``,
-        from the same `coefficients` as `run`."""
+        from the same `coefficients` as `forward`. The stack reaches it through the module call
+        ``layer(x, h, prev, floor, None, backend, True)``."""
         a, b, extra = self.coefficients(x.unsqueeze(0), prev, floor)
         h = b[0] if h is None else a[0] * h + b[0]
         return self.readout(h.unsqueeze(0), extra)[0], h, self.carry(x.unsqueeze(0), None, prev, extra)
@@ -222,15 +234,15 @@ class DiagonalRNN(nn.Module):
         hidden_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if self.input_state_size:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a pair (h, x) for this {type(self).__name__} (the hidden state and "
+                raise TypeError(f"state must be a pair (h, x) for this {type(self).__name__} (the hidden state and "
                                 f"what each layer carries, e.g. QRNN window=2's last input), got {type(hx).__name__}")
-            check.check_state(hx[0], hidden_shape, x, "hx[0]")
-            check.check_state(hx[1], (self.num_layers, batch, self.input_state_size), x, "hx[1]")
+            check.check_state(hx[0], hidden_shape, x, "state[0]")
+            check.check_state(hx[1], (self.num_layers, batch, self.input_state_size), x, "state[1]")
         else:
             if isinstance(hx, (tuple, list)):
-                raise TypeError(f"hx must be a tensor {hidden_shape} for {type(self).__name__}, got a "
+                raise TypeError(f"state must be a tensor {hidden_shape} for {type(self).__name__}, got a "
                                 f"{type(hx).__name__}")
-            check.check_state(hx, hidden_shape, x, "hx")
+            check.check_state(hx, hidden_shape, x, "state")
 
     def _join_state(self, finals: list[Tensor], lasts: list[Tensor]) -> State:
         batch = finals[0].size(0)
@@ -241,15 +253,49 @@ class DiagonalRNN(nn.Module):
         width = self.input_state_size
         return h_n, torch.stack([F.pad(last, (0, width - last.size(-1))) for last in lasts])
 
-    # ---- forward ----------------------------------------------------------------------------------------------
+    # ---- the layer protocol (docs/protocol.md) --------------------------------------------------------------
 
-    def forward(self, input: Tensor, hx: State | None = None,
-                lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        """``input`` ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or, eagerly, a ``PackedSequence``;
-        see the cell's docstring. Under TorchScript: no argument checks and ``lengths`` as a tensor."""
+    def init_state(self, batch_size: int, *, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> State:
+        """The zero state for ``batch_size`` sequences, as `forward` and `step` take and return it: ``h``
+        ``(num_layers * dirs, N, H)``, or the pair ``(h, x)`` with ``x`` ``(num_layers, N, input width)`` for a
+        stack that carries each layer's last input. ``device`` and ``dtype`` default to the parameters'."""
+        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        weight = self.layers[0].weight
+        options = {"device": weight.device if device is None else device,
+                   "dtype": weight.dtype if dtype is None else dtype}
+        h = torch.zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size, **options)
+        if not self.input_state_size:
+            return h
+        return h, torch.zeros(self.num_layers, batch_size, self.input_state_size, **options)
+
+    def forward(self, input: Tensor, state: State | None = None, lengths: Tensor | None = None,
+                mask: Tensor | None = None, hx: State | None = None) -> tuple[Tensor, State]:
+        """Run the stack over a sequence (the layer protocol, docs/protocol.md).
+
+        Args:
+            input: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or, eagerly, a ``PackedSequence``
+                (then the output is a ``PackedSequence`` with the input's ``sorted_indices`` and row order, as
+                `torch.nn.LSTM`'s).
+            state: the initial state as `init_state` and this method return it (``(num_layers * dirs, N, H)``,
+                or ``(h, x)`` for a stack that carries inputs); zeros if ``None``.
+            lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list): steps ``t >= lengths[n]`` are padding;
+                they never change a result (NaN included) and output 0.
+            mask: bool ``(L, N)`` (``(N, L)`` with ``batch_first``), True on padded steps, which must be a suffix
+                of each sequence (the alternative to ``lengths``).
+            hx: deprecated spelling of ``state``.
+
+        Returns:
+            ``(output, state)``: ``output`` ``(L, N, H_out)`` (batch first with ``batch_first``), ``state`` the
+            state after each sequence's last valid step (the reverse direction's after step 0).
+
+        Pass ``mask`` and ``hx`` by keyword (TorchScript, which compiles this method, has no keyword-only
+        arguments). Under TorchScript: no argument checks, ``lengths`` as a tensor, no ``mask`` or ``hx``.
+        """
         if not torch.jit.is_scripting():
+            state = check.renamed(state, hx, "state", "hx")
             if isinstance(input, PackedSequence):
-                return self._forward_packed(input, hx, lengths)
+                return self._forward_packed(input, state, lengths, mask)
             check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         length, batch = x.size(0), x.size(1)
@@ -259,12 +305,16 @@ class DiagonalRNN(nn.Module):
                 counts = lengths.to(device=x.device, dtype=torch.int64)
         else:
             check.check_like_parameters(x, self.layers[0].weight)
+            if lengths is not None and mask is not None:
+                raise ValueError("give either lengths or mask, not both")
             if lengths is not None:
                 counts = check.lengths_to_tensor(lengths, batch, length, x.device)
+            elif mask is not None:
+                counts = check.mask_to_lengths(mask, length, batch, x.device, self.batch_first)
         pad: Tensor | None = None
         if counts is not None:
             pad = check.lengths_to_mask(counts, length).unsqueeze(2)
-        hiddens, prevs = self._split_state(hx, x, batch)
+        hiddens, prevs = self._split_state(state, x, batch)
         floors = self.floors()
         finals: list[Tensor] = []
         lasts: list[Tensor] = []
@@ -273,7 +323,8 @@ class DiagonalRNN(nn.Module):
                 x = F.dropout(x, self.dropout, True)
             if pad is not None:  # padding (NaN included) never reaches a product or the other direction
                 x = x.masked_fill(pad, 0)
-            x, h_n, carried = layer.run(x, hiddens[i], prevs[i], floors[i], counts, self.backend)
+            # a module call: the layer's hooks (pruning, FSDP's unshard, ...) run
+            x, h_n, carried = layer(x, hiddens[i], prevs[i], floors[i], counts, self.backend)
             finals.append(h_n)
             lasts.append(carried)
         if pad is not None:
@@ -281,37 +332,40 @@ class DiagonalRNN(nn.Module):
         return (x.transpose(0, 1) if self.batch_first else x), self._join_state(finals, lasts)
 
     @torch.jit.unused
-    def _forward_packed(self, input: PackedSequence, hx: State | None,
-                        lengths: Tensor | None) -> tuple[PackedSequence, State]:
-        if lengths is not None:
-            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
-        # padded (and so hx and the state) are in the order of the sequences before packing, as nn.LSTM's states
-        padded, counts = pad_packed_sequence(input, batch_first=self.batch_first)
-        output, state = self.forward(padded, hx, counts)
-        return pack_padded_sequence(output, counts, batch_first=self.batch_first, enforce_sorted=False), state
+    def _forward_packed(self, input: PackedSequence, state: State | None, lengths: Tensor | None,
+                        mask: Tensor | None) -> tuple[PackedSequence, State]:
+        return _packing.run_packed(lambda x, n: self.forward(x, state, n), input, self.batch_first,
+                                   ("lengths", lengths), ("mask", mask))
 
-    def step(self, input: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
-        """One time step: ``input`` ``(N, H_in)`` and the state (as `forward` takes and returns it; zeros if
-        ``None``) give ``(output (N, H_out), state)``, equal to `forward` over the sequence token by token.
-        Unidirectional stacks only (a reverse direction needs the whole sequence)."""
+    def step(self, input: Tensor, state: State | None = None, *, hx: State | None = None) -> tuple[Tensor, State]:
+        """One time step (the layer protocol, docs/protocol.md), equal to `forward` token by token.
+
+        Args:
+            input: ``(N, H_in)``, one token per sequence.
+            state: as `forward` takes and returns it (zeros if ``None``).
+            hx: deprecated spelling of ``state``.
+
+        Returns:
+            ``(output (N, H_out), state)``. Unidirectional stacks only (a reverse direction needs the whole
+            sequence: ValueError). In training, dropout draws new masks at every call.
+        """
         if self.bidirectional:
             raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
                              "(call forward)")
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
-        if input.dim() != 2 or input.size(-1) != self.input_size:
-            raise ValueError(f"input must be 2-D (N, input_size) = (N, {self.input_size}) for step(), got shape "
-                             f"{tuple(input.shape)}")
-        check.check_like_parameters(input, self.layers[0].weight)
+        if not torch.jit.is_scripting():
+            state = check.renamed(state, hx, "state", "hx")
+            check.check_step_input(input, self.input_size)
+            check.check_like_parameters(input, self.layers[0].weight)
         x = input
-        hiddens, prevs = self._split_state(hx, x, x.size(0))
+        hiddens, prevs = self._split_state(state, x, x.size(0))
         finals: list[Tensor] = []
         lasts: list[Tensor] = []
         floors = self.floors()
         for i, layer in enumerate(self.layers):
-            if i and self.dropout and self.training:
+            if i > 0 and self.dropout > 0 and self.training:
                 x = F.dropout(x, self.dropout, True)
-            x, h, carried = layer.step(x, hiddens[i], prevs[i], floors[i])
+            # a module call, as in forward: the layer's hooks run for every token
+            x, h, carried = layer(x, hiddens[i], prevs[i], floors[i], None, self.backend, True)
             finals.append(h)
             lasts.append(carried)
         return x, self._join_state(finals, lasts)

@@ -93,19 +93,21 @@ class HGRN(DiagonalRNN):
             Default: ``True``.
         backend: the `parrnn.ops.linear_recurrence` backend. Default: ``"auto"``.
 
-    Inputs: input, hx, lengths
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
           `torch.nn.utils.rnn.PackedSequence`.
-        * **hx**: ``(num_layers * dirs, N, H)`` initial $h$; zeros if ``None``.
+        * **state**: ``(num_layers * dirs, N, H)`` initial $h$; zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; padded steps never change a result (NaN
           included) and output 0.
+        * **mask**: bool ``(L, N)`` (``(N, L)`` with ``batch_first``), True on padded steps (a suffix of
+          each sequence); the alternative to **lengths**. The old keyword ``hx=`` still works (DeprecationWarning).
 
     Outputs: output, h_n
         * **output**: ``(L, N, dirs * H)`` (batch first with ``batch_first``; a ``PackedSequence`` for one).
         * **h_n**: ``(num_layers * dirs, N, H)``, $h$ after each sequence's last valid step (the reverse
           direction's after step 0).
 
-    `step` ``(input (N, H_in), hx) -> (output (N, dirs * H), h_n)`` runs one token and equals `forward` token by
+    `step` ``(input (N, H_in), state) -> (output (N, dirs * H), h_n)`` runs one token and equals `forward` token by
     token (unidirectional stacks).
 
     Attributes:

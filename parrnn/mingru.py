@@ -9,6 +9,8 @@ logarithms (``docs/cells.md`` compares the accuracy of both forms against float6
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -32,17 +34,18 @@ class _MinLayer(DiagonalLayer):
     activation, and the optional output projection of the reference code (``to_out``)."""
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, bias: bool, blocks: int,
-                 activation: str, proj_size: int) -> None:
+                 activation: str, output_projection_size: int) -> None:
         super().__init__(input_size, hidden_size, bidirectional=bidirectional, blocks=blocks, bias=bias)
         self.activation = activation
-        self.proj_size = proj_size
-        self.weight_out = (nn.Parameter(torch.empty(self.state_size, self.num_directions * proj_size))
-                           if proj_size else None)
+        self.output_projection_size = output_projection_size
+        self.weight_out = (nn.Parameter(torch.empty(self.state_size, self.num_directions * output_projection_size))
+                           if output_projection_size else None)
         self.reset_parameters()
 
     @property
     def output_size(self) -> int:
-        return self.num_directions * self.proj_size if self.proj_size else self.state_size
+        size = self.output_projection_size
+        return self.num_directions * size if size else self.state_size
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -68,9 +71,9 @@ class MinGRULayer(_MinLayer):
     REFERENCE_PROJECTION = "to_hidden_and_gate"
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool = False, bias: bool = True,
-                 activation: str = "identity", proj_size: int = 0) -> None:
+                 activation: str = "identity", output_projection_size: int = 0) -> None:
         super().__init__(input_size, hidden_size, bidirectional=bidirectional, bias=bias, blocks=self.BLOCKS,
-                         activation=activation, proj_size=proj_size)
+                         activation=activation, output_projection_size=output_projection_size)
 
     def coefficients(self, x: Tensor, prev: Tensor | None, floor: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -119,10 +122,10 @@ class MinGRU(DiagonalRNN):
     $$
 
     with $g$ the identity or the paper's $g(x) = x + 0.5$ ($x \ge 0$), $\sigma(x)$ ($x < 0$). The layer's output is
-    $h_t$, or $h_t W_{out}$ with ``proj_size``. The paper's parallel mode computes the same values in log space;
-    parrnn runs them linearly and fused. ``MinGRU.from_mingru_pytorch`` converts a ``minGRU-pytorch`` module
+    $h_t$, or $h_t W_{out}$ with ``output_projection_size``. The paper's parallel mode computes the same values in
+    log space; parrnn runs them linearly and fused. ``MinGRU.from_mingru_pytorch`` converts a ``minGRU-pytorch`` module
     (``minGRU(dim, expansion_factor)`` is ``MinGRU(dim, int(dim * expansion_factor), bias=False,
-    activation="g", proj_size=dim if it projects else 0, batch_first=True)``).
+    activation="g", output_projection_size=dim if it projects else 0, batch_first=True)``).
 
     Args:
         input_size: features of the input, ``H_in``.
@@ -134,33 +137,37 @@ class MinGRU(DiagonalRNN):
         bidirectional: add a direction that runs backwards in time. Default: ``False``.
         activation: ``"identity"`` (the paper's equations) or ``"g"`` (its appendix's positive activation
             [parrnn.mingru.g][] of the candidate, which the log-space form needs). Default: ``"identity"``.
-        proj_size: if > 0, each layer's output is ``h W_out`` with ``W_out`` ``(dirs * H, dirs * proj_size)``
-            (the reference code's ``to_out`` after an ``expansion_factor``). Default: 0.
+        output_projection_size: if > 0, each layer's output is ``h W_out`` with ``W_out``
+            ``(dirs * H, dirs * output_projection_size)`` (the reference code's ``to_out`` after an
+            ``expansion_factor``). Default: 0. (Its old name ``proj_size`` still works, with a DeprecationWarning:
+            "proj" names other things in parrnn -- SRU's low-rank ``projection_size``, SRU++'s attention width.)
         backend: the `parrnn.ops.linear_recurrence` backend (``"auto"``, ``"reference"``, ``"sequential"``,
             ``"scan"``). Default: ``"auto"``.
 
-    Inputs: input, hx, lengths
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
           `torch.nn.utils.rnn.PackedSequence`.
-        * **hx**: ``(num_layers * dirs, N, H)`` initial state (the state itself, as `step` and ``h_n`` carry
+        * **state**: ``(num_layers * dirs, N, H)`` initial state (the state itself, as `step` and ``h_n`` carry
           it); zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; steps ``t >= lengths[n]`` are padding: they never
           change a result (NaN included) and their output is 0.
+        * **mask**: bool ``(L, N)`` (``(N, L)`` with ``batch_first``), True on padded steps (a suffix of
+          each sequence); the alternative to **lengths**. The old keyword ``hx=`` still works (DeprecationWarning).
 
     Outputs: output, h_n
         * **output**: ``(L, N, H_out)`` (batch first with ``batch_first``; a ``PackedSequence`` for one),
-          ``H_out = dirs * (proj_size or H)``.
+          ``H_out = dirs * (output_projection_size or H)``.
         * **h_n**: ``(num_layers * dirs, N, H)``, the state after each sequence's last valid step (the reverse
           direction's after step 0), layers and directions ordered as in `torch.nn.LSTM`.
 
-    `step` ``(input (N, H_in), hx) -> (output (N, H_out), h_n)`` runs one token and equals `forward` token by
+    `step` ``(input (N, H_in), state) -> (output (N, H_out), h_n)`` runs one token and equals `forward` token by
     token (unidirectional stacks).
 
     Attributes:
         layers[k].weight: ``(H_in or H_out, 2 * dirs * H)``, column blocks (candidate, gate), each ordered
             (direction, unit); ``layers[k].bias`` ``(2 * dirs * H)``. Initialised
             $\mathcal{U}(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})$ like `torch.nn.Linear`.
-        layers[k].weight_out: ``(dirs * H, dirs * proj_size)`` or ``None``.
+        layers[k].weight_out: ``(dirs * H, dirs * output_projection_size)`` or ``None``.
 
     Examples:
         >>> rnn = MinGRU(16, 32, num_layers=2)
@@ -173,25 +180,37 @@ class MinGRU(DiagonalRNN):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 activation: str = "identity", proj_size: int = 0, backend: str = "auto") -> None:
+                 activation: str = "identity", output_projection_size: int | None = None, backend: str = "auto",
+                 proj_size: int | None = None) -> None:
         check_choice(activation, ACTIVATIONS, "activation")
-        proj_size = check.check_positive_int(proj_size, "proj_size", minimum=0)
+        size = check.renamed(output_projection_size, proj_size, "output_projection_size", "proj_size")
+        name = "proj_size" if proj_size is not None else "output_projection_size"
+        size = check.check_positive_int(0 if size is None else size, name, minimum=0)
         self_class = type(self)
 
-        def make_layer(size: int) -> DiagonalLayer:
-            return self_class.layer_class(size, hidden_size, bidirectional=bidirectional, bias=bias,
-                                          activation=activation, proj_size=proj_size)
+        def make_layer(layer_input: int) -> DiagonalLayer:
+            return self_class.layer_class(layer_input, hidden_size, bidirectional=bidirectional, bias=bias,
+                                          activation=activation, output_projection_size=size)
 
         super().__init__(input_size, hidden_size, num_layers, make_layer, bidirectional=bidirectional,
                          dropout=dropout, batch_first=batch_first, backend=backend)
-        self.activation, self.proj_size, self.bias = activation, proj_size, bool(bias)
+        self.activation, self.output_projection_size, self.bias = activation, size, bool(bias)
+
+    __jit_unused_properties__ = ["proj_size"]  # noqa: RUF012 (TorchScript reads this class attribute)
+
+    @property
+    def proj_size(self) -> int:
+        """Deprecated name of `output_projection_size`."""
+        warnings.warn("MinGRU.proj_size is deprecated; read output_projection_size instead", DeprecationWarning,
+                      stacklevel=2)
+        return self.output_projection_size
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         if self.activation != "identity":
             s += f", activation={self.activation!r}"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
+        if self.output_projection_size:
+            s += f", output_projection_size={self.output_projection_size}"
         return s + ("" if self.bias else ", bias=False")
 
     @classmethod
@@ -206,7 +225,7 @@ class MinGRU(DiagonalRNN):
         inner, dim = first.weight.size(0) // cls.layer_class.BLOCKS, first.weight.size(1)
         projects = isinstance(modules[0].to_out, nn.Linear)
         new = cls(dim, inner, len(modules), bias=False, batch_first=batch_first, activation="g",
-                  proj_size=dim if projects else 0, backend=backend)
+                  output_projection_size=dim if projects else 0, backend=backend)
         new.to(device=first.weight.device, dtype=first.weight.dtype)
         with torch.no_grad():
             for layer, module, projection in zip(new.layers, modules, projections, strict=True):
@@ -236,24 +255,24 @@ class MinLSTM(MinGRU):
     $$
 
     ($f'_t = \sigma(-d_t)$, $i'_t = 1 - f'_t$ with $d_t = \log i_t - \log f_t$, computed without logarithms of
-    0). $g$, ``proj_size`` and the rest as in [MinGRU][parrnn.MinGRU]; ``MinLSTM.from_mingru_pytorch`` converts
-    ``minGRU_pytorch.minLSTM`` modules.
+    0). $g$, ``output_projection_size`` and the rest as in [MinGRU][parrnn.MinGRU];
+    ``MinLSTM.from_mingru_pytorch`` converts ``minGRU_pytorch.minLSTM`` modules.
 
     Arguments (``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``, ``dropout``,
-    ``bidirectional``, ``activation``, ``proj_size``, ``backend``) are as in [MinGRU][parrnn.MinGRU].
+    ``bidirectional``, ``activation``, ``output_projection_size``, ``backend``) are as in [MinGRU][parrnn.MinGRU].
 
-    Inputs: input, hx, lengths
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md)
         As in [MinGRU][parrnn.MinGRU]: **input** ``(L, N, H_in)`` (batch first with ``batch_first``) or a
-        ``PackedSequence``, **hx** ``(num_layers * dirs, N, H)``, **lengths** ``(N,)``.
+        ``PackedSequence``, **state** ``(num_layers * dirs, N, H)``, **lengths** ``(N,)``, **mask**.
 
     Outputs: output, h_n
-        **output** ``(L, N, dirs * (proj_size or H))``, **h_n** ``(num_layers * dirs, N, H)``; `step` as in
+        **output** ``(L, N, dirs * (output_projection_size or H))``, **h_n** ``(num_layers * dirs, N, H)``; `step` as in
         [MinGRU][parrnn.MinGRU].
 
     Attributes:
         layers[k].weight: ``(H_in or H_out, 3 * dirs * H)``, column blocks (candidate, forget, input), each
             ordered (direction, unit); ``layers[k].bias`` ``(3 * dirs * H)``; ``torch.nn.Linear``'s init.
-        layers[k].weight_out: ``(dirs * H, dirs * proj_size)`` or ``None``.
+        layers[k].weight_out: ``(dirs * H, dirs * output_projection_size)`` or ``None``.
     """
 
     layer_class = MinLSTMLayer

@@ -91,7 +91,7 @@ class QRNN(DiagonalRNN):
     $$
 
     The state is $c_t$ ($h_t$ for f-pooling). With ``window=2`` the input before step 0 is the last input of the
-    previous chunk when the state carries it (``hx = (c, x)``), else 0, so a long sequence can be streamed in
+    previous chunk when the state carries it (``state = (c, x)``), else 0, so a long sequence can be streamed in
     chunks or with `step`; the reverse direction of a bidirectional layer reads $x_{t+1}$ instead of
     $x_{t-1}$ (0 after each sequence's last valid step). Zoneout (the paper's regulariser,
     $F = 1 - \text{dropout}(1 - F)$) keeps each unit's state with probability ``zoneout`` while training
@@ -110,21 +110,23 @@ class QRNN(DiagonalRNN):
         zoneout: probability of keeping a unit's state at a step (training only). Default: 0.
         backend: the `parrnn.ops.linear_recurrence` backend. Default: ``"auto"``.
 
-    Inputs: input, hx, lengths
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a
           `torch.nn.utils.rnn.PackedSequence`.
-        * **hx**: ``window=1``: ``(num_layers * dirs, N, H)`` initial $c$; ``window=2``: a pair ``(c, x)`` with
+        * **state**: ``window=1``: ``(num_layers * dirs, N, H)`` initial $c$; ``window=2``: a pair ``(c, x)`` with
           ``x`` ``(num_layers, N, max(H_in, dirs * H))``, each layer's input before step 0 (first features;
           zero-padded). Zeros if ``None``.
         * **lengths**: ``(N,)`` integer lengths in ``[1, L]``; padded steps never change a result (NaN
           included) and output 0.
+        * **mask**: bool ``(L, N)`` (``(N, L)`` with ``batch_first``), True on padded steps (a suffix of
+          each sequence); the alternative to **lengths**. The old keyword ``hx=`` still works (DeprecationWarning).
 
     Outputs: output, h_n
         * **output**: ``(L, N, dirs * H)`` (batch first with ``batch_first``; a ``PackedSequence`` for one).
-        * **h_n**: the final state, as **hx**: $c$ after each sequence's last valid step (the reverse
+        * **h_n**: the final state, as **state**: $c$ after each sequence's last valid step (the reverse
           direction's after step 0) and, with ``window=2``, each layer's last valid input.
 
-    `step` ``(input (N, H_in), hx) -> (output (N, dirs * H), h_n)`` runs one token and equals `forward` token by
+    `step` ``(input (N, H_in), state) -> (output (N, dirs * H), h_n)`` runs one token and equals `forward` token by
     token (unidirectional stacks).
 
     Attributes:
@@ -144,8 +146,7 @@ class QRNN(DiagonalRNN):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  pooling: str = "fo", window: int = 1, zoneout: float = 0.0, backend: str = "auto") -> None:
         check_choice(pooling, POOLINGS, "pooling")
-        if window not in WINDOWS:
-            raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
+        check.check_choice(window, WINDOWS, "window")  # an int: 2.0 is a TypeError naming window
         zoneout = check.check_probability(zoneout, "zoneout")
 
         def make_layer(size: int) -> DiagonalLayer:

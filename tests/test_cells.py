@@ -21,9 +21,9 @@ CASES = {
     "qrnn-f-window2": (parrnn.QRNN, {"pooling": "f", "window": 2}),
     "qrnn-ifo-window2": (parrnn.QRNN, {"pooling": "ifo", "window": 2}),
     "mingru": (parrnn.MinGRU, {}),
-    "mingru-g-proj": (parrnn.MinGRU, {"activation": "g", "proj_size": 5}),
+    "mingru-g-proj": (parrnn.MinGRU, {"activation": "g", "output_projection_size": 5}),
     "minlstm": (parrnn.MinLSTM, {"bias": False}),
-    "minlstm-g-proj": (parrnn.MinLSTM, {"activation": "g", "proj_size": 2}),
+    "minlstm-g-proj": (parrnn.MinLSTM, {"activation": "g", "output_projection_size": 2}),
     "hgrn": (parrnn.HGRN, {}),
     "hgrn-no-bound": (parrnn.HGRN, {"lower_bound": False}),
 }
@@ -155,6 +155,72 @@ def test_batch_first_and_packed_sequence(name: str) -> None:
     for a, b, c in zip(flat(h_n), flat(h_bf), flat(h_p), strict=True):
         torch.testing.assert_close(b, a)
         torch.testing.assert_close(c, a)
+    mask = torch.arange(5).unsqueeze(1) >= lengths.unsqueeze(0)
+    out_m, h_m = model(x, hx, mask=mask)
+    torch.testing.assert_close(out_m, out, rtol=0, atol=0)
+    for a, b in zip(flat(h_n), flat(h_m), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+@pytest.mark.parametrize("name", DEFAULTS + ["qrnn-f-window2"])
+def test_packed_output_keeps_the_input_row_order(name: str, enforce_sorted: bool) -> None:
+    """Issue 29's reproduction: tied lengths [3]*8 + [2]*16 + [1]*8, N=32: out.data has the input's rows (and its
+    sorted_indices, None included), so a loss on out.data equals the one on the padded output packed like the
+    input."""
+    model = make(name)
+    lengths = torch.tensor([3] * 8 + [2] * 16 + [1] * 8)
+    x = torch.randn(3, 32, D, dtype=torch.float64)
+    if not enforce_sorted:
+        perm = torch.randperm(32)
+        x, lengths = x[:, perm], lengths[perm]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    out, state = model(packed)
+    assert _same(out.sorted_indices, packed.sorted_indices)
+    assert _same(out.unsorted_indices, packed.unsorted_indices)
+    assert torch.equal(out.batch_sizes, packed.batch_sizes)
+    padded, ref_state = model(x, lengths=lengths)
+    # the padded output gathered row by row in the input's packing order
+    order = torch.arange(32) if packed.sorted_indices is None else packed.sorted_indices
+    steps = torch.cat([torch.full((int(n),), t) for t, n in enumerate(packed.batch_sizes)])
+    seqs = torch.cat([order[:int(n)] for n in packed.batch_sizes])
+    torch.testing.assert_close(out.data, padded[steps, seqs])
+    assert float(out.data.square().sum()) == pytest.approx(float(padded.square().sum()))
+    torch.testing.assert_close(out.data.cumsum(0), padded[steps, seqs].cumsum(0))  # order-sensitive
+    for a, b in zip(flat(state), flat(ref_state), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def _same(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+
+def test_deprecated_spellings_warn_and_work() -> None:
+    model = make("qrnn-f-window2")
+    x = torch.randn(4, 2, D, dtype=torch.float64)
+    hx = random_state(model, 2)
+    expected = model(x, hx)
+    with pytest.warns(DeprecationWarning, match="write state= instead"):
+        got = model(x, hx=hx)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="write state= instead"):
+        model.step(x[0], hx=hx)
+    with pytest.warns(DeprecationWarning, match="write output_projection_size= instead"):
+        old = parrnn.MinGRU(D, H, proj_size=2)
+    assert old.output_projection_size == 2 and old(x.float())[0].shape[-1] == 2
+    with pytest.warns(DeprecationWarning, match="read output_projection_size"):
+        assert old.proj_size == 2
+
+
+@pytest.mark.parametrize("name", DEFAULTS + ["qrnn-f-window2"])
+def test_init_state_is_the_zero_state(name: str) -> None:
+    model = make(name)
+    x = torch.randn(4, 3, D, dtype=torch.float64)
+    state = model.init_state(3)
+    _, returned = model(x)
+    for a, b in zip(flat(state), flat(returned), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype and not a.any()
+    torch.testing.assert_close(model(x, state)[0], model(x)[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", DEFAULTS)
@@ -263,9 +329,9 @@ def test_bad_inputs_name_the_argument(name: str) -> None:
         model(torch.randn(4, D, dtype=torch.float64))
     with pytest.raises(TypeError, match="input dtype must match"):
         model(x.float())
-    with pytest.raises(ValueError, match=r"hx must have shape \(2, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"state must have shape \(2, 2, 4\)"):
         model(x, torch.zeros(1, 2, H, dtype=torch.float64))
-    with pytest.raises(TypeError, match="hx must be a tensor"):
+    with pytest.raises(TypeError, match="state must be a tensor"):
         model(x, (torch.zeros(2, 2, H, dtype=torch.float64),) * 2)
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 4\]"):
         model(x, lengths=[5, 1])
@@ -286,15 +352,23 @@ def test_cell_options_are_checked() -> None:
         parrnn.QRNN(D, H, pooling="o")
     with pytest.raises(ValueError, match="window must be one of"):
         parrnn.QRNN(D, H, window=3)
+    with pytest.raises(TypeError, match="window must be int"):
+        parrnn.QRNN(D, H, window=2.0)
+    with pytest.raises(ValueError, match="suffix"):
+        parrnn.QRNN(D, H)(torch.randn(3, 1, D), mask=torch.tensor([[True], [False], [False]]))
+    with pytest.raises(ValueError, match="lengths must hold values"):
+        parrnn.MinGRU(D, H)(torch.randn(3, 2, D), lengths=torch.tensor([3, 2], device="meta"))
+    with pytest.raises(TypeError, match="lengths must be a 1-D integer tensor"):
+        parrnn.MinGRU(D, H)(torch.randn(3, 2, D), lengths=[None, 2])
     with pytest.raises(ValueError, match="zoneout must be in"):
         parrnn.QRNN(D, H, zoneout=1.5)
-    with pytest.raises(TypeError, match=r"hx must be a pair \(h, x\)"):
+    with pytest.raises(TypeError, match=r"state must be a pair \(h, x\)"):
         parrnn.QRNN(D, H, window=2)(torch.randn(2, 1, D), torch.zeros(1, 1, H))
-    with pytest.raises(ValueError, match=r"hx\[1\] must have shape \(1, 1, 3\)"):
+    with pytest.raises(ValueError, match=r"state\[1\] must have shape \(1, 1, 3\)"):
         parrnn.QRNN(D, H, window=2)(torch.randn(2, 1, D), (torch.zeros(1, 1, H), torch.zeros(1, 1, H)))
     with pytest.raises(ValueError, match="activation must be one of"):
         parrnn.MinGRU(D, H, activation="relu")
-    with pytest.raises(ValueError, match="proj_size must be >= 0"):
-        parrnn.MinLSTM(D, H, proj_size=-1)
+    with pytest.raises(ValueError, match="output_projection_size must be >= 0"):
+        parrnn.MinLSTM(D, H, output_projection_size=-1)
     with pytest.raises(TypeError, match="hidden_size must be an int"):
         parrnn.HGRN(D, 4.0)

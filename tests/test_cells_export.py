@@ -59,7 +59,7 @@ def test_export_with_dynamic_length_and_batch(name: str) -> None:
     model = make(name).eval()  # backend "auto": chosen per call by the custom op, so the length stays unbounded
     batch = Dim("N")
     program = torch.export.export(model, (torch.randn(6, 3, D), None, torch.tensor([6, 2, 5])),
-                                  dynamic_shapes={"input": {0: Dim("L"), 1: batch}, "hx": None,
+                                  dynamic_shapes={"input": {0: Dim("L"), 1: batch}, "state": None,
                                                   "lengths": {0: batch}})
     for steps, n in ((9, 4), (2, 1)):
         x, lengths = torch.randn(steps, n, D), torch.randint(1, steps + 1, (n,))
@@ -93,7 +93,7 @@ def test_onnx_export_runs_in_onnxruntime_at_other_lengths_and_batches(name: str)
     model = make(name)
     batch = Dim("N")
     session = _onnx_session(model, (torch.randn(6, 3, D), None, torch.tensor([6, 2, 4])),
-                            {"input": {0: Dim("L"), 1: batch}, "hx": None, "lengths": {0: batch}})
+                            {"input": {0: Dim("L"), 1: batch}, "state": None, "lengths": {0: batch}})
     for steps, n in ((11, 4), (1, 1)):
         x, lengths = torch.randn(steps, n, D), torch.randint(1, steps + 1, (n,))
         lengths[0] = steps
@@ -112,7 +112,7 @@ def test_onnx_exported_qrnn_window2_streams_chunks_with_its_state() -> None:
     batch = Dim("N")
     state0 = (torch.zeros(2, 2, H), torch.zeros(2, 2, H))
     session = _onnx_session(model, (torch.randn(5, 2, D), state0),
-                            {"input": {0: Dim("L"), 1: batch}, "hx": ({1: batch}, {1: batch})})
+                            {"input": {0: Dim("L"), 1: batch}, "state": ({1: batch}, {1: batch})})
     x = torch.randn(13, 2, D)
     with torch.no_grad():
         expected, (c_n, x_n) = model(x)

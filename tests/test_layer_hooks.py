@@ -1,4 +1,5 @@
-"""Hooks on the layers of `SRU`, `SRUpp` and `parrnn.compat.sru.SRU` fire: the stacks call their layers as modules.
+"""Hooks on the layers of `SRU`, `SRUpp`, `parrnn.compat.sru.SRU` and the cells (QRNN, MinGRU, MinLSTM, HGRN) fire:
+the stacks call their layers as modules, in `forward` and in `step`.
 
 Pruning (a forward pre-hook), `torch.nn.utils.parametrize`, forward hooks and pre-hooks are compared against the
 same model without the hook machinery, in training and in inference (issue 21, section 2).
@@ -22,7 +23,12 @@ KINDS = {
     "SRU": (lambda: parrnn.SRU(6, 6, 2), "layers", "weight"),
     "SRUpp": (lambda: parrnn.SRUpp(6, 6, 4, 2, num_heads=2), "layers", "weight_c"),
     "compat.SRU": (lambda: compat.SRU(6, 6, 2), "rnn_lst", "weight"),
+    "QRNN": (lambda: parrnn.QRNN(6, 6, 2, window=2), "layers", "weight"),
+    "MinGRU": (lambda: parrnn.MinGRU(6, 6, 2), "layers", "weight"),
+    "MinLSTM": (lambda: parrnn.MinLSTM(6, 6, 2), "layers", "weight"),
+    "HGRN": (lambda: parrnn.HGRN(6, 6, 2, lower_bound=False), "layers", "weight"),
 }
+CELLS = ["QRNN", "MinGRU", "MinLSTM", "HGRN"]
 
 
 def _build(kind: str) -> tuple[nn.Module, list[nn.Module], str]:
@@ -86,6 +92,7 @@ PARAMETRIZATIONS = {
     "SRU": lambda layer, name: torch.nn.utils.parametrizations.orthogonal(layer, name),
     "SRUpp": lambda layer, name: parametrize.register_parametrization(layer, name, _Halve()),
     "compat.SRU": lambda layer, name: torch.nn.utils.parametrizations.weight_norm(layer, name),
+    **{cell: (lambda layer, name: parametrize.register_parametrization(layer, name, _Halve())) for cell in CELLS},
 }
 
 
@@ -160,6 +167,32 @@ def test_srupp_step_fires_the_layer_hooks_and_uses_pruned_weights() -> None:
         calls.clear()
         state = model.init_state(2)
         outs = []
+        for t in range(4):
+            out, state = model.step(x[t], state)
+            outs.append(out)
+    assert calls == [0, 1] * 4
+    torch.testing.assert_close(torch.stack(outs), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_cell_step_fires_the_layer_hooks_and_uses_pruned_weights(kind: str) -> None:
+    """DiagonalRNN.step calls its layers as modules too: hooks fire once per layer and token, and a write to
+    weight_orig after pruning is what the step uses (step equals forward token by token)."""
+    model, layers, _ = _build(kind)
+    model.eval()
+    calls: list[int] = []
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda mod, args, out, i=i: calls.append(i))
+        prune.l1_unstructured(layer, "weight", 0.5)
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight_orig.mul_(-3.0)
+    x = torch.randn(4, 2, 6)
+    with torch.no_grad():
+        expected = model(x)[0]
+        assert calls == [0, 1]
+        calls.clear()
+        state, outs = model.init_state(2), []
         for t in range(4):
             out, state = model.step(x[t], state)
             outs.append(out)

@@ -402,36 +402,31 @@ def test_init_state_is_the_zero_state(cls) -> None:
     assert model.init_state(2, dtype=torch.float32).dtype == torch.float32
 
 
-def test_packed_output_keeps_the_input_row_order() -> None:
-    """Tied lengths (issue 29's reproduction): out.data's rows are the input's, as nn.LSTM's; the state is in the
-    order of the sequences before packing."""
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+def test_packed_output_keeps_the_input_row_order(enforce_sorted: bool) -> None:
+    """Tied lengths (issue 29's reproduction, N=32): out.data's rows are the input's and out has its
+    sorted_indices (None included), as nn.LSTM's; the state is in the order of the sequences before packing."""
     torch.manual_seed(0)
     model = SRU(3, 4, 2, bidirectional=True)
-    lengths = [3] * 8 + [2] * 16 + [1] * 8
+    lengths = torch.tensor([3] * 8 + [2] * 16 + [1] * 8)
     x = torch.randn(3, 32, 3)
-    perm = torch.randperm(32)
-    x, lengths = x[:, perm], torch.tensor(lengths)[perm]
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    if not enforce_sorted:
+        perm = torch.randperm(32)
+        x, lengths = x[:, perm], lengths[perm]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
     out, c_n = model(packed)
+    lstm_out, _ = torch.nn.LSTM(3, 4)(packed)
+    for got in (out, lstm_out):
+        assert torch.equal(got.batch_sizes, packed.batch_sizes)
+        for name in ("sorted_indices", "unsorted_indices"):
+            want, have = getattr(packed, name), getattr(got, name)
+            assert (want is None and have is None) or torch.equal(want, have)
     padded, c_ref = model(x, lengths=lengths)
-    expected = pack_padded_sequence(padded, lengths, enforce_sorted=False)  # the same sort as the input's
-    assert torch.equal(out.batch_sizes, packed.batch_sizes)
-    assert torch.equal(out.sorted_indices, packed.sorted_indices)
-    assert torch.equal(out.unsorted_indices, packed.unsorted_indices)
-    torch.testing.assert_close(out.data, expected.data.index_select(0, _data_order(expected, packed)))
+    order = torch.arange(32) if packed.sorted_indices is None else packed.sorted_indices
+    steps = torch.cat([torch.full((int(n),), t) for t, n in enumerate(packed.batch_sizes)])
+    seqs = torch.cat([order[:int(n)] for n in packed.batch_sizes])
+    torch.testing.assert_close(out.data, padded[steps, seqs])
     torch.testing.assert_close(c_n, c_ref)
-    lstm = torch.nn.LSTM(3, 4)
-    assert torch.equal(lstm(packed)[0].sorted_indices, out.sorted_indices)  # nn.LSTM keeps the same indices
-
-
-def _data_order(got: torch.nn.utils.rnn.PackedSequence, want: torch.nn.utils.rnn.PackedSequence) -> torch.Tensor:
-    """Rows of ``got.data`` in the order of ``want.data`` (same sequences and steps; the sort may differ)."""
-    def keys(p):
-        seq = torch.cat([p.sorted_indices[:int(n)] for n in p.batch_sizes])
-        step = torch.cat([torch.full((int(n),), t) for t, n in enumerate(p.batch_sizes)])
-        return (seq * 1000 + step).tolist()
-    where = {k: i for i, k in enumerate(keys(got))}
-    return torch.tensor([where[k] for k in keys(want)])
 
 
 def test_last_output_is_h_n() -> None:
