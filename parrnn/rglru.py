@@ -114,7 +114,7 @@ class RGLRULayer(DiagonalLayer):
         a = torch.exp(log_a)
         multiplier = sqrt_bounded_gradient(1 - torch.exp(2 * log_a))
         # position 0 of a sequence (no state, or a zero one): recurrentgemma's reset, multiplier 1 and a = 0
-        started = x.new_zeros(1, batch, 1) if prev is None else prev[:, -1:].unsqueeze(0).to(a.dtype)
+        started = a.new_zeros(1, batch, 1) if prev is None else prev[:, -1:].unsqueeze(0).to(a.dtype)
         multiplier = torch.cat([started * multiplier[:1] + (1 - started), multiplier[1:]])
         a = torch.cat([started * a[:1], a[1:]])
         b = conv * gate_x * multiplier
