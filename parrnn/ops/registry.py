@@ -96,7 +96,8 @@ class Op:
     ``modules`` maps ``(algorithm, device type)`` to the import path of a fused backend module; ``rules`` is the
     ``backend="auto"`` table (first row that applies and whose backend runs; the last row of a device is its
     default kernel); ``aliases`` maps deprecated words to backend words; ``scan_needs_linear`` is the error for
-    ``backend="scan"`` on a call that is not linear (``None``: the op is always linear).
+    ``backend="scan"`` on a call that is not linear (``None``: the op is always linear); ``double_backward``
+    names what supports a gradient of a gradient (in `DoubleBackwardError`).
     """
 
     name: str
@@ -104,6 +105,7 @@ class Op:
     rules: tuple[AutoRule, ...]
     aliases: Mapping[str, str] = field(default_factory=dict)
     scan_needs_linear: str | None = None
+    double_backward: str = 'backend="reference"'
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -395,14 +397,15 @@ def first_order_only(op: Op | str, backend: str, grads: Sequence[Tensor | None],
                      inputs: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
     """``grads`` of a fused backward over ``inputs`` (the op's differentiable inputs), as they are; under
     ``create_graph=True`` (grad mode on in an eager backward) each is marked so that a second backward through it
-    raises `DoubleBackwardError` naming ``backend="reference"`` (which supports double backward)."""
+    raises `DoubleBackwardError` naming what supports double backward (``backend="reference"``)."""
     if not torch.is_grad_enabled() or tracing():
         return tuple(grads)
     anchor = next((t for t in inputs if t is not None and t.requires_grad), None)
     if anchor is None:
         return tuple(grads)
-    message = (f"parrnn: {get_op(op).name}: the fused {backend!r} backend computes first-order gradients only; "
-               "a gradient of its gradient (double backward, create_graph=True) needs backend=\"reference\"")
+    spec = get_op(op)
+    message = (f"parrnn: {spec.name}: the fused {backend!r} backend computes first-order gradients only; a "
+               f"gradient of its gradient (double backward, create_graph=True) needs {spec.double_backward}")
     return tuple(None if g is None else _FirstOrderOnly.apply(g, anchor, message) for g in grads)
 
 
@@ -445,6 +448,7 @@ GRU_ROWS = Op(
     "gru_rows",
     modules={("sequential", "cpu"): "parrnn.ops.gru_rows.fused_cpu"},
     rules=(AutoRule("cpu", "sequential", measurement="docs/sliced.md: SlicedRNN(GRU) against nn.GRU on CPU"),),
+    double_backward="torch.nn.GRU itself (gru_rows is SlicedRNN's eager fast path for it)",
 )
 
 

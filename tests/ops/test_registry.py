@@ -315,3 +315,21 @@ def test_the_reference_is_the_definition() -> None:
     for got, want in zip(dispatch.sru_recurrence(u, None, weight_c, bias, c0, None, None, backend="sequential"),
                          sru_reference.sru_recurrence(u, None, weight_c, bias, c0, None, None), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_gru_rows_steps_aside_for_graphs_transforms_and_dual_tensors() -> None:
+    """SlicedRNN's fused GRU rows run eagerly only; elsewhere nn.GRU (differentiable, traceable) runs."""
+    from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies
+
+    rnn, x = torch.nn.GRU(3, 4), torch.randn(5, 2, 3)
+    assert fast_gru_applies(rnn, x)
+    with forward_ad.dual_level():
+        assert not fast_gru_applies(rnn, forward_ad.make_dual(x, torch.ones_like(x)))
+    seen: list[bool] = []
+
+    def loss(x: Tensor) -> Tensor:
+        seen.append(fast_gru_applies(rnn, x))
+        return rnn(x)[0].sum()
+
+    torch.func.grad(loss)(x)
+    assert seen == [False]

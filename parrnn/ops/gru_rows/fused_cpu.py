@@ -36,9 +36,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from parrnn.ops import build, gemm
+from parrnn.ops import build, gemm, registry
 from parrnn.ops.launch import dtype_suffix
 
 DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) compute in
@@ -46,14 +45,18 @@ DTYPES = (torch.float32, torch.float64)  # what gru_rows (and its C++ steps) com
 
 def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
     """Whether `gru_rows` may replace ``rnn``: a plain time-major `torch.nn.GRU` on CPU in
-    float32/float64, no inter-layer dropout active, outside autocast and ``torch.compile`` tracing."""
+    float32/float64, no inter-layer dropout active, outside autocast, eager (no tracing, ``torch.func`` transform
+    or forward-mode AD dual tensor: `parrnn.ops.registry.route`)."""
     if type(rnn) is not nn.GRU or rnn.batch_first:
         return False
     if rnn.training and rnn.dropout > 0 and rnn.num_layers > 1:
         return False
     if x.device.type != "cpu" or x.dtype not in DTYPES or x.dtype != rnn.weight_ih_l0.dtype:
         return False
-    return not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    # eager only: graphs, ONNX export, torch.func transforms and forward-mode AD run nn.GRU
+    return registry.route((x, *rnn.parameters())) in ("direct", "autograd")
 
 
 def gru_rows(rnn: nn.GRU, x4: Tensor, need_output: bool) -> tuple[Tensor | None, Tensor]:
@@ -109,13 +112,15 @@ class _GRUDirection(torch.autograd.Function):
         return out_tm
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x4, w_ih, w_hh, out_tm = ctx.saved_tensors
-        grads = _backward(grad_out, x4, w_ih, w_hh, out_tm, ctx.gates_h, ctx.new, ctx.reverse,
-                          need_input_grad=ctx.needs_input_grad[0])
+        with torch.no_grad():
+            grads = _backward(grad_out, x4, w_ih, w_hh, out_tm, ctx.gates_h, ctx.new, ctx.reverse,
+                              need_input_grad=ctx.needs_input_grad[0])
         needs = ctx.needs_input_grad
-        return tuple(g if need else None for g, need in zip(grads, needs[:5], strict=True)) + (None,)
+        grads = tuple(g if need else None for g, need in zip(grads, needs[:5], strict=True))
+        # first-order only: differentiating these again raises registry.DoubleBackwardError (nn.GRU supports it)
+        return registry.first_order_only(registry.GRU_ROWS, "sequential", grads, (x4, w_ih, w_hh)) + (None,)
 
 
 #: Elements of one block of input projections (6 MB in float32). `_forward` computes ``W_ih x`` for a block of
