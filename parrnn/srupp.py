@@ -31,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
+from parrnn import _packing
 from parrnn import _validation as check
 from parrnn.ops.sru import dispatch
 
@@ -230,8 +232,9 @@ class SRUppCell(nn.Module):
         batch_first: `(N, L, *)` inputs, outputs, memory and masks. Default: `False`.
         backend: recurrence backend, as in [SRU][parrnn.SRU].
 
-    Inputs and outputs as [SRUpp][parrnn.SRUpp] with one layer: `c0` `(N, C)`, `memory` one tensor
-    `(M, N, H_in)` or None; returns `(output, c_n, memory_out)` with `memory_out` this layer's input.
+    Inputs and outputs as [SRUpp][parrnn.SRUpp] with one layer (see `forward`): `state` `(N, C)` (or an
+    `SRUppState`), `memory` one tensor `(M, N, H_in)` or None; returns `(output, c_n, memory_out)` with `memory_out`
+    this layer's input. `init_state` and `step` decode one token at a time, as [SRUpp.step][parrnn.SRUpp.step].
 
     Attributes:
         transform: the `SRUppAttention` or `SRUppProjectedLinear` computing `U`.
@@ -289,21 +292,53 @@ class SRUppCell(nn.Module):
         if self.layer_norm is not None:
             self.layer_norm.reset_parameters()
 
-    def forward(self, input: Tensor, c0: Tensor | None = None, lengths: Tensor | None = None,
-                mask_pad: Tensor | None = None, attn_mask: Tensor | str | None = None,
+    def forward(self, input: Tensor | PackedSequence, state: Tensor | SRUppState | None = None,
+                lengths: Tensor | None = None, mask: Tensor | None = None, attn_mask: Tensor | str | None = None,
                 memory: Tensor | None = None, memory_mask_pad: Tensor | None = None, *,
-                kv_cache: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """One layer; see the class docstring. `kv_cache` (incremental decoding, [SRUpp.step][parrnn.SRUpp.step];
-        attention layers only, instead of `memory`): `[keys, values]` of the `M` earlier positions, each
-        `(N, heads, M, P / heads)`, extended in place by this call's; `memory_mask_pad` `(M, N)` then marks
-        cached positions to ignore."""
+                kv_cache: list[Tensor] | None = None, c0: Tensor | None = None, mask_pad: Tensor | None = None,
+                ) -> tuple[Tensor | PackedSequence, Tensor, Tensor]:
+        """One SRU++ layer over a sequence (the layer protocol, docs/protocol.md; see `SRUpp.forward`).
+
+        Args:
+            input: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a ``PackedSequence`` (output
+                packed like it).
+            state: ``(N, C)`` initial cell state, or the `SRUppState` of `init_state`/`step` (its cell state and,
+                for an attention layer, its cached keys and values, which the queries then also see); zeros if
+                ``None``.
+            lengths: ``(N,)`` integers in ``[1, L]``; mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True
+                (non-zero) on padded steps.
+            attn_mask, memory, memory_mask_pad: as in `SRUpp.forward` (``memory`` one tensor ``(M, N, H_in)``).
+            kv_cache: (incremental decoding; attention layers only, instead of ``memory``) ``[keys, values]`` of
+                the ``M`` earlier positions, each ``(N, heads, M, P / heads)``, extended in place by this call's;
+                ``memory_mask_pad`` ``(M, N)`` then marks cached positions to ignore.
+            c0, mask_pad: deprecated spellings of ``state`` and ``mask``.
+
+        Returns:
+            ``(output, c_n, memory_out)``: ``output`` ``(L, N, C)``, ``c_n`` ``(N, C)``, ``memory_out`` this
+            layer's input (the next segment's memory) -- SRU++'s documented exception to ``(output, state)``.
+        """
+        state = check.renamed(state, c0, "state", "c0")
+        mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        if isinstance(input, PackedSequence):
+            return _packing.run_packed(
+                lambda x, n: self.forward(x, state, n, None, attn_mask, memory, memory_mask_pad, kv_cache=kv_cache),
+                input, self.batch_first, ("lengths", lengths), ("mask", mask))
+        if isinstance(state, SRUppState):
+            if kv_cache is not None or memory is not None or memory_mask_pad is not None:
+                raise ValueError("a decoding state (SRUppState) carries the cached keys and values: do not also "
+                                 "pass memory, memory_mask_pad or kv_cache")
+            check.check_sequence_input(input, self.input_size, self.batch_first)
+            _check_decoding_state(state, [self], input.size(0 if self.batch_first else 1), input)
+            cache, memory_mask_pad = _cache_of(state, 0, self.batch_first)
+            return self.forward(input, state.c[0], lengths, mask, attn_mask, None, memory_mask_pad, kv_cache=cache)
+        c0 = state
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         check.check_like_parameters(x, self.bias)
         length, batch = x.size(0), x.size(1)
-        mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
+        mask = check.padding_mask(x, lengths, mask, self.batch_first)
         if c0 is not None:
-            check.check_state(c0, (batch, self.output_size), x, "c0")
+            check.check_state(c0, (batch, self.output_size), x, "state")
         mem = None if memory is None else _check_memory(memory, batch, self.input_size, x, self.batch_first,
                                                         "memory")
         if kv_cache is not None:
@@ -334,6 +369,22 @@ class SRUppCell(nn.Module):
         dim = self.proj_size // self.num_heads
         length = _check_cached(kv_cache[0], "kv_cache[0] (keys)", batch, self.num_heads, dim, None, like)
         return _check_cached(kv_cache[1], "kv_cache[1] (values)", batch, self.num_heads, dim, length, like)
+
+    def init_state(self, batch_size: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                   c0: Tensor | None = None, memory: Tensor | None = None, memory_mask_pad: Tensor | None = None,
+                   ) -> SRUppState:
+        """The decoding state of this layer before the first token (`SRUppState` with ``c`` ``(1, N, C)``): zero (or
+        ``c0`` ``(N, C)``) cell state, and the keys and values of ``memory`` ``(M, N, H_in)`` cached. ``device``
+        and ``dtype`` default to the parameters'. Unidirectional layers only."""
+        return _init_decoding([self], batch_size, None if c0 is None else c0.unsqueeze(0),
+                              None if memory is None else [memory], memory_mask_pad,
+                              _like(self.bias, device, dtype), self.batch_first)
+
+    def step(self, input: Tensor, state: SRUppState | None = None) -> tuple[Tensor, SRUppState]:
+        """Decode one token: ``input`` ``(N, H_in)`` and the state of `init_state`/`step` (a fresh one if
+        ``None``) -> ``(output (N, C), new state)``, equal to the causal `forward` token by token."""
+        return _decode_step([self], input, state, self.input_size,
+                            lambda n: self.init_state(n, device=input.device, dtype=input.dtype))
 
     def recur(self, u: Tensor, residual: Tensor, c0: Tensor | None, mask_pad: Tensor | None,
               ) -> tuple[Tensor, Tensor]:
@@ -369,6 +420,84 @@ class SRUppCell(nn.Module):
         return s
 
 
+def _like(param: Tensor, device: torch.device | None, dtype: torch.dtype | None) -> Tensor:
+    """An empty tensor with ``device`` and ``dtype`` (the parameter's where ``None``), to build states like."""
+    return torch.empty(0, device=param.device if device is None else device,
+                       dtype=param.dtype if dtype is None else dtype)
+
+
+def _init_decoding(layers: Any, batch_size: int, c0: Tensor | None, memory: list[Tensor] | None,
+                   memory_mask_pad: Tensor | None, like: Tensor, batch_first: bool) -> SRUppState:
+    """The `SRUppState` of ``layers`` (SRU++ layers, each applied to the previous one's output) before the first
+    token: ``c0`` ``(len(layers), N, C)`` or zeros, and ``memory``'s keys and values cached."""
+    first = layers[0]
+    if first.bidirectional:
+        raise ValueError("incremental decoding needs a unidirectional SRUpp (bidirectional=False)")
+    check.check_positive_int(batch_size, "batch_size")
+    if c0 is None:
+        c0 = torch.zeros(len(layers), batch_size, first.output_size, dtype=like.dtype, device=like.device)
+    check.check_state(c0, (len(layers), batch_size, first.output_size), like, "c0")
+    mems = _check_memories(memory, layers, batch_size, like, batch_first)
+    mem_len = 0 if mems[0] is None else mems[0].size(0)
+    mem_mask = _memory_mask(memory_mask_pad, mem_len, batch_size, like.device, batch_first)
+    state = SRUppState(c=c0, key_padding=None if mem_mask is None else mem_mask.t())
+    for i, layer in enumerate(layers):
+        if not layer.has_attention:
+            state.keys.append(None)
+            state.values.append(None)
+            continue
+        att = layer.transform
+        heads, dim = att.num_heads, layer.proj_size // att.num_heads
+        memory_i = mems[i]
+        if memory_i is None:
+            empty = like.new_zeros(batch_size, heads, 0, dim)
+            state.keys.append(empty)
+            state.values.append(empty)
+        else:
+            memory_i = check.zero_padding(memory_i, mem_mask)
+            key, value = att.linear2(att.linear1(memory_i)).chunk(2, dim=-1)
+            state.keys.append(_split_heads(key, heads))
+            state.values.append(_split_heads(value, heads))
+    return state
+
+
+def _cache_of(state: SRUppState, index: int, batch_first: bool) -> tuple[list[Tensor] | None, Tensor | None]:
+    """Layer ``index``'s ``kv_cache`` (a new list: the state is not changed) and the cache's padding mask in a
+    layer's layout (``(S, N)``, ``(N, S)`` with ``batch_first``), or ``(None, None)`` without attention."""
+    keys = state.keys[index]
+    if keys is None:
+        return None, None
+    values = state.values[index]
+    assert values is not None
+    padding = state.key_padding
+    return [keys, values], (None if padding is None else padding if batch_first else padding.t())
+
+
+def _decode_step(layers: Any, input: Tensor, state: SRUppState | None, input_size: int,
+                 fresh: Any) -> tuple[Tensor, SRUppState]:
+    """One token through ``layers`` (see `SRUpp.step`); ``fresh(N)`` builds the state when ``state`` is None."""
+    check.check_step_input(input, input_size)
+    check.check_like_parameters(input, layers[0].bias)
+    if state is None:
+        state = fresh(input.size(0))
+    _check_decoding_state(state, layers, input.size(0), input)
+    x = input
+    new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(
+        [state.key_padding, state.key_padding.new_zeros(input.size(0), 1)], dim=1))
+    finals = []
+    for i, layer in enumerate(layers):
+        cache, cache_mask = _cache_of(state, i, layer.batch_first)
+        dim = 1 if layer.batch_first else 0
+        # a module call (the layer's hooks run); the layer appends this token's key and value to `cache`
+        out, c_n, _ = layer(x.unsqueeze(dim), state.c[i], memory_mask_pad=cache_mask, kv_cache=cache)
+        x = out.squeeze(dim)
+        new.keys.append(None if cache is None else cache[0])
+        new.values.append(None if cache is None else cache[1])
+        finals.append(c_n)
+    new.c = torch.stack(finals)
+    return x, new
+
+
 def _check_cached(t: Any, name: str, batch: int, heads: int, dim: int, length: int | None, like: Tensor) -> int:
     """Cached keys or values must be `(batch, heads, S, dim)` on `like`'s device (and `S == length` when given);
     returns `S`."""
@@ -384,7 +513,7 @@ def _check_cached(t: Any, name: str, batch: int, heads: int, dim: int, length: i
     return cached
 
 
-def _check_decoding_state(state: Any, layers: nn.ModuleList, batch: int, like: Tensor) -> None:
+def _check_decoding_state(state: Any, layers: Any, batch: int, like: Tensor) -> None:
     """An `SRUppState` for `batch` sequences: `c` `(num_layers, N, C)`; `keys` and `values` one entry per layer
     (None for layers without attention, else `(N, heads, S, P / heads)` with one `S`); `key_padding` `(N, S)`
     bool or None."""
@@ -441,7 +570,7 @@ def _check_memory(memory: Any, batch: int, width: int, like: Tensor, batch_first
     return memory.transpose(0, 1) if batch_first else memory
 
 
-def _check_memories(memory: Any, layers: nn.ModuleList, batch: int, like: Tensor, batch_first: bool,
+def _check_memories(memory: Any, layers: Any, batch: int, like: Tensor, batch_first: bool,
                     ) -> list[Tensor | None]:
     """Validate the per-layer memory list; return it time-major (a list of None without memory)."""
     if memory is None:
@@ -557,7 +686,7 @@ class SRUpp(nn.Module):
         (torch.Size([10, 4, 32]), torch.Size([2, 4, 32]), [16, 32])
     """
 
-    def __init__(self, input_size: int, hidden_size: int, proj_size: int, num_layers: int = 2, *,
+    def __init__(self, input_size: int, hidden_size: int, proj_size: int, num_layers: int | None = None, *,
                  dropout: float = 0.0, attn_dropout: float = 0.0, num_heads: int = 1,
                  bidirectional: bool = False, layer_norm: bool = False, normalize_after: bool = False,
                  attn_layer_norm: bool = True, highway_bias: float = -2.0, attention_every_n_layers: int = 1,
@@ -567,7 +696,7 @@ class SRUpp(nn.Module):
         self.input_size = check.check_positive_int(input_size, "input_size")
         self.hidden_size = check.check_positive_int(hidden_size, "hidden_size")
         self.proj_size = check.check_positive_int(proj_size, "proj_size")
-        self.num_layers = check.check_positive_int(num_layers, "num_layers")
+        self.num_layers = num_layers = check.default_num_layers(num_layers, "SRUpp")
         self.num_heads = check.check_positive_int(num_heads, "num_heads")
         check.check_positive_int(attention_every_n_layers, "attention_every_n_layers")
         check.check_positive_int(attention_last_n_layers, "attention_last_n_layers", minimum=-1)
@@ -609,25 +738,72 @@ class SRUpp(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(self, input: Tensor, c0: Tensor | None = None, lengths: Tensor | None = None,
-                mask_pad: Tensor | None = None, attn_mask: Tensor | str | None = None,
-                memory: list[Tensor] | None = None, memory_mask_pad: Tensor | None = None,
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward(self, input: Tensor | PackedSequence, state: Tensor | SRUppState | None = None,
+                lengths: Tensor | None = None, mask: Tensor | None = None, attn_mask: Tensor | str | None = None,
+                memory: list[Tensor] | None = None, memory_mask_pad: Tensor | None = None, *,
+                c0: Tensor | None = None, mask_pad: Tensor | None = None,
+                ) -> tuple[Tensor | PackedSequence, Tensor, list[Tensor]]:
+        """Run the stack over a sequence (the layer protocol, docs/protocol.md, with SRU++'s third output).
+
+        Args:
+            input: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``) or a ``PackedSequence`` (then the
+                output is a ``PackedSequence`` with the input's ``sorted_indices`` and row order, as
+                `torch.nn.LSTM`'s).
+            state: ``(num_layers, N, dirs * H)`` initial cell states (layer ``i`` starts from ``state[i]``), or
+                the `SRUppState` of `init_state`/`step` (its cell states, and its cached keys and values, which the
+                attention layers then also see: prefill or continue decoding ``L`` tokens at once); zeros if
+                ``None``.
+            lengths: ``(N,)`` integers in ``[1, L]`` (tensor or list); steps ``t >= lengths[n]`` are padding.
+            mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps, anywhere.
+                Padded steps keep ``c``, output 0 (before a ``normalize_after`` layer norm) and are never attended.
+            attn_mask: additive float ``(L, M + L)`` mask (0 = may attend, ``-inf`` = may not; a bool mask means
+                True = may attend), or ``"causal"``; None: every query sees every key.
+            memory: one tensor per layer, ``(M, N, H_in of that layer)``, the previous segment's layer inputs
+                (the previous call's ``memory_out``), or None.
+            memory_mask_pad: ``(M, N)``, non-zero on padded memory steps, or None.
+            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+
+        Returns:
+            ``(output, c_n, memory_out)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``),
+            ``c_n`` ``(num_layers, N, dirs * H)`` every layer's last cell state, ``memory_out`` every layer's input
+            (the next segment's memory) -- SRU++'s documented exception to ``(output, state)``.
+        """
+        state = check.renamed(state, c0, "state", "c0")
+        mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        if isinstance(input, PackedSequence):
+            return _packing.run_packed(lambda x, n: self.forward(x, state, n, None, attn_mask, memory,
+                                                                 memory_mask_pad),
+                                       input, self.batch_first, ("lengths", lengths), ("mask", mask))
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input
         check.check_like_parameters(x, self.layers[0].bias)
-        mask = check.padding_mask(x, lengths, mask_pad, self.batch_first)
-        if c0 is not None:
-            check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "c0")
-        mems = _check_memories(memory, self.layers, x.size(1), x, self.batch_first)
-        mem_len = 0 if mems[0] is None else mems[0].size(0)
-        mem_mask = _memory_mask(memory_mask_pad, mem_len, x.size(1), x.device, self.batch_first)
+        pad = check.padding_mask(x, lengths, mask, self.batch_first)
+        caches: list[list[Tensor] | None] = [None] * self.num_layers
+        if isinstance(state, SRUppState):
+            if memory is not None or memory_mask_pad is not None:
+                raise ValueError("a decoding state (SRUppState) carries the cached keys and values: do not also "
+                                 "pass memory or memory_mask_pad")
+            _check_decoding_state(state, self.layers, x.size(1), x)
+            caches = [_cache_of(state, i, False)[0] for i in range(self.num_layers)]
+            mem_mask = None if state.key_padding is None else state.key_padding.t()
+            mem_len = max((c[0].size(2) for c in caches if c is not None), default=0)
+            mems: list[Tensor | None] = [None] * self.num_layers
+            c0 = state.c
+        else:
+            c0 = state
+            if c0 is not None:
+                check.check_state(c0, (self.num_layers, x.size(1), self.output_size), x, "state")
+            mems = _check_memories(memory, self.layers, x.size(1), x, self.batch_first)
+            mem_len = 0 if mems[0] is None else mems[0].size(0)
+            mem_mask = _memory_mask(memory_mask_pad, mem_len, x.size(1), x.device, self.batch_first)
         _check_attn_mask(attn_mask, x.size(0), mem_len)
         inputs, finals = [], []
         for i, layer in enumerate(self.layers):
             inputs.append(x)
             # a module call (the layer's hooks run), on time-major tensors
-            x, c_n, _ = layer(x, None if c0 is None else c0[i], None, mask, attn_mask, mems[i], mem_mask)
+            x, c_n, _ = layer(x, None if c0 is None else c0[i], None, pad, attn_mask, mems[i],
+                              mem_mask if mems[i] is not None or caches[i] is not None else None,
+                              kv_cache=caches[i])
             finals.append(c_n)
         if self.batch_first:
             x = x.transpose(0, 1)
@@ -636,69 +812,27 @@ class SRUpp(nn.Module):
 
     # ---- incremental decoding -------------------------------------------------------------------------------
 
-    def init_state(self, batch_size: int, *, c0: Tensor | None = None, memory: list[Tensor] | None = None,
+    def init_state(self, batch_size: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                   c0: Tensor | None = None, memory: list[Tensor] | None = None,
                    memory_mask_pad: Tensor | None = None, like: Tensor | None = None) -> SRUppState:
-        """A decoding state before the first token: zero (or `c0`) cell states, and the keys and values of
-        `memory` (layout as in `forward`) cached. Causal, unidirectional models only."""
-        if self.bidirectional:
-            raise ValueError("incremental decoding needs a unidirectional SRUpp (bidirectional=False)")
-        check.check_positive_int(batch_size, "batch_size")
-        param = self.layers[0].bias
-        like = param if like is None else like
-        if c0 is None:
-            c0 = torch.zeros(self.num_layers, batch_size, self.output_size, dtype=like.dtype, device=like.device)
-        check.check_state(c0, (self.num_layers, batch_size, self.output_size), like, "c0")
-        mems = _check_memories(memory, self.layers, batch_size, like, self.batch_first)
-        mem_len = 0 if mems[0] is None else mems[0].size(0)
-        mem_mask = _memory_mask(memory_mask_pad, mem_len, batch_size, like.device, self.batch_first)
-        state = SRUppState(c=c0, key_padding=None if mem_mask is None else mem_mask.t())
-        for i, layer in enumerate(self.layers):
-            if not layer.has_attention:
-                state.keys.append(None)
-                state.values.append(None)
-                continue
-            att = layer.transform
-            heads, dim = att.num_heads, self.proj_size // att.num_heads
-            memory_i = mems[i]
-            if memory_i is None:
-                empty = like.new_zeros(batch_size, heads, 0, dim)
-                state.keys.append(empty)
-                state.values.append(empty)
-            else:
-                memory_i = check.zero_padding(memory_i, mem_mask)
-                key, value = att.linear2(att.linear1(memory_i)).chunk(2, dim=-1)
-                state.keys.append(_split_heads(key, heads))
-                state.values.append(_split_heads(value, heads))
-        return state
+        """A decoding state before the first token: zero (or ``c0`` ``(num_layers, N, C)``) cell states, and the
+        keys and values of ``memory`` (layout as in `forward`) cached. ``device`` and ``dtype`` (or ``like``, a
+        tensor to take them from) default to the parameters'. Causal, unidirectional models only."""
+        if like is not None:
+            device, dtype = like.device, like.dtype
+        return _init_decoding(self.layers, batch_size, c0, memory, memory_mask_pad,
+                              _like(self.layers[0].bias, device, dtype), self.batch_first)
 
-    def step(self, input: Tensor, state: SRUppState) -> tuple[Tensor, SRUppState]:
-        """Decode one token: `input` `(N, H_in)` -> `(output (N, H), new state)`.
+    def step(self, input: Tensor, state: SRUppState | None = None) -> tuple[Tensor, SRUppState]:
+        """Decode one token: ``input`` ``(N, H_in)`` and the state of `init_state`/`step` (a fresh
+        ``init_state(N)`` if ``None``) -> ``(output (N, C), new state)``.
 
-        Equals the causal forward (`attn_mask="causal"`, with the memory given to `init_state`) one position
+        Equals the causal forward (``attn_mask="causal"``, with the memory given to `init_state`) one position
         at a time: each attention layer appends this token's key and value to its cache and attends to all
         cached positions; the recurrence advances one step from the cached cell state.
         """
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
-        if input.dim() != 2 or input.size(-1) != self.input_size:
-            raise ValueError(f"input must be (N, input_size) = (N, {self.input_size}), got {tuple(input.shape)}")
-        check.check_like_parameters(input, self.layers[0].bias)
-        _check_decoding_state(state, self.layers, input.size(0), input)
-        x = input.unsqueeze(0)  # (1, N, H_in)
-        memory_mask = None if state.key_padding is None else state.key_padding.t()  # (S, N)
-        new = SRUppState(c=state.c, key_padding=None if state.key_padding is None else torch.cat(
-            [state.key_padding, state.key_padding.new_zeros(input.size(0), 1)], dim=1))
-        finals = []
-        for i, layer in enumerate(self.layers):
-            cache = None if state.keys[i] is None else [state.keys[i], state.values[i]]
-            # a module call (the layer's hooks run); the layer appends this token's key and value to `cache`
-            x, c_n, _ = layer(x, state.c[i], memory_mask_pad=None if cache is None else memory_mask,
-                              kv_cache=cache)
-            new.keys.append(None if cache is None else cache[0])
-            new.values.append(None if cache is None else cache[1])
-            finals.append(c_n)
-        new.c = torch.stack(finals)
-        return x.squeeze(0), new
+        return _decode_step(self.layers, input, state, self.input_size,
+                            lambda n: self.init_state(n, like=input))
 
     # ---- conversion from the sru package --------------------------------------------------------------------
 

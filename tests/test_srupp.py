@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import parrnn
 from parrnn import SRUpp, SRUppCell
@@ -222,17 +223,17 @@ def test_padding_never_changes_a_sequence(causal: bool, bidirectional: bool, bac
         assert length == 8 or out[length:, n].abs().max() == 0
 
 
-def test_mask_pad_equals_lengths_and_batch_first() -> None:
+def test_mask_equals_lengths_and_batch_first() -> None:
     model = _model()
     x = torch.randn(6, 2, 6, dtype=torch.float64)
     lengths = torch.tensor([6, 3])
     mask = torch.arange(6).unsqueeze(1) >= lengths.unsqueeze(0)
     out_l, c_l, mem_l = model(x, lengths=lengths, attn_mask="causal")
-    out_m, c_m, _ = model(x, mask_pad=mask, attn_mask="causal")
+    out_m, c_m, _ = model(x, mask=mask, attn_mask="causal")
     torch.testing.assert_close(out_l, out_m)
     torch.testing.assert_close(c_l, c_m)
     model.batch_first = True
-    out_b, c_b, mem_b = model(x.transpose(0, 1), mask_pad=mask.t(), attn_mask="causal")
+    out_b, c_b, mem_b = model(x.transpose(0, 1), mask=mask.t(), attn_mask="causal")
     torch.testing.assert_close(out_b.transpose(0, 1), out_l)
     torch.testing.assert_close(c_b, c_l)
     for a, b in zip(mem_b, mem_l, strict=True):
@@ -265,7 +266,7 @@ def test_segments_with_memory_equal_one_causal_pass(layer_norm, backend: str) ->
     x = torch.randn(10, 2, 6, dtype=torch.float64)
     whole, c_whole, _ = model(x, attn_mask="causal")
     first, c1, memory = model(x[:4], attn_mask="causal")
-    second, c2, _ = model(x[4:], c0=c1, attn_mask="causal", memory=memory)
+    second, c2, _ = model(x[4:], c1, attn_mask="causal", memory=memory)
     torch.testing.assert_close(torch.cat([first, second]), whole)
     torch.testing.assert_close(c2, c_whole)
 
@@ -285,7 +286,7 @@ def test_incremental_decoding_equals_causal_forward(options: dict, with_memory: 
         kwargs["memory"] = [torch.randn(mem_len, batch, s, dtype=torch.float64) for s in sizes]
         kwargs["memory_mask_pad"] = torch.tensor([[True, False], [False, False], [False, True]])
     c0 = torch.randn(3, batch, model.output_size, dtype=torch.float64)
-    full, c_full, _ = model(x, c0=c0, attn_mask="causal", **kwargs)
+    full, c_full, _ = model(x, c0, attn_mask="causal", **kwargs)
     state = model.init_state(batch, c0=c0, **kwargs)
     steps = []
     for t in range(length):
@@ -420,10 +421,13 @@ def test_bad_input_is_named() -> None:
         (lambda: model(x, attn_mask=torch.zeros(5, 5), memory=mem), ValueError, r"attn_mask must have shape"),
         (lambda: model(x, attn_mask=torch.zeros(5, 4)), ValueError, r"\(L, M \+ L\) = \(5, 5\)"),
         (lambda: model(x, attn_mask="future"), ValueError, "'causal'"),
-        (lambda: model(x, mask_pad=torch.zeros(2, 5)), ValueError, "mask_pad must have shape"),
+        (lambda: model(x, mask=torch.zeros(2, 5)), ValueError, "mask must have shape"),
         (lambda: model(x, memory=mem, memory_mask_pad=torch.zeros(2, 3)), ValueError, "memory_mask_pad must"),
         (lambda: model(x, memory_mask_pad=torch.zeros(3, 2)), ValueError, "without memory"),
-        (lambda: model(x, c0=torch.zeros(2, 4)), ValueError, "c0 must have shape"),
+        (lambda: model(x, torch.zeros(2, 4)), ValueError, "state must have shape"),
+        (lambda: model(x, lengths=[None, 2]), TypeError, "lengths must be a 1-D integer tensor"),
+        (lambda: model.step(x[0, :0]), ValueError, "empty batch"),
+        (lambda: model(x, model.init_state(2), memory=mem), ValueError, "carries the cached keys"),
         (lambda: model(torch.randn(5, 2, 3)), ValueError, "input_size"),
         (lambda: model.step(x, model.init_state(2)), ValueError, r"\(N, input_size\)"),
         (lambda: model.step(x[0], model.init_state(3)), ValueError, r"state.c must have shape \(2, 2, 4\)"),
@@ -479,3 +483,81 @@ def test_malformed_decoding_state_is_named() -> None:
     no_attention = SRUpp(4, 4, 4, 2, attention_last_n_layers=1)
     with pytest.raises(ValueError, match=r"state.keys\[0\] must be None \(layer 0 has no attention\)"):
         no_attention.step(x, _state_with(no_attention, keys=[torch.zeros(2, 1, 0, 4), None]))
+
+
+# ---- the layer protocol (docs/protocol.md) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+def test_packed_sequence_in_packed_out_in_the_input_order(enforce_sorted: bool) -> None:
+    model = _model(num_layers=2)
+    lengths = torch.tensor([3] * 8 + [2] * 16 + [1] * 8)
+    x = torch.randn(3, 32, 6, dtype=torch.float64)
+    if not enforce_sorted:
+        perm = torch.randperm(32)
+        x, lengths = x[:, perm], lengths[perm]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+    out, c_n, memory = model(packed, attn_mask="causal")
+    padded, c_ref, _ = model(x, lengths=lengths, attn_mask="causal")
+    assert isinstance(out, PackedSequence) and torch.equal(out.batch_sizes, packed.batch_sizes)
+    for name in ("sorted_indices", "unsorted_indices"):
+        want, got = getattr(packed, name), getattr(out, name)
+        assert (want is None and got is None) or torch.equal(want, got)
+    order = torch.arange(32) if packed.sorted_indices is None else packed.sorted_indices
+    steps = torch.cat([torch.full((int(n),), t) for t, n in enumerate(packed.batch_sizes)])
+    seqs = torch.cat([order[:int(n)] for n in packed.batch_sizes])
+    torch.testing.assert_close(out.data, padded[steps, seqs])
+    torch.testing.assert_close(c_n, c_ref)
+    with pytest.raises(ValueError, match="do not pass lengths"):
+        model(packed, lengths=lengths)
+
+
+def test_forward_from_a_decoding_state_equals_one_causal_pass() -> None:
+    """forward(x, state=SRUppState) continues from the state's cells and cached keys/values: a prefill by
+    forward from init_state, then step, then forward again equal one causal pass."""
+    model = _model(num_layers=3, attention_every_n_layers=2)
+    x = torch.randn(9, 2, 6, dtype=torch.float64)
+    whole, c_whole, _ = model(x, attn_mask="causal")
+    first, c1, _ = model(x[:4], model.init_state(2), attn_mask="causal")
+    state = model.init_state(2)
+    for t in range(4):
+        _, state = model.step(x[t], state)
+    torch.testing.assert_close(state.c, c1)
+    out5, state = model.step(x[4], state)
+    rest, c_n, _ = model(x[5:], state, attn_mask="causal")
+    torch.testing.assert_close(torch.cat([first, out5.unsqueeze(0), rest]), whole)
+    torch.testing.assert_close(c_n, c_whole)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_cell_step_equals_forward(batch_first: bool) -> None:
+    torch.manual_seed(0)
+    cell = SRUppCell(6, 6, 4, num_heads=2, batch_first=batch_first).double()
+    x = torch.randn(5, 2, 6, dtype=torch.float64)
+    c0 = torch.randn(2, 6, dtype=torch.float64)
+    full, c_full, _ = cell(x.transpose(0, 1) if batch_first else x, c0, attn_mask="causal")
+    full = full.transpose(0, 1) if batch_first else full
+    state, outs = cell.init_state(2, c0=c0), []
+    for t in range(5):
+        out, state = cell.step(x[t], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.stack(outs), full)
+    torch.testing.assert_close(state.c[0], c_full)
+    first, _ = cell.step(x[0])  # a fresh zero state when None
+    torch.testing.assert_close(first, cell(x[:1].transpose(0, 1) if batch_first else x[:1])[0].reshape(2, 6))
+
+
+def test_deprecated_spellings_and_num_layers_default() -> None:
+    model = _model(num_layers=2)
+    x = torch.randn(5, 2, 6, dtype=torch.float64)
+    c0 = torch.randn(2, 2, model.output_size, dtype=torch.float64)
+    mask = torch.zeros(5, 2, dtype=torch.bool)
+    mask[3:, 0] = True
+    expected = model(x, c0, mask=mask, attn_mask="causal")
+    with pytest.warns(DeprecationWarning, match="write state= instead"):
+        got = model(x, c0=c0, mask=mask, attn_mask="causal")
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="write mask= instead"):
+        got = model(x, c0, mask_pad=mask, attn_mask="causal")
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    with pytest.warns(FutureWarning, match="pass num_layers=2"):
+        assert SRUpp(4, 4, 4).num_layers == 2
