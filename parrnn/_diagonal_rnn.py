@@ -260,7 +260,7 @@ class DiagonalRNN(nn.Module):
         """The zero state for ``batch_size`` sequences, as `forward` and `step` take and return it: ``h``
         ``(num_layers * dirs, N, H)``, or the pair ``(h, x)`` with ``x`` ``(num_layers, N, input width)`` for a
         stack that carries each layer's last input. ``device`` and ``dtype`` default to the parameters'."""
-        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        check.check_positive_int(batch_size, "batch_size")
         weight = self.layers[0].weight
         options = {"device": weight.device if device is None else device,
                    "dtype": weight.dtype if dtype is None else dtype}

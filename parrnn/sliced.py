@@ -237,17 +237,17 @@ class SlicedRNN(nn.Module):
                    dtype: torch.dtype | None = None) -> Tensor:
         """Zeros shaped like the summary ``h`` ``(N, H_out)`` that `forward` returns as its state (`forward` takes
         no initial state: every slice starts from zero). ``device`` and ``dtype`` default to the parameters'."""
-        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        check.check_positive_int(batch_size, "batch_size")
         param = next(self.parameters(), None)
         return torch.zeros(batch_size, self.output_size,
                            device=(param.device if param is not None else None) if device is None else device,
                            dtype=(param.dtype if param is not None else None) if dtype is None else dtype)
 
     def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Not available: a sliced RNN's slices are cut from the whole (padded) length and its top level sees
-        summaries of whole slices, so it has no per-token output to stream (the documented exception to the
-        layer protocol). Raises ``NotImplementedError``; stream with the base cell itself (``cell="sru"``,
-        ``"mingru"``, ... have ``step``) or run `forward` on the whole sequence."""
+        """Not available for ``input`` ``(N, H_in)``: a sliced RNN's slices are cut from the whole (padded) length
+        and its top level sees summaries of whole slices, so it has no per-token output to stream (the documented
+        exception to the layer protocol). Raises ``NotImplementedError``; stream with the base cell itself
+        (``cell="sru"``, ``"mingru"``, ... have ``step``) or run `forward` on the whole sequence."""
         raise NotImplementedError("SlicedRNN has no step(): its slices and levels need the whole sequence; run "
                                   "forward on it, or stream with a plain cell (parrnn.SRU, parrnn.MinGRU, ...)")
 

@@ -245,7 +245,7 @@ class SRUCell(nn.Module):
                    dtype: torch.dtype | None = None) -> Tensor:
         """The zero cell state ``(N, dirs * H)`` as `forward` and `step` take and return it (``device`` and
         ``dtype`` default to the parameters')."""
-        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        check.check_positive_int(batch_size, "batch_size")
         return torch.zeros(batch_size, self.output_size, device=self.bias.device if device is None else device,
                            dtype=self.bias.dtype if dtype is None else dtype)
 
@@ -516,7 +516,7 @@ class SRU(nn.Module):
                    dtype: torch.dtype | None = None) -> Tensor:
         """The zero state ``(num_layers, N, dirs * H)`` as `forward` and `step` take and return it (``device``
         and ``dtype`` default to the parameters')."""
-        check.check_positive_int(batch_size, "batch_size", minimum=0)
+        check.check_positive_int(batch_size, "batch_size")
         bias = self.layers[0].bias
         return torch.zeros(self.num_layers, batch_size, self.output_size,
                            device=bias.device if device is None else device,

@@ -262,7 +262,7 @@ x = 1
 # ------------------------------------------------------------------------------------------ shapes in docstrings
 
 #: Layers whose forward/step docstrings do not name their shapes yet (xfail, strict: remove a name once it does).
-LAYERS_WITHOUT_DOCSTRINGS: set[str] = {"SRUpp", "SlicedRNN"}
+LAYERS_WITHOUT_DOCSTRINGS: set[str] = set()
 
 _SHAPE = re.compile(r"\((?:L|N|T|B|batch|steps)\s*,|\(N,?\s*\)|\(N, ")
 PUBLIC_LAYERS = sorted(name for name in parrnn.__all__ if isinstance(getattr(parrnn, name), type)

@@ -446,3 +446,22 @@ def test_last_output_is_h_n() -> None:
     torch.testing.assert_close(parrnn.last_output(out), h_n[0])
     with pytest.raises(ValueError, match="lengths must lie in"):
         parrnn.last_output(out, [7, 1, 1])
+
+
+def test_compat_refuses_a_batch_first_mask() -> None:
+    """parrnn.compat.sru keeps sru's time-first mask_pad (L, N) (also flat, as sru reads it); a batch-first (N, L)
+    mask with L != N is a named error instead of a silently misread mask."""
+    import parrnn.compat.sru as compat
+
+    torch.manual_seed(0)
+    model = compat.SRU(3, 4, 2)
+    x = torch.randn(5, 2, 3)
+    mask = torch.zeros(5, 2)
+    mask[3:, 1] = 1
+    expected = model(x, mask_pad=mask)[0]
+    torch.testing.assert_close(model(x, mask_pad=mask.reshape(-1))[0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(model(x, mask_pad=mask.unsqueeze(-1))[0], expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"looks batch-first"):
+        model(x, mask_pad=mask.t())
+    with pytest.raises(ValueError, match=r"mask_pad must have shape \(L, N\) = \(5, 2\)"):
+        model.rnn_lst[0](x, mask_pad=mask.t().contiguous())

@@ -55,8 +55,9 @@ class SRUCell(parrnn_sru.SRUCell):
     `highway_bias` (default 0), `has_skip_term`, `layer_norm`, `rescale` (default `True` for the cell),
     `v1`, `custom_m` (not supported), `amp_recurrence_fp16`, `normalize_after`, `weight_c_init`.
 
-    Inputs: `input` `(L, N, H_in)` or one step `(N, H_in)`; `c0` `(N, dirs * H)`; `mask_pad` `(L, N)` (or any
-    shape with `L * N` elements, as `sru` reads it), non-zero on padded steps.
+    Inputs: `input` `(L, N, H_in)` or one step `(N, H_in)`; `c0` `(N, dirs * H)`; `mask_pad` `(L, N)`, non-zero on
+    padded steps (also flat `(L * N,)` or `(L, N, 1)`, as `sru` reads it; a batch-first `(N, L)` mask is a
+    `ValueError` when `L != N` -- `sru` would silently misread it -- and cannot be told apart when `L == N`).
 
     Outputs: `h` `(L, N, dirs * H)` (`(1, N, dirs * H)` for a one-step input, as `sru` returns it) and
     `c` `(N, dirs * H)`.
@@ -231,12 +232,18 @@ def _check_mask_type(mask_pad: object) -> None:
 
 
 def _mask(mask_pad: Tensor | None, length: int, batch: int) -> Tensor | None:
-    """`sru`'s `mask_pad` (non-zero = padding, any shape with `L * N` elements) as an `(L, N)` bool tensor."""
+    """`sru`'s `mask_pad` (non-zero = padding) as an `(L, N)` bool tensor. `sru` reshapes any mask with `L * N`
+    elements; here a mask of 2 or more dimensions must start with `(L, N)` (time first, `sru`'s layout), so a
+    batch-first `(N, L)` mask is refused when `L != N` (when `L == N` it cannot be detected)."""
     if mask_pad is None:
         return None
-    if mask_pad.numel() != length * batch:
+    time_first = mask_pad.dim() < 2 or (mask_pad.size(0) == length and mask_pad.size(1) == batch)
+    if mask_pad.numel() != length * batch or not time_first:
+        hint = ""
+        if mask_pad.dim() >= 2 and mask_pad.size(0) == batch and mask_pad.size(1) == length:
+            hint = " (this looks batch-first (N, L): sru's mask_pad is time-first, transpose it)"
         raise ValueError("mask_pad must have shape (L, N) = (" + str(length) + ", " + str(batch) + "), got "
-                         + str(mask_pad.shape))
+                         + str(mask_pad.shape) + hint)
     mask = mask_pad.reshape(length, batch)
     return mask if mask.dtype == torch.bool else mask != 0
 
