@@ -40,12 +40,6 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
 class DiagonalLayer(nn.Module):
     """One layer (both directions when ``bidirectional``) of a diagonal linear recurrence.
 
@@ -70,7 +64,7 @@ class DiagonalLayer(nn.Module):
         """What the layer carries after ``x`` ``(L, N, input_size)`` (zero on padded steps; ``lengths`` ``(N,)``
         valid steps or ``None``), given ``prev`` (what it carried before ``x``) and `coefficients`' ``extra``:
         ``(N, carry_size)``. Default: the input at each sequence's last valid step."""
-        return _last_valid(x, lengths) if self.carry_size else x.new_zeros(x.size(1), 0)
+        return _packing.gather_last(x, lengths, False) if self.carry_size else x.new_zeros(x.size(1), 0)
 
     def __init__(self, input_size: int, hidden_size: int, *, bidirectional: bool, blocks: int, bias: bool,
                  bias_blocks: int | None = None) -> None:
@@ -369,12 +363,3 @@ class DiagonalRNN(nn.Module):
             finals.append(h)
             lasts.append(carried)
         return x, self._join_state(finals, lasts)
-
-
-def _last_valid(x: Tensor, counts: Tensor | None) -> Tensor:
-    """``x[counts[n] - 1, n]`` (the last step when ``counts`` is None): ``(N, F)``."""
-    if counts is None:
-        return x[-1]
-    index = (counts - 1).view(1, -1, 1).expand(1, -1, x.size(-1))
-    return x.gather(0, index).squeeze(0)
-

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from parrnn import _validation as check
-from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
+from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN
 from parrnn._fused_gates import MinGRUGates, MinLSTMGates, min_lstm_forget_share
 from parrnn.cells import reference_projection, register_cell
 from parrnn.ops import gemm
@@ -182,7 +182,7 @@ class MinGRU(DiagonalRNN):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  activation: str = "identity", output_projection_size: int | None = None, backend: str = "auto",
                  proj_size: int | None = None) -> None:
-        check_choice(activation, ACTIVATIONS, "activation")
+        check.check_choice(activation, ACTIVATIONS, "activation")
         size = check.renamed(output_projection_size, proj_size, "output_projection_size", "proj_size")
         name = "proj_size" if proj_size is not None else "output_projection_size"
         size = check.check_positive_int(0 if size is None else size, name, minimum=0)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from parrnn import _validation as check
-from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN, check_choice
+from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN
 from parrnn._fused_gates import qrnn_coefficients, qrnn_gates
 from parrnn.cells import reference_projection, register_cell
 
@@ -145,7 +145,7 @@ class QRNN(DiagonalRNN):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  pooling: str = "fo", window: int = 1, zoneout: float = 0.0, backend: str = "auto") -> None:
-        check_choice(pooling, POOLINGS, "pooling")
+        check.check_choice(pooling, POOLINGS, "pooling")
         check.check_choice(window, WINDOWS, "window")  # an int: 2.0 is a TypeError naming window
         zoneout = check.check_probability(zoneout, "zoneout")
 
