@@ -2,13 +2,15 @@
 
 ``import parrnn.hf`` (it needs ``pip install parrnn[hf]``; ``import parrnn`` alone never imports transformers)
 registers `ParrnnConfig` (``model_type="parrnn"``), `ParrnnModel` and `ParrnnForCausalLM` with ``AutoConfig``,
-``AutoModel`` and ``AutoModelForCausalLM``, and `ByteTokenizer` with ``AutoTokenizer``::
+``AutoModel`` and ``AutoModelForCausalLM``, and `ByteTokenizer` with ``AutoTokenizer``:
 
-    import parrnn.hf
-    from transformers import AutoConfig, AutoModelForCausalLM
+```python
+import parrnn.hf
+from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model("parrnn", cell="mingru", vocab_size=256, hidden_size=128, num_layers=4)
-    model = AutoModelForCausalLM.from_config(config)
+config = AutoConfig.for_model("parrnn", cell="mingru", vocab_size=256, hidden_size=128, num_layers=4)
+model = AutoModelForCausalLM.from_config(config)
+```
 
 See docs/huggingface.md.
 """

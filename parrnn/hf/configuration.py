@@ -23,10 +23,12 @@ class ParrnnConfig(PretrainedConfig):
     [ParrnnForCausalLM][parrnn.hf.ParrnnForCausalLM]: token embedding, ``num_layers`` blocks around one
     recurrent layer each, a final norm and a language-model head tied to the embedding.
 
-    One block (``x`` ``(L, N, hidden_size)``, the residual stream)::
+    One block (``x`` ``(L, N, hidden_size)``, the residual stream):
 
-        x = x + dropout(layer(norm(x)))              # the recurrent layer: cell, with cell_options
-        x = x + dropout(mlp(norm(x)))                # only when intermediate_size > 0 (SwiGLU)
+    ```text
+    x = x + dropout(layer(norm(x)))              # the recurrent layer: cell, with cell_options
+    x = x + dropout(mlp(norm(x)))                # only when intermediate_size > 0 (SwiGLU)
+    ```
 
     ``norm="none"`` with ``residual=False`` and ``intermediate_size=0`` gives plain stacking (each block is just the
     layer), the layout of ``sru``'s own stacks, whose highway connection plays the residual's role; that is how a
