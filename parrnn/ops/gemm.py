@@ -26,11 +26,11 @@ validity check can see every write, so it was removed.)
 Choice: per *shape class* ``(layout, M, K, N, dtype, threads)``, M, K, N rounded up to powers of two and
 ``layout`` ``"nk"`` when the right operand is the transpose of a contiguous ``(N, K)`` tensor (oneDNN
 reads it without a copy) else ``"kn"``. M (or K, whichever is longer) is first cut to the rows that make a
-product of at most ``PARRNN_GEMM_TIMING_MFLOP`` (default 32) million flops (`timing_dims`): every longer
+product of at most ``PARRNN_GEMM_TIMING_MFLOP`` (default 16) million flops (`timing_dims`): every longer
 product with the same weight is one class, so a new sequence length or batch size re-uses the choice. The
 first product of a class times every usable engine on the real operands cut to those rows (a few
-milliseconds however large the product; one warm-up call each, then 2 to 5 rounds calling every engine once
-in turn, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 5 ms per engine; the fastest call of each)
+milliseconds however large the product; a first call each, then 1 to 4 rounds calling every engine once
+in turn, as many as fit a ``PARRNN_GEMM_BUDGET_MS`` budget, default 3 ms per engine; the fastest call of each)
 and keeps the fastest engine for the process. Only the *choice* is remembered, never an operand.
 
 Determinism: under ``torch.use_deterministic_algorithms(True)`` no timing runs and every product uses
@@ -224,9 +224,9 @@ def _bucket(n: int) -> int:
 def timing_dims(layout: str, m: int, k: int, n: int) -> tuple[int, int]:
     """``(M, K)`` of the product the engines are timed on for an ``(M, K) @ (K, N)`` product: the first rows of M
     (or of K, whichever is longer; never K of an ``"nk"`` operand, whose layout that would change) such that it
-    costs at most ``PARRNN_GEMM_TIMING_MFLOP`` million flops (default 32). Timing a new shape class costs
+    costs at most ``PARRNN_GEMM_TIMING_MFLOP`` million flops (default 16). Timing a new shape class costs
     milliseconds however large the product, and every longer product with the same weight is the same class."""
-    limit = float(os.environ.get("PARRNN_GEMM_TIMING_MFLOP", "32")) * 1e6
+    limit = float(os.environ.get("PARRNN_GEMM_TIMING_MFLOP", "16")) * 1e6
     if 2.0 * m * k * n <= limit:
         return m, k
     if m >= k:
@@ -262,22 +262,24 @@ def fallbacks() -> dict[str, int]:
 
 
 def _interleaved_times(runs: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Seconds per call of each thunk in ``runs``: one warm-up call each (first calls pay for oneDNN primitive
-    creation and page faults), then rounds that call every engine once in turn -- 2 to 5 rounds, as many
-    as fit ``PARRNN_GEMM_BUDGET_MS`` per engine (default 5 ms) -- and the fastest call of each. Interleaving
-    means a burst of load from another process slows every engine's samples of that moment, not all samples
-    of one engine. An engine whose thunk raises is left out."""
-    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "5")) / 1e3 * max(len(runs), 1)
+    """Seconds per call of each thunk in ``runs``: a first call each (it pays for oneDNN primitive creation and
+    page faults, so it rarely is the fastest), then rounds that call every engine once in turn -- 1 to 4
+    rounds, as many as fit ``PARRNN_GEMM_BUDGET_MS`` per engine (default 3 ms) -- and the fastest call of each.
+    Interleaving means a burst of load from another process slows every engine's samples of that moment, not
+    all samples of one engine. An engine whose thunk raises is left out."""
+    budget = float(os.environ.get("PARRNN_GEMM_BUDGET_MS", "3")) / 1e3 * max(len(runs), 1)
     live: dict[str, Callable[[], object]] = {}
+    best: dict[str, float] = {}
+    spent, rounds = 0.0, 0
     for name, run in runs.items():
+        start = time.perf_counter()
         try:
             run()
-            live[name] = run
         except Exception:  # this engine cannot run this product here (dtype, shape, build)
             continue
-    best = {name: float("inf") for name in live}
-    spent, rounds = 0.0, 0
-    while live and rounds < 5 and (rounds < 2 or spent < budget):
+        live[name], best[name] = run, time.perf_counter() - start
+        spent += best[name]
+    while live and rounds < 4 and (rounds < 1 or spent < budget):
         for name, run in list(live.items()):
             start = time.perf_counter()
             try:

@@ -213,8 +213,8 @@ def test_default_timing_interleaves_engines_and_drops_those_that_raise():
                                      "d": engine("d", fail_at=3)})
     assert set(times) == {"a", "b"} and all(t >= 0.0 for t in times.values())
     timed = [n for n in calls if n in "ab"]
-    assert timed[:6] == ["a", "b", "a", "b", "a", "b"]  # warm-ups, then rounds over every engine in turn
-    assert 3 <= calls.count("a") <= 6 and calls.count("c") == 1 and calls.count("d") == 3
+    assert timed[:6] == ["a", "b", "a", "b", "a", "b"]  # first calls, then rounds over every engine in turn
+    assert 2 <= calls.count("a") <= 5 and calls.count("c") == 1 and calls.count("d") == 3
 
 
 def test_default_choice_times_real_engines():
@@ -268,7 +268,7 @@ def test_long_products_share_one_shape_class():
     assert gemm.shape_class("kn", 40, 64, 192, f32, 2) != gemm.shape_class("kn", 80, 64, 192, f32, 2)  # short: M
     a, w = torch.randn(16000, 64), torch.randn(192, 64)
     ta, tb = gemm.timing_operands(a, w.t())
-    assert 2 * ta.shape[0] * 64 * 192 <= 32e6 and ta.shape[1] == 64 and tb.shape == (64, 192)
+    assert 2 * ta.shape[0] * 64 * 192 <= 16e6 and ta.shape[1] == 64 and tb.shape == (64, 192)
     assert gemm._layout(tb) == "nk" and ta.data_ptr() == a.data_ptr()  # views: same layout, nothing copied
     g, x = torch.randn(16000, 192), torch.randn(16000, 64)
     ta, tb = gemm.timing_operands(x.t(), g)  # dW = x^T dY: cut along K
@@ -287,7 +287,7 @@ def test_new_shape_class_is_timed_on_the_cut_operands(monkeypatch):
 
     monkeypatch.setattr(gemm, "_run", spy)
     gemm.mm(torch.randn(20000, 64), torch.randn(64, 192))
-    assert rows and max(rows[:-1]) <= 32e6 / (2 * 64 * 192) + 1  # timing calls (the last runs the product)
+    assert rows and max(rows[:-1]) <= 16e6 / (2 * 64 * 192) + 1  # timing calls (the last runs the product)
 
 
 def test_deterministic_mode_is_not_served_from_an_earlier_choice(monkeypatch):
