@@ -360,10 +360,9 @@ def build_all_cpu_libraries(target: Path | str | None = None, *, jobs: int | Non
     prebuilt library is kept, the others are compiled into the cache (``parrnn.precompile("cpu")``). With
     ``target`` (``setup.py``): every library is built (or taken from the cache) and copied into ``target``
     with a ``manifest.json`` (`prebuilt_library` reads it). Compiles up to ``jobs`` libraries at once (default:
-    the CPU count); says on stderr what it compiles unless ``quiet``. Raises `BuildError` (no compiler, or a
-    library that compiles with no flag set).
+    the CPU count); says on stderr what it compiles unless ``quiet``. Raises `BuildError` when a library must be
+    compiled and cannot be (no compiler, or no flag set compiles).
     """
-    find_compiler()
     specs = list(CPU_LIBRARIES.values())
     if target is None:
         found = {s.name: prebuilt_library(s)[0] for s in specs}
@@ -371,6 +370,8 @@ def build_all_cpu_libraries(target: Path | str | None = None, *, jobs: int | Non
         result: dict[str, Path] = {name: path for name, path in found.items() if path is not None}
     else:
         result = {}
+    if specs:
+        find_compiler()
     if specs and not quiet:
         names = ", ".join(s.name for s in specs)
         print(f"parrnn: building the C++ CPU libraries {names} (up to about {sum(s.seconds for s in specs)} s "
