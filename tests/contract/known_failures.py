@@ -45,14 +45,4 @@ KNOWN_FAILURES: dict[str, str] = {
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_vmap_over_inputs_equals_a_loop[Sliced-qrnn]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
-    'test_protocol::test_forward_takes_state_lengths_and_mask_and_returns_output_and_state[SRUpp]':
-        'AssertionError: forward returns (output, state), got 3',
-    'test_streaming::test_init_state_has_forward_s_structure_and_means_zeros[SRUpp]':
-        "AssertionError: assert ('SRUppState'...h.float32)])}) == ('tensor', (2...torch.float32)",
-    'test_streaming::test_step_equals_forward_at_every_step_from_an_initial_state[SRUpp-auto]':
-        'TypeError: state must be the SRUppState from init_state or step, got Tensor',
-    'test_streaming::test_step_equals_forward_at_every_step_from_an_initial_state[SRUpp-reference]':
-        'TypeError: state must be the SRUppState from init_state or step, got Tensor',
-    'test_streaming::test_step_equals_forward_at_every_step_from_an_initial_state[SRUpp-sequential]':
-        'TypeError: state must be the SRUppState from init_state or step, got Tensor',
 }

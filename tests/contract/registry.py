@@ -42,6 +42,9 @@ class Layer:
         double_backward: second derivatives are right (else they must raise naming ``backend="reference"``).
         forward_kwargs: extra forward arguments under which ``forward`` equals ``step`` (SRUpp's causal mask).
         available: False skips the layer (a class not in this version of parrnn).
+        exceptions: the protocol's documented exceptions it has (docs/protocol.md): ``"third_output"`` (forward
+            returns ``(output, c_n, memory_out)``), ``"state_object"`` (``init_state``/``step`` carry a state
+            object whose ``c`` is forward's state; `step_state` turns one into the other).
     """
 
     name: str
@@ -57,10 +60,17 @@ class Layer:
     double_backward: bool = True
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     available: bool = True
+    exceptions: tuple[str, ...] = ()
 
     def make(self, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
         return self.build()
+
+    def step_state(self, module: nn.Module, state: Any) -> Any:
+        """Forward's returned state as ``step`` takes it (the same object but for ``"state_object"`` layers)."""
+        if "state_object" in self.exceptions:
+            return module.init_state(state.size(1), c0=state)
+        return state
 
 
 def _compat(name: str) -> Callable[[], nn.Module]:
@@ -107,7 +117,7 @@ LAYERS: list[Layer] = [
           backends=(*_SRU_BACKENDS, "scan"), **_GRAPHS, **_FUSED),
     Layer("SRUpp", "`SRUpp`", lambda: parrnn.SRUpp(I, H, 4, num_layers=LAYERS_N, num_heads=2),
           backends=_SRU_BACKENDS, onnx=True, export=True, compile=True, forward_kwargs={"attn_mask": "causal"},
-          **_FUSED),
+          exceptions=("third_output", "state_object"), **_FUSED),
     Layer("QRNN-w1", "`QRNN` (window 1)", lambda: parrnn.QRNN(I, H, LAYERS_N), **_GRAPHS, **_FUSED),
     Layer("QRNN-w2", "`QRNN` (window 2)", lambda: parrnn.QRNN(I, H, LAYERS_N, window=2), **_GRAPHS, **_FUSED),
     Layer("MinGRU", "`MinGRU`", lambda: parrnn.MinGRU(I, H, LAYERS_N), **_GRAPHS, **_FUSED),
