@@ -4,7 +4,7 @@
 The text is the char-LM task's (Python's own reference documentation, ``pydoc_data.topics``: no download); tokens
 are UTF-8 bytes (`parrnn.hf.ByteTokenizer`, no vocabulary file). Needs ``pip install parrnn[hf]``.
 
-    python examples/hf_charlm.py                      # a few CPU minutes: a readable 4-layer SRU LM
+    python examples/hf_charlm.py                      # a few CPU minutes (2 cores): a 3-block SRU LM
     python examples/hf_charlm.py --cell mingru        # any parrnn cell
     python examples/hf_charlm.py --tiny               # seconds (used by the test suite)
 """
@@ -37,12 +37,12 @@ class ByteWindows(Dataset):
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", default="sru", help="parrnn cell (sru, srupp, qrnn, mingru, minlstm, hgrn)")
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--num-layers", type=int, default=4)
-    parser.add_argument("--intermediate-size", type=int, default=512, help="SwiGLU MLP width (0: none)")
+    parser.add_argument("--hidden-size", type=int, default=192)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--intermediate-size", type=int, default=384, help="SwiGLU MLP width (0: none)")
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--prompt", default="The assert statement ")
