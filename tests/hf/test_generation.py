@@ -172,3 +172,29 @@ def test_a_mask_with_holes_skips_those_tokens() -> None:
     assert (holes[0, ~mask[0].bool()] == 0).all()  # padded positions: hidden state 0, bias-free head
     with pytest.raises(ValueError, match="without any valid token"):
         model(ids, attention_mask=torch.zeros_like(ids))
+
+
+def test_chunked_prefill_with_a_cache_given_to_generate() -> None:
+    model = tiny_model("mingru", dtype=torch.float64)
+    ids = torch.randint(1, 29, (2, 10))
+    options = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": 0}
+    expected = model.generate(ids, **options)
+    cache = parrnn.hf.ParrnnCache(model.config.num_layers)
+    chunked = model.generate(ids, past_key_values=cache, prefill_chunk_size=3, **options)
+    assert torch.equal(chunked, expected)
+    assert cache.get_seq_length() == 13  # the prompt and the three tokens fed back (the last is not)
+
+
+def test_inputs_embeds_and_hidden_states() -> None:
+    model = tiny_model("sru", dtype=torch.float64)
+    ids = torch.randint(1, 29, (2, 7))
+    with torch.no_grad():
+        by_ids = model(ids, output_hidden_states=True)
+        by_embeds = model(inputs_embeds=model.model.embed_tokens(ids))
+    torch.testing.assert_close(by_embeds.logits, by_ids.logits)
+    assert len(by_ids.hidden_states) == model.config.num_layers + 1
+    assert all(h.shape == (2, 7, 16) for h in by_ids.hidden_states)
+    with pytest.raises(ValueError, match="exactly one of input_ids"):
+        model(ids, inputs_embeds=model.model.embed_tokens(ids))
+    with pytest.raises(TypeError, match="must be a ParrnnCache"):
+        model(ids, past_key_values=object())
