@@ -2,7 +2,7 @@
 ``AutoModelForCausalLM``, generate with ``pipeline("text-generation")``.
 
 The text is the char-LM task's (Python's own reference documentation, ``pydoc_data.topics``: no download); tokens
-are UTF-8 bytes (`parrnn.hf.ByteTokenizer`, no vocabulary file). Needs ``pip install parrnn[hf]``.
+are UTF-8 bytes (`parrnn.hf.ByteTokenizer`, no vocabulary file). Needs ``pip install ".[hf]"`` from a parrnn checkout.
 
     python examples/hf_charlm.py                      # a few CPU minutes (2 cores): a 3-block SRU LM
     python examples/hf_charlm.py --cell mingru        # any parrnn cell
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         import parrnn.hf
     except ImportError as error:  # the hf extra is optional
-        print(f"skipped: {error} (pip install parrnn[hf])")
+        print(f"skipped: {error} (pip install '.[hf]' from a parrnn checkout)")
         return {"skipped": str(error)}
     from parrnn.experiments.tasks.charlm import TEST_FRACTION, encode, load_text
 

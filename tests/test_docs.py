@@ -363,3 +363,16 @@ def test_every_page_is_in_the_nav_and_in_the_index() -> None:
     assert [p for p in pages if p not in nav] == [], "pages missing from mkdocs.yml's nav"
     assert [p for p in pages if f"({p})" not in next_steps and f"({p}#" not in next_steps] == [], \
         "pages missing from index.md's 'Where to go next'"
+
+
+_PYPI_INSTALL = re.compile(r"pip install\s+[\"']?parrnn\b(?!\.)")
+
+
+def test_no_doc_installs_parrnn_from_pypi() -> None:
+    """parrnn is not on PyPI yet: every install line names a checkout (``".[onnx]"``) or a built wheel."""
+    pages = [*USER_DOCS, ROOT / "docs" / "huggingface.md", *sorted((ROOT / "examples").glob("*.py"))]
+    found = [f"{p.relative_to(ROOT)}: {line.strip()[:100]}" for p in pages if p.exists()
+             for line in p.read_text().splitlines()
+             if _PYPI_INSTALL.search(line) and "not on PyPI" not in line and "does not work" not in line]
+    assert not found, "\n".join(found)
+    assert _PYPI_INSTALL.search('pip install "parrnn[onnx]"') and not _PYPI_INSTALL.search('pip install ".[onnx]"')
