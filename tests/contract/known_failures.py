@@ -15,11 +15,15 @@ KNOWN_FAILURES: dict[str, str] = {
         'AssertionError: forward-mode AD dropped the tangent',
     'test_functional::test_forward_mode_ad_gives_the_right_tangent_or_a_named_error[Sliced-gru-frozen-jvp]':
         "AssertionError: not a named forward-AD error: RuntimeError: Cannot access data pointer of Tensor that doesn't ",
+    'test_functional::test_func_grad_equals_autograd[MinGRU-bidir]':
+        'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_func_grad_equals_autograd[MinGRU]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_func_grad_equals_autograd[MinLSTM]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_func_grad_equals_autograd[QRNN-w1]':
+        'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
+    'test_functional::test_func_grad_equals_autograd[QRNN-w2-bidir]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_func_grad_equals_autograd[QRNN-w2]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
@@ -31,11 +35,15 @@ KNOWN_FAILURES: dict[str, str] = {
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_func_grad_equals_autograd[Sliced-qrnn]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
+    'test_functional::test_vmap_over_inputs_equals_a_loop[MinGRU-bidir]':
+        'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_vmap_over_inputs_equals_a_loop[MinGRU]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_vmap_over_inputs_equals_a_loop[MinLSTM]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_vmap_over_inputs_equals_a_loop[QRNN-w1]':
+        'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
+    'test_functional::test_vmap_over_inputs_equals_a_loop[QRNN-w2-bidir]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',
     'test_functional::test_vmap_over_inputs_equals_a_loop[QRNN-w2]':
         'RuntimeError: In order to use an autograd.Function with functorch transforms (vmap, grad, jvp, jacrev, ...), i',

@@ -45,6 +45,8 @@ class Layer:
         exceptions: the protocol's documented exceptions it has (docs/protocol.md): ``"third_output"`` (forward
             returns ``(output, c_n, memory_out)``), ``"state_object"`` (``init_state``/``step`` carry a state
             object whose ``c`` is forward's state; `step_state` turns one into the other).
+        bidirectional: a bidirectional variant (``step`` must refuse it, naming the reason).
+        in_docs: a row of the docs' support table (variants of a listed layer are not).
     """
 
     name: str
@@ -61,6 +63,8 @@ class Layer:
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     available: bool = True
     exceptions: tuple[str, ...] = ()
+    bidirectional: bool = False
+    in_docs: bool = True
 
     def make(self, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
@@ -133,6 +137,15 @@ LAYERS: list[Layer] = [
             step=False, onnx=True, export=True, compile=True, available=_has_cell(cell), **_FUSED)
       for cell, backends in (("sru", _SRU_BACKENDS), ("qrnn", _CELL_BACKENDS), ("mingru", _CELL_BACKENDS),
                              ("minlstm", _CELL_BACKENDS), ("hgrn", _CELL_BACKENDS), ("rglru", _CELL_BACKENDS))],
+    # bidirectional variants: padding and the reverse direction, hooks, weights, functional transforms
+    Layer("SRU-v2-bidir", "`SRU` (v2, bidirectional)",
+          lambda: parrnn.SRU(I, H, num_layers=LAYERS_N, bidirectional=True),
+          backends=_SRU_BACKENDS, step=False, bidirectional=True, in_docs=False, **_FUSED),
+    Layer("QRNN-w2-bidir", "`QRNN` (window 2, bidirectional)",
+          lambda: parrnn.QRNN(I, H, LAYERS_N, window=2, bidirectional=True), step=False, bidirectional=True,
+          in_docs=False, **_FUSED),
+    Layer("MinGRU-bidir", "`MinGRU` (bidirectional)", lambda: parrnn.MinGRU(I, H, LAYERS_N, bidirectional=True),
+          step=False, bidirectional=True, in_docs=False, **_FUSED),
     Layer("compat.SRU", "`parrnn.compat.sru.SRU`", _compat("SRU"), family="compat", backends=("auto", "reference"),
           step=False, **_GRAPHS, **_FUSED),
     Layer("compat.SRUpp", "`parrnn.compat.sru.SRUpp`", _compat("SRUpp"), family="compat",
@@ -254,7 +267,7 @@ def support_table() -> str:
     head = "| layer | " + " | ".join(_HEADERS[c] for c in CAPABILITIES) + " |"
     rule = "|" + "---|" * (len(CAPABILITIES) + 1)
     rows = [f"| {la.label} | " + " | ".join("yes" if getattr(la, c) else "no" for c in CAPABILITIES)
-            + " |" for la in LAYERS if la.available]
+            + " |" for la in LAYERS if la.available and la.in_docs]
     return "\n".join([head, rule, *rows])
 
 

@@ -66,6 +66,10 @@ def _step_and_forward_with_empty_batch(layer, model):
     raise ValueError("input: both accept N=0 (consistent)")  # named, so the case passes
 
 
+def _bidirectional_step(layer, model):
+    return model.step(_x(N, I), None)
+
+
 BAD: dict[str, Bad] = {
     "input-2d": Bad(lambda la, m: call(la, m, _x(L, I)), r"input"),
     "input-4d": Bad(lambda la, m: call(la, m, _x(L, N, I, 1)), r"input"),
@@ -89,14 +93,18 @@ BAD: dict[str, Bad] = {
                             r"mask|lengths", ("parrnn", "sliced")),
     "state-shape": Bad(_state_of_wrong_shape, r"state|c0|hx", ("parrnn", "compat")),
     "step-empty-batch": Bad(_step_and_forward_with_empty_batch, r"input|batch|N", ("parrnn",)),
+    "step-bidirectional": Bad(_bidirectional_step, r"bidirectional", ("parrnn",), (ValueError,)),
 }
 
 
 def _cases() -> list:
-    cases = []
+    cases = [pytest.param(la.name, "step-bidirectional", id=f"{la.name}-step-bidirectional")
+             for la in layers(bidirectional=True) if la.family == "parrnn"]
     for la in layers():
         for key, bad in BAD.items():
-            if la.family not in bad.families or (key == "step-empty-batch" and not la.step):
+            if key == "step-bidirectional":
+                continue  # the bidirectional variants, above
+            if la.family not in bad.families or (key.startswith("step-") and not la.step):
                 continue
             cases.append(pytest.param(la.name, key, id=f"{la.name}-{key}"))
     return cases
