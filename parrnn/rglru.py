@@ -208,8 +208,8 @@ class RGLRU(DiagonalRNN):
         layers[k].gate_weight: ``(2, num_heads, H / num_heads, H / num_heads)``, ($W_i$, $W_a$);
             ``gate_bias`` ``(2, num_heads, H / num_heads)``.
         layers[k].a_param: ``(H)``, $\Lambda$.
-        layers[k].weight_out: ``(H, H_out)`` $W_o$; ``bias_out`` ``(H_out)``.
-        Initialised as in the paper (`RGLRULayer.reset_parameters`).
+        layers[k].weight_out: ``(H, H_out)`` $W_o$; ``bias_out`` ``(H_out)``. All initialised as in the paper
+            (`RGLRULayer.reset_parameters`).
 
     Examples:
         >>> rnn = RGLRU(16, 32, num_layers=2)

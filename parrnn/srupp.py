@@ -305,13 +305,16 @@ class SRUppCell(nn.Module):
             state: ``(N, C)`` initial cell state, or the `SRUppState` of `init_state`/`step` (its cell state and,
                 for an attention layer, its cached keys and values, which the queries then also see); zeros if
                 ``None``.
-            lengths: ``(N,)`` integers in ``[1, L]``; mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True
-                (non-zero) on padded steps.
-            attn_mask, memory, memory_mask_pad: as in `SRUpp.forward` (``memory`` one tensor ``(M, N, H_in)``).
+            lengths: ``(N,)`` integers in ``[1, L]``.
+            mask: ``(L, N)`` (``(N, L)`` with ``batch_first``), True (non-zero) on padded steps.
+            attn_mask: as in `SRUpp.forward`.
+            memory: as in `SRUpp.forward`, one tensor ``(M, N, H_in)``.
+            memory_mask_pad: as in `SRUpp.forward`.
             kv_cache: (incremental decoding; attention layers only, instead of ``memory``) ``[keys, values]`` of
                 the ``M`` earlier positions, each ``(N, heads, M, P / heads)``, extended in place by this call's;
                 ``memory_mask_pad`` ``(M, N)`` then marks cached positions to ignore.
-            c0, mask_pad: deprecated spellings of ``state`` and ``mask``.
+            c0: deprecated spelling of ``state``.
+            mask_pad: deprecated spelling of ``mask``.
 
         Returns:
             ``(output, c_n, memory_out)``: ``output`` ``(L, N, C)``, ``c_n`` ``(N, C)``, ``memory_out`` this
@@ -761,7 +764,8 @@ class SRUpp(nn.Module):
             memory: one tensor per layer, ``(M, N, H_in of that layer)``, the previous segment's layer inputs
                 (the previous call's ``memory_out``), or None.
             memory_mask_pad: ``(M, N)``, non-zero on padded memory steps, or None.
-            c0, mask_pad: deprecated spellings of ``state`` and ``mask`` (a DeprecationWarning).
+            c0: deprecated spelling of ``state`` (a DeprecationWarning).
+            mask_pad: deprecated spelling of ``mask`` (a DeprecationWarning).
 
         Returns:
             ``(output, c_n, memory_out)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``),

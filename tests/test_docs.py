@@ -376,3 +376,54 @@ def test_no_doc_installs_parrnn_from_pypi() -> None:
              if _PYPI_INSTALL.search(line) and "not on PyPI" not in line and "does not work" not in line]
     assert not found, "\n".join(found)
     assert _PYPI_INSTALL.search('pip install "parrnn[onnx]"') and not _PYPI_INSTALL.search('pip install ".[onnx]"')
+
+
+def _api_reference_docstring_warnings() -> list[str]:
+    """What griffe (mkdocstrings' parser) warns about in the docstrings the API reference renders: every
+    ``::: name`` of docs/api/*.md and its public members. ``mkdocs build --strict`` fails on each of them."""
+    griffe = pytest.importorskip("griffe")
+    import logging
+
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler, logger = Collect(level=logging.WARNING), logging.getLogger("griffe")
+    logger.addHandler(handler)
+    try:
+        package = griffe.GriffeLoader(search_paths=[str(ROOT)], docstring_parser=griffe.Parser.google).load("parrnn")
+        names = [m.group(1) for page in sorted((ROOT / "docs" / "api").glob("*.md"))
+                 for m in re.finditer(r"^::: ([\w.]+)", page.read_text(), re.M)]
+        seen: set[str] = set()
+
+        def walk(obj, top: str) -> None:  # noqa: ANN001 - a griffe object
+            if obj.path in seen:
+                return
+            seen.add(obj.path)
+            if obj.docstring:
+                obj.docstring.parse("google")
+            if obj.is_module and obj.path != top:
+                return
+            for name, member in obj.members.items():
+                if name.startswith("_") and not name.startswith("__"):
+                    continue
+                if member.is_alias:
+                    try:
+                        member = member.final_target
+                    except Exception:  # noqa: BLE001 - an alias to something outside the package
+                        continue
+                walk(member, top)
+
+        for name in names:
+            walk(package[name.removeprefix("parrnn.")] if name != "parrnn" else package, name)
+    finally:
+        logger.removeHandler(handler)
+    return sorted(set(found))
+
+
+def test_api_reference_docstrings_parse_cleanly() -> None:
+    found = _api_reference_docstring_warnings()
+    assert not found, ("mkdocs build --strict would fail (Google-style Args: one `name: description` per "
+                       "argument):\n" + "\n".join(found))
