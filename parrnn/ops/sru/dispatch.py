@@ -242,12 +242,13 @@ def sru_recurrence(
 
 
 def _eager(args: RecurrenceArgs, backend: str) -> tuple[Tensor, Tensor]:
-    """`sru_recurrence` outside TorchScript: validated once, then run as `parrnn.ops.registry.route` says."""
+    """`sru_recurrence` outside TorchScript: validated once (not while exporting to ONNX), then run as
+    `parrnn.ops.registry.route` says."""
     backend = check_backend(backend, stacklevel=4)
-    length, batch, _, cols = validate(args, check_dtype=backend not in ("reference", "auto"))
     way = registry.route(args[:5])
-    if way == "onnx":
+    if way == "onnx":  # (its checks would specialize the exported graph's symbolic sizes)
         return _export_recurrence(args)
+    length, batch, _, cols = validate(args, check_dtype=backend not in ("reference", "auto"))
     u, linear = args.u, args.weight_c is None
     if way == "graph":
         name = registry.graph_choice(OP, backend, u.device, u.dtype, linear=linear)
