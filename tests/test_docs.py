@@ -311,7 +311,7 @@ def test_shape_docstring_check_can_fail() -> None:
 
 # ----------------------------------------------------------------------------------------- docs of the present
 
-USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+USER_DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
 _PAST = re.compile(r"\bissues?\s*#?\d|\bissue's\b|(?<![\w&])#\d+\b|\bsessions?\b|to be filled|\bTODO\b", re.I)
 _LINK = re.compile(r"\]\(([^)\s]+?)(?:#[^)]*)?\)")
 
