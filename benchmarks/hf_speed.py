@@ -17,6 +17,9 @@ there (resumable), then writes ``results.json`` and ``results.md`` (the CPU name
 
     python benchmarks/hf_speed.py --threads 2 --out benchmarks/results/<date>-zen3-hf        # the full table
     python benchmarks/hf_speed.py --tiny --out /tmp/hf-speed-smoke                           # seconds
+
+The full table takes about 7-10 minutes on 2 quiet Zen 3 / Xeon cores (most of it Llama's prefill at 16384 x 8,
+with the dynamic and the static cache); an interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -257,6 +260,12 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], flat: dict[str, A
             f"| {r['state_bytes'] / 2**20:.3f} | {ratio} |")
     lines += ["", "Decode ms/token at the longest prompt over the shortest (1.00 = flat):", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in sorted(flat.items())]
+    overhead = [r for r in rows if "generate_overhead_ms" in r]
+    if overhead:
+        lines += ["", "generate's own per-token overhead (generate minus the raw loop), as a share of the decode time:",
+                  ""]
+        lines += [f"- {r['model']} prompt {r['length']} batch {r['batch']}: {r['generate_overhead_ms']:.2f} ms "
+                  f"({100 * r['generate_overhead_ms'] / r['decode_ms']:.0f} %)" for r in overhead]
     return "\n".join(lines) + "\n"
 
 
