@@ -18,7 +18,7 @@ from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN
 from parrnn._fused_gates import MinGRUGates, MinLSTMGates, min_lstm_forget_share
 from parrnn.cells import reference_projection, register_cell
-from parrnn.ops import gemm
+from parrnn.ops import gemm, registry
 
 ACTIVATIONS = ("identity", "g")
 
@@ -79,9 +79,9 @@ class MinGRULayer(_MinLayer):
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
         u = self.project(x)
         # eager only: a compiler fuses the plain ops itself (and dynamo cannot trace the strided out= writes);
-        # TorchScript cannot save a Python autograd function
+        # TorchScript cannot save a Python autograd function; torch.func and forward-mode AD need plain ops
         if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
-            if self.activation == "identity" and not torch.compiler.is_compiling():
+            if self.activation == "identity" and registry.hand_written_ok((u,)):
                 a, b = MinGRUGates.apply(u)
                 return a, b, None
         candidate, gate = u.unbind(2)  # (unbind: its backward is one stack, not a copy per slice)
@@ -99,7 +99,7 @@ class MinLSTMLayer(MinGRULayer):
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
         u = self.project(x)
         if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
-            if self.activation == "identity" and not torch.compiler.is_compiling():
+            if self.activation == "identity" and registry.hand_written_ok((u,)):
                 a, b = MinLSTMGates.apply(u)  # eager: the hand-written backward (parrnn._fused_gates)
                 return a, b, None
         candidate, forget, input_gate = u.unbind(2)

@@ -14,6 +14,7 @@ from parrnn import _validation as check
 from parrnn._diagonal_rnn import DiagonalLayer, DiagonalRNN
 from parrnn._fused_gates import qrnn_coefficients, qrnn_gates
 from parrnn.cells import reference_projection, register_cell
+from parrnn.ops import registry
 
 POOLINGS = ("f", "fo", "ifo")
 WINDOWS = (1, 2)
@@ -66,7 +67,7 @@ class QRNNLayer(DiagonalLayer):
     def _gates(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(a, b, output gate)`` from the pre-activations ``u`` ``(L, N, gates, dirs * H)``."""
         if not torch.jit.is_scripting():  # noqa: SIM102 (alone, so TorchScript skips the block)
-            if not torch.compiler.is_compiling():
+            if registry.hand_written_ok((u,)):  # eager (no tracer, torch.func transform or dual tensor)
                 return qrnn_gates(u, self.pooling)  # eager: the hand-written backward (parrnn._fused_gates)
         return qrnn_coefficients(u, self.pooling)
 

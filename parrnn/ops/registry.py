@@ -44,7 +44,7 @@ from parrnn.ops.tracing import functorch_active, tracing
 
 __all__ = ["ALGORITHMS", "OPS", "WORDS", "AutoRule", "DoubleBackwardError", "Op", "available_backends",
            "backend_availability", "backend_module", "choose", "first_order_only", "get_op", "graph_choice",
-           "normalize", "precompile", "register", "reprobe", "route", "run_time_choice"]
+           "hand_written_ok", "normalize", "precompile", "register", "reprobe", "route", "run_time_choice"]
 
 AUTO, REFERENCE = "auto", "reference"
 #: The fused algorithms; each runs the kernel of the tensors' device.
@@ -374,6 +374,13 @@ def route(tensors: Sequence[Tensor | None]) -> str:
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return "autograd"
     return "direct"
+
+
+def hand_written_ok(tensors: Sequence[Tensor | None]) -> bool:
+    """Whether a hand-written ``autograd.Function`` (the cells' fused gates, ``gru_rows``) may run on ``tensors``:
+    eager, outside ``torch.func`` transforms and without forward-mode AD dual tensors (`route` ``"direct"`` or
+    ``"autograd"``). Otherwise the caller runs plain ops, which every transform differentiates and tracers see."""
+    return route(tensors) in ("direct", "autograd")
 
 
 # ---- first-order-only backwards -----------------------------------------------------------------------------------

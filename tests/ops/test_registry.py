@@ -333,3 +333,23 @@ def test_gru_rows_steps_aside_for_graphs_transforms_and_dual_tensors() -> None:
 
     torch.func.grad(loss)(x)
     assert seen == [False]
+
+
+@pytest.mark.parametrize("name", ["SRU", "QRNN", "MinGRU", "MinLSTM", "HGRN"])
+def test_layers_over_the_ops_give_forward_ad_tangents_and_torch_func_gradients(name: str) -> None:
+    """Frozen parameters used to reach the kernels directly (a None tangent); the cells' hand-written gate
+    backwards had no jvp and no setup_context. Through the registry both run plain, differentiable ops."""
+    torch.manual_seed(0)
+    model = getattr(parrnn, name)(4, 4, **({"num_layers": 1} if name == "SRU" else {})).double()
+    model.requires_grad_(False)
+    x, v = torch.randn(5, 2, 4, dtype=torch.float64), torch.randn(5, 2, 4, dtype=torch.float64)
+    with torch.no_grad():
+        want = _finite_difference(lambda t: model(t)[0], (x,), (v,))
+    with forward_ad.dual_level():
+        tangent = forward_ad.unpack_dual(model(forward_ad.make_dual(x, v))[0]).tangent
+    assert tangent is not None
+    torch.testing.assert_close(tangent, want)
+    model.requires_grad_(True)
+    leaf = x.clone().requires_grad_()
+    model(leaf)[0].sum().backward()
+    torch.testing.assert_close(torch.func.grad(lambda t: model(t)[0].sum())(x), leaf.grad)

@@ -56,7 +56,7 @@ def fast_gru_applies(rnn: nn.Module, x: Tensor) -> bool:
     if torch.is_autocast_enabled("cpu"):
         return False
     # eager only: graphs, ONNX export, torch.func transforms and forward-mode AD run nn.GRU
-    return registry.route((x, *rnn.parameters())) in ("direct", "autograd")
+    return registry.hand_written_ok((x, *rnn.parameters()))
 
 
 def gru_rows(rnn: nn.GRU, x4: Tensor, need_output: bool) -> tuple[Tensor | None, Tensor]:
