@@ -16,6 +16,7 @@ def tracing() -> bool:
 
 def functorch_active() -> bool:
     """True inside a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, ``functional_call`` alone is not
-    one). The registered ``parrnn::`` ops carry autograd formulas but no functorch rules, so under a
-    transform the recurrence runs the reference (pure torch ops) and products run plain ``@``."""
+    one). The fused kernels have no functorch rules, so under a transform the recurrences run the reference (pure
+    torch ops; `parrnn.ops.registry.route`) and products run plain ``@``. Dynamo answers True while it traces, so
+    ask `tracing` first."""
     return torch._C._functorch.peek_interpreter_stack() is not None

@@ -305,8 +305,8 @@ def test_cuda_backend_matches_reference(backend: str, dtype: torch.dtype, revers
 # ---- torch.compile, torch.export, ONNX ----------------------------------------------------------------------------
 
 def test_compile_fullgraph_matches_eager_values_and_grads() -> None:
-    """The custom op (with its autograd and fake kernels) traces without graph breaks, ``auto`` included (its
-    thread count is read once while tracing)."""
+    """The custom op (with its autograd and fake kernels) traces without graph breaks, ``auto`` included (chosen
+    by the op at run time: nothing reads the thread count while tracing)."""
     a, b, h0, lengths = make_inputs(6, 2, 3, torch.float32, padded=True, seed=27)
 
     def loss(a, b, h0, lengths, reverse):
