@@ -95,4 +95,4 @@ def main(cells: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["sru", "mingru"])
+    main(sys.argv[1:] or ["sru", "srupp", "mingru"])

@@ -15,8 +15,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+import parrnn.hf  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-CELLS = ["sru", "srupp", "mingru"]
+CELLS = list(parrnn.hf.available_cells())
 
 
 @pytest.fixture(scope="module")
