@@ -107,11 +107,16 @@ class SlicedRNN(nn.Module):
         **cell_kwargs: passed to every level's cell constructor (e.g. ``dropout`` for GRU/LSTM, ``proj_size``
             for LSTM, ``layer_norm`` or ``backend`` for SRU).
 
-    Inputs:
+    Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md, with its documented exceptions; see
+    `forward`)
         * **input**: ``(T, N, H_in)`` (``(N, T, H_in)`` with ``batch_first``), any ``T >= 1``, or a
           `torch.nn.utils.rnn.PackedSequence` (its lengths are used; ``output`` is returned padded).
+        * **state**: must be ``None`` (every slice starts from zero). Pass ``lengths`` by keyword: a lengths
+          sequence in this second position still works, with a DeprecationWarning.
         * **lengths**: ``(N,)`` integer tensor or sequence of ints in ``[1, T]``; ``None`` means every
           sequence has length ``T``.
+        * **mask** (keyword): bool ``(T, N)`` (``(N, T)`` with ``batch_first``), True on padded steps, a suffix of
+          each sequence; the alternative to ``lengths``.
         * **total_length** (keyword): cut the input as if it were zero-padded to this many steps (``>= T``;
           like `torch.nn.utils.rnn.pad_packed_sequence`'s ``total_length``, without a copy). Batches
           padded to different lengths then get the same slices, hence the same results per sequence.
@@ -129,6 +134,9 @@ class SlicedRNN(nn.Module):
           ``batch_first``); ``all_levels[-1]`` is ``output``.
 
         ``H_out = dirs * H`` (``dirs * proj_size`` for an LSTM with ``proj_size > 0``).
+
+    `init_state(batch_size)` gives zeros shaped like ``h``; `step` raises ``NotImplementedError`` (a sliced RNN
+    needs the whole sequence; stream with the base cell).
 
     Attributes:
         rnns: `torch.nn.ModuleList` of ``levels + 1`` modules; ``rnns[0]`` (also ``base``) is the base

@@ -59,8 +59,9 @@ class SRUCell(nn.Module):
         version: ``"v2"`` (peephole, default) or ``"v1"`` (linear).
         has_skip_term: include the highway term $(1 - r_t) x'_t$. Default: ``True``.
         batch_first: inputs and outputs are ``(N, L, *)`` instead of ``(L, N, *)``. Default: ``False``.
-        backend: ``"auto"`` (fastest that works here), ``"cpu"``, ``"cuda"``, ``"scan"`` (v1 only) or
-            ``"reference"``; see [parrnn.available_backends][].
+        backend: ``"auto"`` (fastest that works here), ``"sequential"``, ``"scan"`` (v1 only) or
+            ``"reference"`` (the device comes from the tensors; the old ``"cpu"``/``"cuda"`` are deprecated aliases
+            of ``"sequential"``); see [parrnn.available_backends][].
 
     Inputs: input, state, lengths, mask (the layer protocol, docs/protocol.md; see `forward`)
         * **input**: ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``), float16/bfloat16/float32/float64.

@@ -647,7 +647,8 @@ class SRUpp(nn.Module):
         input_size: features of the input, `H_in`.
         hidden_size: features of the state per direction, `H`.
         proj_size: attention width `P`.
-        num_layers: stacked layers. Default: 2.
+        num_layers: stacked layers. Default: 2 in this release, with a FutureWarning when not passed (1, as
+            `torch.nn.LSTM`, in the next).
         dropout: dropout inside each layer (before `W3`) and on the recurrent branch of every layer but the
             last, as in `sru`. Default: 0.
         attn_dropout: dropout on attention weights. Default: 0.
@@ -661,13 +662,17 @@ class SRUpp(nn.Module):
         attention_last_n_layers: attention in the last n layers only (exclusive with the previous option).
         rescale: scale the highway input by `sqrt(1 + 2 exp(highway_bias))`. Default: `False`.
         batch_first: inputs, outputs, memory and masks are batch-major. Default: `False`.
-        backend: recurrence backend, as in [SRU][parrnn.SRU]: `"auto"`, `"cpu"`, `"cuda"` or `"reference"`.
+        backend: recurrence backend, as in [SRU][parrnn.SRU]: `"auto"`, `"sequential"` or `"reference"` (the
+            old `"cpu"`/`"cuda"` are deprecated aliases of `"sequential"`).
 
-    Inputs:
-        * **input**: `(L, N, H_in)` (`(N, L, H_in)` with `batch_first`).
-        * **c0**: `(num_layers, N, dirs * H)` initial cell states; zeros if None.
-        * **lengths** / **mask_pad**: padding, as in [SRU][parrnn.SRU] (`mask_pad` `(L, N)`, non-zero on
-          padding). Padded steps keep `c`, output 0 (before a `normalize_after` layer norm) and are never attended.
+    Inputs: input, state, lengths, mask, attn_mask, memory, memory_mask_pad (the layer protocol,
+    docs/protocol.md; see `forward`)
+        * **input**: `(L, N, H_in)` (`(N, L, H_in)` with `batch_first`) or a `PackedSequence`.
+        * **state**: `(num_layers, N, dirs * H)` initial cell states, or the `SRUppState` of `init_state`/`step`;
+          zeros if None (old keyword `c0=`).
+        * **lengths** / **mask**: padding, as in [SRU][parrnn.SRU] (`mask` `(L, N)`, non-zero on padding; old
+          keyword `mask_pad=`). Padded steps keep `c`, output 0 (before a `normalize_after` layer norm) and are
+          never attended.
         * **attn_mask**: additive float `(L, M + L)` mask (0 = may attend, `-inf` = may not; a bool mask means
           True = may attend), or `"causal"` (SDPA's causal kernel when there is no memory). None: every query
           sees every key.
@@ -675,16 +680,19 @@ class SRUpp(nn.Module):
           layer inputs (pass the previous call's `memory_out`), or None.
         * **memory_mask_pad**: `(M, N)` non-zero on padded memory steps, or None.
 
-    Outputs:
-        * **output**: `(L, N, dirs * H)` (`(N, L, dirs * H)` with `batch_first`).
+    Outputs: output, c_n, memory_out (SRU++'s documented exception to `(output, state)`: a third value)
+        * **output**: `(L, N, dirs * H)` (`(N, L, dirs * H)` with `batch_first`; a `PackedSequence` for one).
         * **c_n**: `(num_layers, N, dirs * H)` last cell state of every layer.
         * **memory_out**: list of every layer's input `(L, N, H_in of that layer)`: the next segment's memory.
+
+    `init_state(batch_size)` and `step(input (N, H_in), state) -> (output (N, dirs * H), state)` decode one token
+    at a time (an `SRUppState`: cell states and cached keys and values).
 
     Examples:
         >>> model = SRUpp(16, 32, 8, num_layers=2, num_heads=2)
         >>> x = torch.randn(10, 4, 16)
         >>> out, c_n, memory = model(x, attn_mask="causal")
-        >>> out, c_n, memory = model(x, c0=c_n, attn_mask="causal", memory=memory)  # next segment
+        >>> out, c_n, memory = model(x, c_n, attn_mask="causal", memory=memory)  # next segment
         >>> out.shape, c_n.shape, [m.shape[-1] for m in memory]
         (torch.Size([10, 4, 32]), torch.Size([2, 4, 32]), [16, 32])
     """
