@@ -150,10 +150,21 @@ def _import_parrnn():
         raise ModelUnavailable(f"import parrnn failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _op_word(backend: str) -> str:
+    """The op's backend word for a model name's backend (``sru-cpu-v1``, ``sru-cuda-v2``: ``"sequential"``)."""
+    return "sequential" if backend in ("cpu", "cuda") else backend
+
+
 def _check_parrnn_backend(backend: str, device: torch.device) -> None:
     if backend == "auto":
         return
-    ok, why = _import_parrnn().available_backends().get(backend, (False, "unknown backend"))
+    _import_parrnn()
+    from parrnn.ops.sru.dispatch import backend_availability  # the SRU op's backend words and their aliases
+
+    try:
+        ok, why = backend_availability(backend, device)
+    except ValueError:
+        ok, why = False, "unknown backend"
     if not ok:
         raise ModelUnavailable(f"parrnn backend {backend!r} unavailable: {why}")
     if backend in ("cpu", "cuda") and device.type != backend:
@@ -178,7 +189,7 @@ def _build_sru(spec: ModelName, input_size: int, hidden: int, layers: int, devic
                dtype: torch.dtype) -> BenchModel:
     parrnn = _import_parrnn()
     _check_parrnn_backend(spec.backend, device)
-    module = parrnn.SRU(input_size, hidden, num_layers=layers, version=spec.version, backend=spec.backend)
+    module = parrnn.SRU(input_size, hidden, num_layers=layers, version=spec.version, backend=_op_word(spec.backend))
     return _sequence_model(spec, module, input_size, device, dtype,
                            resolve=_parrnn_resolver(spec, device, hidden))
 
@@ -219,7 +230,7 @@ def _build_srupp(spec: ModelName, input_size: int, hidden: int, layers: int, dev
                  dtype: torch.dtype) -> BenchModel:
     parrnn = _import_parrnn()
     proj, heads = attention_sizes(hidden)
-    module = parrnn.SRUpp(input_size, hidden, proj, layers, num_heads=heads, backend=spec.backend).to(
+    module = parrnn.SRUpp(input_size, hidden, proj, layers, num_heads=heads, backend=_op_word(spec.backend)).to(
         device=device, dtype=dtype)
     randn = _randn(device, dtype)
     return BenchModel(spec, module, lambda length, batch, grad: (randn(length, batch, input_size),),
@@ -290,7 +301,7 @@ def _build_rec(spec: ModelName, input_size: int, hidden: int, layers: int, devic
                dtype: torch.dtype) -> BenchModel:
     _import_parrnn()
     _check_parrnn_backend(spec.backend, device)
-    module = _Recurrence(hidden, spec.version, spec.backend).to(device=device, dtype=dtype)
+    module = _Recurrence(hidden, spec.version, _op_word(spec.backend)).to(device=device, dtype=dtype)
     randn = _randn(device, dtype)
 
     def make_inputs(length: int, batch: int, grad: bool) -> tuple[Tensor, Tensor]:
