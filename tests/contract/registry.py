@@ -130,7 +130,7 @@ LAYERS: list[Layer] = [
     Layer("RGLRU", "`RGLRU`", lambda: parrnn.RGLRU(I, H, LAYERS_N), available=hasattr(parrnn, "RGLRU"),
           **_GRAPHS, **_FUSED),
     Layer("Sliced-gru", "`SlicedRNN` over `nn.GRU`", _sliced("gru"), family="sliced", backends=("auto",),
-          step=False, onnx=True, export=True),
+          step=False, onnx=True, export=True, **_FUSED),  # the fused gru_rows path (CPU, eager)
     Layer("Sliced-lstm", "`SlicedRNN` over `nn.LSTM`", _sliced("lstm"), family="sliced", backends=("auto",),
           step=False, onnx=True, export=True),
     *[Layer(f"Sliced-{cell}", f'`SlicedRNN` over `"{cell}"`', _sliced(cell), family="sliced", backends=backends,
