@@ -146,10 +146,10 @@ LAYERS: list[Layer] = [
           in_docs=False, **_FUSED),
     Layer("MinGRU-bidir", "`MinGRU` (bidirectional)", lambda: parrnn.MinGRU(I, H, LAYERS_N, bidirectional=True),
           step=False, bidirectional=True, in_docs=False, **_FUSED),
-    Layer("compat.SRU", "`parrnn.compat.sru.SRU`", _compat("SRU"), family="compat", backends=("auto", "reference"),
+    Layer("compat.SRU", "`parrnn.compat.sru.SRU`", _compat("SRU"), family="compat", backends=_SRU_BACKENDS,
           step=False, **_GRAPHS, **_FUSED),
-    Layer("compat.SRUpp", "`parrnn.compat.sru.SRUpp`", _compat("SRUpp"), family="compat",
-          backends=("auto", "reference"), step=False, available=_has_compat("SRUpp"), **_FUSED),
+    Layer("compat.SRUpp", "`parrnn.compat.sru.SRUpp`", _compat("SRUpp"), family="compat", backends=_SRU_BACKENDS,
+          step=False, available=_has_compat("SRUpp"), **_FUSED),
 ]
 # -------------------------------------------------------------------------------------------------------------------
 
