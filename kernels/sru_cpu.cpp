@@ -23,6 +23,7 @@
 #include "sru_step.cuh"
 #include "status.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -238,35 +239,42 @@ inline i64 block_size(i64 N, i64 D, i64 H, int threads) {
     return blk < 16 ? 16 : (blk + 15) / 16 * 16;
 }
 
+// Returns a status (status.h): an exception must not leave an OpenMP region (std::terminate), so each task
+// catches its own (a task's small column buffers can fail to allocate) and the remaining tasks are skipped.
 template <typename S, bool BACKWARD, bool SKIP, bool TANH, bool PEEP>
-void run(const Args<S>& a, int threads) {
+int run(const Args<S>& a, int threads) {
     if (threads < 1) threads = 1;
     const i64 blk = block_size(a.N, a.D, a.H, threads);
     const i64 nblk = (a.H + blk - 1) / blk;
     const i64 tasks = a.N * a.D * nblk;
+    std::atomic<int> status{parrnn::kOk};
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
 #endif
     for (i64 task = 0; task < tasks; ++task) {
+        if (status.load(std::memory_order_relaxed) != parrnn::kOk) continue;
         const i64 n = task / (a.D * nblk);
         const i64 rem = task % (a.D * nblk);
         const i64 d = rem / nblk;
         const i64 b = rem % nblk;
         const i64 col0 = d * a.H + b * blk;
         const i64 nb = (b + 1) * blk > a.H ? a.H - b * blk : blk;
-        if (BACKWARD)
-            backward_task<S, SKIP, TANH, PEEP>(a, n, col0, nb, d == 1);
-        else
-            forward_task<S, SKIP, TANH, PEEP>(a, n, col0, nb, d == 1);
+        const int failed = parrnn::guarded([&]() {
+            if (BACKWARD)
+                backward_task<S, SKIP, TANH, PEEP>(a, n, col0, nb, d == 1);
+            else
+                forward_task<S, SKIP, TANH, PEEP>(a, n, col0, nb, d == 1);
+            return int(parrnn::kOk);
+        });
+        if (failed != parrnn::kOk) status.store(failed);
     }
+    return status.load();
 }
 
 template <typename S, bool BACKWARD, bool SKIP, bool TANH>
-void run_peephole(const Args<S>& a, int threads) {
-    if (a.weight_c)
-        run<S, BACKWARD, SKIP, TANH, true>(a, threads);
-    else
-        run<S, BACKWARD, SKIP, TANH, false>(a, threads);
+int run_peephole(const Args<S>& a, int threads) {
+    return a.weight_c ? run<S, BACKWARD, SKIP, TANH, true>(a, threads)
+                      : run<S, BACKWARD, SKIP, TANH, false>(a, threads);
 }
 
 template <typename S, bool BACKWARD>
@@ -276,14 +284,11 @@ int dispatch(const Args<S>& a, int skip, int use_tanh, int threads) {
     if (skip != kNoSkip && skip != kSkipX && skip != kSkipU3) return parrnn::kUnknownSkip;
     if ((skip == kSkipX && !a.x) || (skip == kSkipU3 && (a.K != 4 || a.x)) || (skip == kNoSkip && a.x))
         return parrnn::kBadSkip;
-    if (skip == kNoSkip) {
-        use_tanh ? run_peephole<S, BACKWARD, false, true>(a, threads)
-                 : run_peephole<S, BACKWARD, false, false>(a, threads);
-    } else {
-        use_tanh ? run_peephole<S, BACKWARD, true, true>(a, threads)
-                 : run_peephole<S, BACKWARD, true, false>(a, threads);
-    }
-    return 0;
+    if (skip == kNoSkip)
+        return use_tanh ? run_peephole<S, BACKWARD, false, true>(a, threads)
+                        : run_peephole<S, BACKWARD, false, false>(a, threads);
+    return use_tanh ? run_peephole<S, BACKWARD, true, true>(a, threads)
+                    : run_peephole<S, BACKWARD, true, false>(a, threads);
 }
 
 // Args with the inputs both passes read (the per-pass outputs are left null).
