@@ -9,6 +9,7 @@ logarithms (``docs/cells.md`` compares the accuracy of both forms against float6
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -201,8 +202,9 @@ class MinGRU(DiagonalRNN):
     @property
     def proj_size(self) -> int:
         """Deprecated name of `output_projection_size`."""
-        warnings.warn("MinGRU.proj_size is deprecated; read output_projection_size instead", DeprecationWarning,
-                      stacklevel=2)
+        if not sys._getframe(1).f_globals.get("__name__", "").startswith("torch."):  # (TorchScript lists attributes)
+            warnings.warn("MinGRU.proj_size is deprecated; read output_projection_size instead", DeprecationWarning,
+                          stacklevel=2)
         return self.output_projection_size
 
     def extra_repr(self) -> str:
