@@ -374,8 +374,8 @@ def build_all_cpu_libraries(target: Path | str | None = None, *, jobs: int | Non
         find_compiler()
     if specs and not quiet:
         names = ", ".join(s.name for s in specs)
-        print(f"parrnn: building the C++ CPU libraries {names} (up to about {sum(s.seconds for s in specs)} s "
-              f"on 2 cores; cached in {cache_dir()})", file=sys.stderr, flush=True)
+        print(f"parrnn: building the C++ CPU libraries {names} (those not already in the cache {cache_dir()}: up "
+              f"to about {sum(s.seconds for s in specs)} s on 2 cores)", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
         built = dict(zip([s.name for s in specs], pool.map(_build_one, specs), strict=True))
@@ -395,6 +395,6 @@ def build_all_cpu_libraries(target: Path | str | None = None, *, jobs: int | Non
     else:
         result.update({name: path for name, (path, _) in built.items()})
     if specs and not quiet:
-        print(f"parrnn: built {len(specs)} C++ CPU libraries in {time.perf_counter() - start:.0f} s",
+        print(f"parrnn: {len(specs)} C++ CPU libraries ready in {time.perf_counter() - start:.0f} s",
               file=sys.stderr, flush=True)
     return result
