@@ -47,7 +47,8 @@ def test_round_trip_in_a_fresh_process(cell: str, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "parrnn" and saved["cell"] == cell
     assert saved["parrnn_version"] == parrnn.__version__
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -36,7 +36,8 @@ def test_sru3_srupp_stack_round_trips_as_a_causal_lm(tmp_path: Path) -> None:
     if path is None:
         pytest.skip("sru 3.0.0.dev6 is not installed (scripts/bootstrap.sh puts it in .venv/sru3)")
     extensions = Path(tempfile.gettempdir()) / "parrnn-sru3-torch-extensions"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]), TORCH_EXTENSIONS_DIR=str(extensions))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]),
+               TORCH_EXTENSIONS_DIR=str(extensions))
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "hf" / "_sru3_lm.py"), str(tmp_path)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,7 +23,8 @@ CELLS = list(parrnn.hf.available_cells())
 
 @pytest.fixture(scope="module")
 def losses() -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "hf" / "_distributed.py"), *CELLS],
                           capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]

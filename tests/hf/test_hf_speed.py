@@ -31,8 +31,8 @@ def test_models_have_the_same_width_depth_and_parameters_within_10_percent(hf_sp
 
 
 def test_a_tiny_run_writes_the_table_and_resumes(hf_speed, tmp_path: Path, capsys) -> None:
-    argv = ["--tiny", "--out", str(tmp_path), "--cells", "mingru", "--lengths", "16", "--batches", "2",
-            "--rounds", "1"]
+    argv = ["--tiny", "--threads", "1", "--out", str(tmp_path), "--cells", "mingru", "--lengths", "16",
+            "--batches", "2", "--rounds", "1"]
     rows = hf_speed.main(argv)
     lines = (tmp_path / "raw.jsonl").read_text().splitlines()
     assert len(lines) == 6  # 3 models x (generate, raw loop)
