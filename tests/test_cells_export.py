@@ -15,7 +15,7 @@ D, H = 3, 4
 #: every cell once, the state-carrying QRNN window 2 bidirectional
 MODELS = {
     "qrnn-window2-bidir": lambda: parrnn.QRNN(D, H, 2, window=2, bidirectional=True),
-    "mingru-proj": lambda: parrnn.MinGRU(D, H, 2, proj_size=3),
+    "mingru-proj": lambda: parrnn.MinGRU(D, H, 2, output_projection_size=3),
     "minlstm-bidir": lambda: parrnn.MinLSTM(D, H, 2, bidirectional=True),
     "hgrn": lambda: parrnn.HGRN(D, H, 2),
 }

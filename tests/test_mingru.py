@@ -51,7 +51,7 @@ def test_a_user_switching_from_mingru_pytorch_gets_the_same_numbers(reference, k
     expected = layers[1](layers[0](x))
     cls = parrnn.MinGRU if kind == "minGRU" else parrnn.MinLSTM
     model = cls.from_mingru_pytorch(*layers)
-    assert model.hidden_size == int(8 * expansion) and model.proj_size == (8 if expansion != 1.0 else 0)
+    assert model.hidden_size == int(8 * expansion) and model.output_projection_size == (8 if expansion != 1.0 else 0)
     out, h_n = model(x)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     # the reference's sequential mode, one token at a time with its hidden state

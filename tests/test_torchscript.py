@@ -110,7 +110,7 @@ CELL_CONFIGS = [
     ("QRNN", {"window": 2, "pooling": "ifo", "bidirectional": True}),
     ("QRNN", {"window": 2, "pooling": "f", "zoneout": 0.2}),
     ("MinGRU", {"batch_first": True}),
-    ("MinGRU", {"activation": "g", "proj_size": 4, "bidirectional": True}),
+    ("MinGRU", {"activation": "g", "output_projection_size": 4, "bidirectional": True}),
     ("MinLSTM", {"bidirectional": True}),
     ("HGRN", {}),
     ("HGRN", {"bidirectional": True, "lower_bound": False}),
