@@ -204,9 +204,11 @@ def summarize(records: list[dict[str, Any]], names: list[str], args: argparse.Na
                        == (name, length, batch, "raw")]
                 steps = [s for r in gen for s in r["decode_s"]]
                 q1, med, q3 = quartiles(steps)
-                prefill = statistics.median(r["prefill_s"] for r in gen)
+                prefills = [r["prefill_s"] for r in gen]
+                prefill = statistics.median(prefills)
                 row = {"model": name, "length": length, "batch": batch, "rounds": len(gen),
                        "prefill_tok_s": length * batch / prefill, "prefill_s": prefill,
+                       "prefill_range_tok_s": [length * batch / max(prefills), length * batch / min(prefills)],
                        "decode_ms": 1e3 * med, "decode_iqr_ms": [1e3 * q1, 1e3 * q3],
                        "decode_tok_s": batch / med, "state_bytes": gen[-1]["state_bytes"]}
                 if raw:
@@ -241,12 +243,13 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], flat: dict[str, A
              + f". torch {meta['torch']}, transformers {meta['transformers']}, parrnn commit {meta['commit']}. "
              f"Load average before/after: {meta['load_before']} / {meta['load_after']}.", "",
              f"Command: `{meta['command']}`", "",
+             "Prefill: median over rounds (min-max). "
              "Decode: median ms per generated token (IQR over tokens and rounds) through `generate`; raw: the same "
              "loop without `generate` (short prompts); speedups against the faster Llama (dynamic or static cache) "
              "at the same prompt length and batch; state: bytes of the decoding state after prompt + new tokens.",
              "",
-             "| model | prompt | batch | prefill tok/s | prefill x | decode ms/token (IQR) | decode x | raw ms | "
-             "generate overhead ms | state MiB | state / KV |",
+             "| model | prompt | batch | prefill tok/s (range) | prefill x | decode ms/token (IQR) | decode x "
+             "| raw ms | generate overhead ms | state MiB | state / KV |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         speed = {k: format(r[k], ".2f") if k in r else "" for k in
@@ -254,6 +257,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], flat: dict[str, A
         ratio = format(r["state_vs_kv"], ".4f") if "state_vs_kv" in r else ""
         lines.append(
             f"| {r['model']} | {r['length']} | {r['batch']} | {r['prefill_tok_s']:,.0f} "
+            f"({r['prefill_range_tok_s'][0]:,.0f}-{r['prefill_range_tok_s'][1]:,.0f}, {r['rounds']} rounds) "
             f"| {speed['prefill_speedup']} "
             f"| {r['decode_ms']:.2f} ({r['decode_iqr_ms'][0]:.2f}-{r['decode_iqr_ms'][1]:.2f}) "
             f"| {speed['decode_speedup']} | {speed['raw_decode_ms']} | {speed['generate_overhead_ms']} "
@@ -314,6 +318,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jobs = plan(args, names)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"{len(jobs)} measurements, {sum(key(j) in done for j in jobs)} already in {raw_path}", flush=True)
+    warm = prompt(1, 16, args.vocab)  # first calls load kernels and fill caches: not part of any measurement
+    for name in names:
+        time_generate(models[name], name, warm, 2)
+        time_raw_loop(models[name], name, warm, 2)
     for i, job in enumerate(jobs):
         if key(job) in done:
             continue
