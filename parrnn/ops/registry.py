@@ -152,7 +152,7 @@ def normalize(op: Op | str, backend: str, *, stacklevel: int = 2) -> str:
         warnings.warn(f"backend={backend!r} is deprecated: write backend={new!r} (the device comes from the "
                       "tensors)", DeprecationWarning, stacklevel=stacklevel + 1)
         return new
-    raise ValueError(f"backend must be one of {WORDS + tuple(spec.aliases)}, got {backend!r}")
+    raise ValueError(f"backend must be one of {WORDS}, got {backend!r}")
 
 
 # ---- availability -------------------------------------------------------------------------------------------------
