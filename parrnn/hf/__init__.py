@@ -30,7 +30,7 @@ from parrnn.hf.tokenizer import ByteTokenizer
 AutoConfig.register(ParrnnConfig.model_type, ParrnnConfig, exist_ok=True)
 AutoModel.register(ParrnnConfig, ParrnnModel, exist_ok=True)
 AutoModelForCausalLM.register(ParrnnConfig, ParrnnForCausalLM, exist_ok=True)
-AutoTokenizer.register(ParrnnConfig, slow_tokenizer_class=ByteTokenizer, exist_ok=True)
+AutoTokenizer.register(ParrnnConfig, tokenizer_class=ByteTokenizer, exist_ok=True)
 
 __all__ = ["ByteTokenizer", "CheckpointMismatchError", "ParrnnCache", "ParrnnConfig", "ParrnnForCausalLM",
            "ParrnnModel", "ParrnnPreTrainedModel", "available_cells"]
