@@ -34,11 +34,14 @@ class Cycles(Dataset):
 @pytest.mark.parametrize("cell", CELLS)
 def test_trainer_trains_every_cell(cell: str, tmp_path) -> None:
     model = tiny_model(cell, vocab_size=12).train()
+    checkpointing = cell in ("sru", "srupp")  # and through Trainer's activation checkpointing
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=25, per_device_train_batch_size=16,
                              learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                             disable_tqdm=True, seed=0, dataloader_num_workers=0)
+                             disable_tqdm=True, seed=0, dataloader_num_workers=0,
+                             activation_checkpointing=checkpointing)
     trainer = Trainer(model=model, args=args, train_dataset=Cycles())
     trainer.train()
+    assert model.is_activation_checkpointing == checkpointing
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 25
     assert losses[-1] < 0.5 * losses[0], losses
