@@ -242,7 +242,7 @@ class ParrnnModel(ParrnnPreTrainedModel):
                                 else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
-        if self.is_activation_checkpointing and self.training:
+        if self.training and self.is_activation_checkpointing:  # (the property walks every module)
             use_cache = False
         if past_key_values is not None and not isinstance(past_key_values, ParrnnCache):
             raise TypeError(f"past_key_values must be a ParrnnCache (the model's recurrent state), got "
