@@ -240,7 +240,8 @@ def test_backends_agree(name: str) -> None:
         torch.testing.assert_close(out, ref_out)
         torch.testing.assert_close(flat(h_n)[0], flat(ref_h)[0])
         for got, want in zip(params_grads(model, out.square().sum()), ref_grads, strict=True):
-            torch.testing.assert_close(got, want)
+            # float32 sums over every step in another order: rounding reaches ~1e-5 (HGRN's norm and projection)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=5e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
