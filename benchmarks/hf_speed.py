@@ -309,6 +309,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     models["llama-static"] = models["llama"]
     names = ["llama", "llama-static", *args.cells]
     raw_path = out / "raw.jsonl"
+    signature = {"threads": args.threads, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+                 "vocab": args.vocab, "llama_intermediate": args.llama_intermediate}
+    signature_path = out / "run.json"
+    if signature_path.exists() and json.loads(signature_path.read_text()) != signature:
+        raise SystemExit(f"{out} holds a run with other settings ({signature_path.read_text().strip()}); resume "
+                         "with those, or give another --out")
+    signature_path.write_text(json.dumps(signature))
     done = {}
     if raw_path.exists():
         for line in raw_path.read_text().splitlines():

@@ -47,3 +47,5 @@ def test_a_tiny_run_writes_the_table_and_resumes(hf_speed, tmp_path: Path, capsy
     hf_speed.main(argv)  # resumes: nothing measured again
     assert "6 measurements, 6 already in" in capsys.readouterr().out
     assert len((tmp_path / "raw.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(SystemExit, match="other settings"):
+        hf_speed.main([*argv, "--threads", "2"])
