@@ -183,6 +183,16 @@ def renamed(new_value: object, old_value: object, new: str, old: str) -> object:
     return old_value
 
 
+def state_and_mask(state: Tensor | None, mask: Tensor | None, c0: Tensor | None,
+                   mask_pad: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """``(state, mask)`` of an SRU layer's `forward`, each also accepted under its deprecated spelling (``c0``,
+    ``mask_pad``; `renamed`). Under TorchScript the old spellings are taken silently."""
+    if torch.jit.is_scripting():
+        return (c0 if state is None else state), (mask_pad if mask is None else mask)
+    else:  # noqa: RET505 (TorchScript compiles only the branch above)
+        return renamed(state, c0, "state", "c0"), renamed(mask, mask_pad, "mask", "mask_pad")
+
+
 def caller_stacklevel() -> int:
     """The ``stacklevel`` of the first frame outside parrnn and torch (the user's call, through module calls), so
     the warning is shown for, and filtered by, the user's code."""

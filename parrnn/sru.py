@@ -201,14 +201,7 @@ class SRUCell(nn.Module):
             ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
             steps; ``state`` ``(N, dirs * H)``, the last cell state of each direction.
         """
-        if torch.jit.is_scripting():
-            if state is None:
-                state = c0
-            if mask is None:
-                mask = mask_pad
-        else:
-            state = check.renamed(state, c0, "state", "c0")
-            mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        state, mask = check.state_and_mask(state, mask, c0, mask_pad)
         x = input.transpose(0, 1) if self.batch_first else input
         if not torch.jit.is_scripting():  # TorchScript skips the checks (they format Python messages)
             check.check_sequence_input(input, self.input_size, self.batch_first)
@@ -443,14 +436,8 @@ class SRU(nn.Module):
             ``(output, state)``: ``output`` ``(L, N, dirs * H)`` (batch first with ``batch_first``), 0 on padded
             steps; ``state`` ``(num_layers, N, dirs * H)``, every layer's last cell state.
         """
-        if torch.jit.is_scripting():
-            if state is None:
-                state = c0
-            if mask is None:
-                mask = mask_pad
-        else:
-            state = check.renamed(state, c0, "state", "c0")
-            mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        state, mask = check.state_and_mask(state, mask, c0, mask_pad)
+        if not torch.jit.is_scripting():
             if isinstance(input, PackedSequence):
                 return self._forward_packed(input, state, lengths, mask)
             check.check_sequence_input(input, self.input_size, self.batch_first)

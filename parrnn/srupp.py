@@ -320,8 +320,7 @@ class SRUppCell(nn.Module):
             ``(output, c_n, memory_out)``: ``output`` ``(L, N, C)``, ``c_n`` ``(N, C)``, ``memory_out`` this
             layer's input (the next segment's memory) -- SRU++'s documented exception to ``(output, state)``.
         """
-        state = check.renamed(state, c0, "state", "c0")
-        mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        state, mask = check.state_and_mask(state, mask, c0, mask_pad)
         if isinstance(input, PackedSequence):
             return _packing.run_packed(
                 lambda x, n: self.forward(x, state, n, None, attn_mask, memory, memory_mask_pad, kv_cache=kv_cache),
@@ -780,8 +779,7 @@ class SRUpp(nn.Module):
             ``c_n`` ``(num_layers, N, dirs * H)`` every layer's last cell state, ``memory_out`` every layer's input
             (the next segment's memory) -- SRU++'s documented exception to ``(output, state)``.
         """
-        state = check.renamed(state, c0, "state", "c0")
-        mask = check.renamed(mask, mask_pad, "mask", "mask_pad")
+        state, mask = check.state_and_mask(state, mask, c0, mask_pad)
         if isinstance(input, PackedSequence):
             return _packing.run_packed(lambda x, n: self.forward(x, state, n, None, attn_mask, memory,
                                                                  memory_mask_pad),
