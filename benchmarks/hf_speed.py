@@ -18,8 +18,8 @@ there (resumable), then writes ``results.json`` and ``results.md`` (the CPU name
     python benchmarks/hf_speed.py --threads 2 --out benchmarks/results/<date>-zen3-hf        # the full table
     python benchmarks/hf_speed.py --tiny --out /tmp/hf-speed-smoke                           # seconds
 
-The full table takes about 7-10 minutes on 2 quiet Zen 3 / Xeon cores (most of it Llama's prefill at 16384 x 8,
-with the dynamic and the static cache); an interrupted run continues where it stopped.
+The full table takes about 5-8 minutes on 2 quiet cores (most of it the prefills at 16384 x 8: Llama's about a
+minute each with the dynamic and the static cache); an interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
