@@ -177,15 +177,9 @@ class SRUCell(nn.Module):
     def _dropout_mask(self, batch: int, size: int, p: float, like: Tensor) -> Tensor:
         return like.new_empty(batch, size).bernoulli_(1 - p).div_(1 - p)
 
-    def forward(
-        self,
-        input: Tensor,
-        state: Tensor | None = None,
-        lengths: Tensor | None = None,
-        mask: Tensor | None = None,
-        c0: Tensor | None = None,
-        mask_pad: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, input: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
+                mask: Tensor | None = None, c0: Tensor | None = None, mask_pad: Tensor | None = None,
+                ) -> tuple[Tensor, Tensor]:
         """One SRU layer over a sequence (the layer protocol, docs/protocol.md).
 
         Args:
@@ -410,15 +404,9 @@ class SRU(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(
-        self,
-        input: Tensor,  # or a PackedSequence (eager only)
-        state: Tensor | None = None,
-        lengths: Tensor | None = None,
-        mask: Tensor | None = None,
-        c0: Tensor | None = None,
-        mask_pad: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, input: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
+                mask: Tensor | None = None, c0: Tensor | None = None,
+                mask_pad: Tensor | None = None) -> tuple[Tensor, Tensor]:  # (input: or, eagerly, a PackedSequence)
         """Run the stack over a sequence (the layer protocol, docs/protocol.md).
 
         Args:
