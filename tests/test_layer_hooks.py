@@ -198,3 +198,22 @@ def test_cell_step_fires_the_layer_hooks_and_uses_pruned_weights(kind: str) -> N
             outs.append(out)
     assert calls == [0, 1] * 4
     torch.testing.assert_close(torch.stack(outs), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sru_step_fires_the_layer_hooks() -> None:
+    """SRU.step runs each layer as a module (the fused forward at L = 1): hooks fire once per layer and token."""
+    model, layers, _ = _build("SRU")
+    model.eval()
+    calls: list[int] = []
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda mod, args, out, i=i: calls.append(i))
+    x = torch.randn(3, 2, 6)
+    with torch.no_grad():
+        expected = model(x)[0]
+        calls.clear()
+        state, outs = model.init_state(2), []
+        for t in range(3):
+            out, state = model.step(x[t], state)
+            outs.append(out)
+    assert calls == [0, 1] * 3
+    torch.testing.assert_close(torch.stack(outs), expected)
