@@ -127,6 +127,41 @@ class SRUppMixer(Mixer):
         return self.layer.step(x, state)
 
 
+class _BlockHGRN(parrnn.HGRN):
+    """A one-layer ``parrnn.HGRN`` whose decay floor (HGRN's lower bound) is given by the model for this call:
+    the model holds ``lower_bounds`` ``(num_layers, H)`` for all blocks, so the floor rises with depth as in a
+    multi-layer HGRN (and in fla's HGRN LM)."""
+
+    floor: Tensor | None = None
+
+    def floors(self) -> list[Tensor | None]:
+        return [self.floor]
+
+
+class HGRNMixer(Mixer):
+    """``parrnn.HGRN`` with one layer and the floor of its block (`ParrnnModel.floors`)."""
+
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None,
+                floor: Tensor | None = None) -> tuple[Tensor, State]:
+        self.layer.floor = floor
+        try:
+            return super().forward(x, state, lengths)
+        finally:
+            self.layer.floor = None
+
+    def step(self, x: Tensor, state: State | None, floor: Tensor | None = None) -> tuple[Tensor, State]:
+        self.layer.floor = floor
+        try:
+            return super().step(x, state)
+        finally:
+            self.layer.floor = None
+
+
+def uses_lower_bounds(cell: str, options: dict[str, Any]) -> bool:
+    """Whether the model holds HGRN's lower bounds (``cell="hgrn"`` with ``lower_bound`` on, the default)."""
+    return cell == "hgrn" and bool(options.get("lower_bound", True))
+
+
 def build_mixer(cell: str, hidden_size: int, options: dict[str, Any], *, backend: str, index: int,
                 num_layers: int) -> Mixer:
     """The recurrent sub-layer of block ``index`` (of ``num_layers``) for ``cell`` with ``cell_options``."""
@@ -142,6 +177,10 @@ def build_mixer(cell: str, hidden_size: int, options: dict[str, Any], *, backend
                     attention_last_n_layers=-1 if attention else 0, **options)
         return SRUppMixer(layer)
     _check_options(cell, cls, options)
+    if cell == "hgrn":  # the floor comes from the model's lower bounds (or none without them)
+        options.pop("lower_bound", None)
+        return HGRNMixer(_BlockHGRN(hidden_size, hidden_size, num_layers=1, backend=backend, lower_bound=False,
+                                    **options))
     layer = cls(hidden_size, hidden_size, num_layers=1, backend=backend, **options)
     return SRUMixer(layer) if cell == "sru" else Mixer(layer)
 

@@ -25,7 +25,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 
 from parrnn.hf.cache import ParrnnCache
 from parrnn.hf.configuration import ParrnnConfig
-from parrnn.hf.mixers import Mixer, State, build_mixer
+from parrnn.hf.mixers import Mixer, State, build_mixer, uses_lower_bounds
 
 
 class CheckpointMismatchError(ValueError):
@@ -104,16 +104,19 @@ class ParrnnBlock(GradientCheckpointingLayer):
         return self._add(x, self.mlp(self.mlp_norm(x)))
 
     def forward(self, hidden: Tensor, lengths: Tensor | None = None, state: State | None = None,
-                want_state: bool = True) -> tuple[Tensor, State | None]:
+                want_state: bool = True, floor: Tensor | None = None) -> tuple[Tensor, State | None]:
         """``hidden`` ``(L, N, H)``, ``lengths`` ``(N,)`` or None, the block's state (None: zeros) ->
         ``(hidden, state)``: the parallel forward (fused kernels). ``want_state=False`` returns no state (training:
-        nothing holds on to it, and FSDP2 sees one output tensor)."""
-        y, state = self.mixer(self.norm(hidden), state, lengths)
+        nothing holds on to it, and FSDP2 sees one output tensor). ``floor`` ``(H,)``: HGRN's lower bound for
+        this block."""
+        x = self.norm(hidden)
+        y, state = self.mixer(x, state, lengths) if floor is None else self.mixer(x, state, lengths, floor)
         return self._mlp(self._add(hidden, y)), (state if want_state else None)
 
-    def step(self, hidden: Tensor, state: State | None) -> tuple[Tensor, State]:
+    def step(self, hidden: Tensor, state: State | None, floor: Tensor | None = None) -> tuple[Tensor, State]:
         """One token: ``hidden`` ``(N, H)`` -> ``(hidden, state)`` through the layer's ``step``."""
-        y, state = self.mixer.step(self.norm(hidden), state)
+        x = self.norm(hidden)
+        y, state = self.mixer.step(x, state) if floor is None else self.mixer.step(x, state, floor)
         return self._mlp(self._add(hidden, y)), state
 
 
@@ -148,6 +151,8 @@ class ParrnnPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, ParrnnModel) and module.lower_bounds is not None:
+            init.zeros_(module.lower_bounds)
         elif isinstance(module, Mixer) and not all(getattr(p, "_is_hf_initialized", False)
                                                    for p in module.parameters()):
             module.reset_parameters()  # the layer's own initialisation, unless every parameter was loaded
@@ -221,7 +226,18 @@ class ParrnnModel(ParrnnPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(ParrnnBlock(config, i) for i in range(config.num_layers))
         self.norm = make_norm(config)
+        #: HGRN's lower bounds ``(num_layers, H)`` (cell "hgrn"): block k's decay floor is
+        #: ``cumsum(softmax(lower_bounds, 0))[k] - softmax(lower_bounds, 0)[0]``, rising with depth
+        self.lower_bounds = (nn.Parameter(torch.zeros(config.num_layers, config.hidden_size))
+                             if uses_lower_bounds(config.cell, config.cell_options) else None)
         self.post_init()
+
+    def floors(self) -> list[Tensor | None]:
+        """Each block's decay floor ``(H,)`` (HGRN), or Nones."""
+        if self.lower_bounds is None:
+            return [None] * len(self.layers)
+        p = torch.softmax(self.lower_bounds, dim=0)
+        return list((p.cumsum(0) - p[0]).unbind(0))
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
@@ -265,12 +281,12 @@ class ParrnnModel(ParrnnPreTrainedModel):
         hidden = (self.embed_tokens(input_ids.t()) if input_ids is not None else inputs_embeds.transpose(0, 1))
         collected: list[Tensor] = [hidden] if output_hidden_states else []
         new_states: list[State] = []
-        for block, state in zip(self.layers, states, strict=True):
+        for block, state, floor in zip(self.layers, states, self.floors(), strict=True):
             if stepping:
-                out, state = block.step(hidden[0], state)
+                out, state = block.step(hidden[0], state, floor)
                 hidden = out.unsqueeze(0)
             else:
-                hidden, state = block(hidden, lengths, state, bool(use_cache))
+                hidden, state = block(hidden, lengths, state, bool(use_cache), floor)
             new_states.append(state)
             if output_hidden_states:
                 collected.append(hidden)

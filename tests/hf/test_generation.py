@@ -49,7 +49,7 @@ class _Calls:
     """Counts the mixers' parallel forwards and steps."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.forward = self.step = 0
+        self.forward = self.step = self.inside = 0
         for cls in (Mixer, *Mixer.__subclasses__()):
             if "forward" in cls.__dict__:
                 monkeypatch.setattr(cls, "forward", self._counted(cls.forward, "forward"))
@@ -58,8 +58,13 @@ class _Calls:
 
     def _counted(self, method, name: str):
         def counted(mixer, *args, **kwargs):
-            setattr(self, name, getattr(self, name) + 1)
-            return method(mixer, *args, **kwargs)
+            if not self.inside:  # a subclass calling super() counts once
+                setattr(self, name, getattr(self, name) + 1)
+            self.inside += 1
+            try:
+                return method(mixer, *args, **kwargs)
+            finally:
+                self.inside -= 1
         return counted
 
 
@@ -198,3 +203,26 @@ def test_inputs_embeds_and_hidden_states() -> None:
         model(ids, inputs_embeds=model.model.embed_tokens(ids))
     with pytest.raises(TypeError, match="must be a ParrnnCache"):
         model(ids, past_key_values=object())
+
+
+def test_hgrn_lower_bounds_rise_with_depth_across_blocks() -> None:
+    """HGRN's lower bound: block k's decay floor is that of layer k of one multi-layer parrnn.HGRN."""
+    model = tiny_model("hgrn", dtype=torch.float64, num_layers=3)
+    with torch.no_grad():
+        model.model.lower_bounds.normal_()
+    stack = parrnn.HGRN(16, 16, num_layers=3).double()
+    with torch.no_grad():
+        stack.lower_bounds.copy_(model.model.lower_bounds)
+    floors = model.model.floors()
+    assert torch.equal(floors[0], torch.zeros(16, dtype=torch.float64))
+    for ours, theirs in zip(floors[1:], stack.floors()[1:], strict=True):
+        torch.testing.assert_close(ours, theirs)
+    ids = torch.randint(0, 29, (2, 9))
+    with torch.no_grad():  # the floors reach the recurrence, in the parallel forward and in step
+        full = model(ids).logits
+        cache = model(ids[:, :8], use_cache=True).past_key_values
+        torch.testing.assert_close(model(ids[:, 8:], past_key_values=cache).logits[:, -1], full[:, -1])
+        model.model.lower_bounds.zero_()
+        assert not torch.allclose(model(ids).logits, full)
+    flat = tiny_model("hgrn", cell_options={"lower_bound": False})
+    assert flat.model.lower_bounds is None and flat.model.floors() == [None, None]
