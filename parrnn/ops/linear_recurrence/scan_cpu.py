@@ -4,7 +4,7 @@ time (for few columns and long sequences, where threads over columns have nothin
 Three phases (see docs/linear-recurrence.md): chunk 0 runs the recurrence while the other threads compose their
 chunks' affine maps ``(A, B)`` (never a cumprod/cumsum closed form: those divide by products that underflow);
 a serial pass turns the maps into each chunk's carry-in; the chunks then rerun from their carries. The backward
-is the same scan run from the end on the gradients. Chunking is SRU's (`parrnn.ops.sru.scan_cpu.cpu_chunk_bounds`),
+is the same scan run from the end on the gradients. Chunking is shared with the SRU's scan (`parrnn.ops.chunking`),
 and so are the three phases (``kernels/chunked_scan_cpu.h``). Contract and dtypes as `sequential_cpu`.
 """
 
@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 
 from parrnn.ops import build
+from parrnn.ops.chunking import cpu_chunk_bounds
 from parrnn.ops.launch import SUFFIX, ptr, require_device
 from parrnn.ops.linear_recurrence import cpu_library
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
 from parrnn.ops.linear_recurrence.sequential_cpu import backward_buffers
-from parrnn.ops.sru.scan_cpu import cpu_chunk_bounds
 
 __all__ = ["availability", "backward", "chunk_bounds", "forward", "linear_recurrence"]
 

@@ -1,6 +1,6 @@
 """Scan CUDA backend: the chunked time-parallel scan of ``kernels/linear_recurrence_scan.cu`` (three launches per
 direction: reduce chunk maps, carry, apply) through CuPy, with the shared CuPy runtime (`parrnn.ops.cuda_runtime`) and
-the SRU scan's chunking (`parrnn.ops.sru.scan_cuda.gpu_chunk_len`).
+the chunking shared with the SRU's scan (`parrnn.ops.chunking.gpu_chunk_len`).
 
 Backend-module contract of `parrnn.ops.linear_recurrence.op`. `forward_with` / `backward_with` take a *launcher*:
 the kernels use no shared memory, barrier or warp intrinsic, so the CPU tests run the very ``.cu`` through
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from parrnn.ops import cuda_runtime, host_launcher
+from parrnn.ops.chunking import gpu_chunk_len
 from parrnn.ops.launch import SUFFIX, Arg, Launcher, ptr_args, require_device
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
-from parrnn.ops.sru.scan_cuda import gpu_chunk_len
 
 __all__ = ["KERNELS", "KERNEL_FILE", "availability", "backward", "backward_with", "forward", "forward_with",
            "linear_recurrence", "make_host_launcher"]

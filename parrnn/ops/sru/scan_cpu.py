@@ -11,7 +11,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from parrnn.ops import build
+from parrnn.ops import build, chunking
 from parrnn.ops.launch import SUFFIX, acc_dtype, as_dtype, ptr, require_device
 from parrnn.ops.sru.contract import RecurrenceArgs, require_linear, validate
 
@@ -22,26 +22,13 @@ CPU_FLAGS: tuple[str, ...] = build.CPU_LIBRARIES["sru_scan_cpu"].flag_sets[0]
 #: Cost of a *reduce* step relative to a fused step (forward, backward), measured on a Zen3 core
 #: (``docs/scan.md``); it sizes the first chunk, which runs the fused recurrence while the others reduce.
 CPU_REDUCE_COST = {"forward": 0.45, "backward": 0.7}
-#: Below this many steps per thread the scan is not split (thread start-up dominates).
-CPU_MIN_STEPS_PER_THREAD = 256
+#: Below this many steps per thread the scan is not split (thread start-up dominates; `parrnn.ops.chunking`).
+CPU_MIN_STEPS_PER_THREAD = chunking.CPU_MIN_STEPS_PER_THREAD
 
 
 def cpu_chunk_bounds(length: int, threads: int, reduce_cost: float) -> list[int]:
-    """Chunk boundaries ``[0, ..., length]`` of the CPU scan (in processing order).
-
-    One chunk (the plain sequential recurrence) for one thread or short sequences; else ``threads + 1`` chunks:
-    chunk 0 of ``r/(P+r)`` of the steps (it runs the fused pass while the other threads reduce chunks
-    1..P-1), then ``P`` equal chunks, one per thread in the fix-up phase (``P`` threads, ``r`` the reduce cost).
-    """
-    if threads <= 1 or length < threads * CPU_MIN_STEPS_PER_THREAD:
-        return [0, length]
-    first = int(round(length * reduce_cost / (threads + reduce_cost)))
-    first = min(max(first, 1), length - threads)
-    bounds = [0, first]
-    rest = length - first
-    for i in range(1, threads + 1):
-        bounds.append(first + (rest * i) // threads)
-    return bounds
+    """`parrnn.ops.chunking.cpu_chunk_bounds` with this module's `CPU_MIN_STEPS_PER_THREAD`."""
+    return chunking.cpu_chunk_bounds(length, threads, reduce_cost, CPU_MIN_STEPS_PER_THREAD)
 
 
 

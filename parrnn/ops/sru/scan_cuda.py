@@ -3,7 +3,7 @@
 `forward_with` / `backward_with` take a *launcher* (as in `parrnn.ops.sru.sequential_cuda`): on a GPU the CuPy
 launcher, in the
 CPU test suite the very same ``.cu`` compiled as C++ behind ``kernels/host_shim.h`` (`make_host_launcher`).
-Chunks: ``ceil(L / chunk_len)``, see `gpu_chunk_len`.
+Chunks: ``ceil(L / chunk_len)``, see `parrnn.ops.chunking.gpu_chunk_len`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from parrnn.ops import cuda_runtime, cuda_toolchain, host_launcher
+from parrnn.ops.chunking import GPU_MIN_CHUNK, GPU_TARGET_THREADS, gpu_chunk_len  # noqa: F401 (shared chunking)
 from parrnn.ops.launch import SUFFIX, Arg, Launcher, acc_arg, acc_dtype, ptr_args, require_device
 from parrnn.ops.sru.contract import (
     RecurrenceArgs,
@@ -27,21 +28,6 @@ from parrnn.ops.sru.contract import (
 KERNEL_FILE = "sru_scan.cu"
 #: The kernels of ``kernels/sru_scan.cu``, without the dtype suffix.
 KERNELS = tuple(f"sru_scan_{d}_{p}" for d in ("fwd", "bwd") for p in ("reduce", "carry", "apply"))
-#: Aim for about this many (chunk, column) threads (an H100 holds ~270k resident threads).
-GPU_TARGET_THREADS = 1 << 17
-#: Never make chunks shorter than this (the carry pass is sequential over chunks).
-GPU_MIN_CHUNK = 16
-
-
-def gpu_chunk_len(length: int, columns: int) -> int:
-    """Chunk length of the CUDA scan for ``length`` steps and ``columns = N*C``: enough chunks that
-    ``chunks * columns`` is about `GPU_TARGET_THREADS`, but chunks of at least `GPU_MIN_CHUNK` steps.
-    """
-    if length <= 0:
-        return 1
-    want = max(1, -(-GPU_TARGET_THREADS // max(columns, 1)))
-    n_chunks = max(1, min(want, length // GPU_MIN_CHUNK))
-    return -(-length // n_chunks)
 
 
 def _shape_args(length: int, batch: int, cols: int, k: int, bidirectional: bool, chunk_len: int,
