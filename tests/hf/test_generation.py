@@ -226,3 +226,19 @@ def test_hgrn_lower_bounds_rise_with_depth_across_blocks() -> None:
         assert not torch.allclose(model(ids).logits, full)
     flat = tiny_model("hgrn", cell_options={"lower_bound": False})
     assert flat.model.lower_bounds is None and flat.model.floors() == [None, None]
+
+
+@pytest.mark.parametrize("cell", ["srupp", "mingru", "sru"])
+def test_a_padded_chunk_continuing_a_cache_keeps_each_rows_state(cell: str) -> None:
+    model = tiny_model(cell, dtype=torch.float64)
+    ids = torch.randint(1, 29, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 8:] = 0  # row 1 ends its second chunk after 3 tokens
+    nxt = torch.tensor([[3], [4]])
+    with torch.no_grad():
+        cache = model(ids[:, :5], use_cache=True).past_key_values
+        cache = model(ids[:, 5:], attention_mask=mask, past_key_values=cache, use_cache=True).past_key_values
+        step = model(nxt, past_key_values=cache).logits[:, -1]
+        alone = [model(torch.cat([ids[0:1], nxt[0:1]], 1)).logits[0, -1],
+                 model(torch.cat([ids[1:2, :8], nxt[1:2]], 1)).logits[0, -1]]
+    torch.testing.assert_close(step, torch.stack(alone))
