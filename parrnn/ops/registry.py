@@ -348,6 +348,14 @@ def exporting_onnx() -> bool:
     return onnx is not None and onnx.is_in_onnx_export()
 
 
+def check_onnx_exporter() -> None:
+    """Raise a clear error under the TorchScript-based ONNX exporter (``dynamo=False``), which cannot trace the
+    ops' ONNX scans; every op's ONNX branch calls it first."""
+    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # absent in older torch
+        raise RuntimeError("parrnn models export to ONNX with torch.onnx.export(..., dynamo=True); the "
+                           "TorchScript-based exporter (dynamo=False) cannot trace the recurrences")
+
+
 def has_dual(tensors: Sequence[Tensor | None]) -> bool:
     """Whether a tensor of ``tensors`` carries a forward-mode AD tangent (``torch.autograd.forward_ad``). Outside
     a ``dual_level`` context no tensor does, and nothing is unpacked."""

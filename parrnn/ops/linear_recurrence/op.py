@@ -214,9 +214,8 @@ def _eager(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, mask
 def _export(ops: Operands, reverse: bool) -> tuple[Tensor, Tensor]:
     """While ``torch.onnx.export`` traces: the recurrence as an ONNX ``Scan``."""
     from parrnn.ops.linear_recurrence import onnx as onnx_export
-    from parrnn.ops.sru import onnx as sru_onnx
 
-    sru_onnx.check_exporter()  # the same clear error under the TorchScript-based exporter
+    registry.check_onnx_exporter()  # the same clear error under the TorchScript-based exporter
     return onnx_export.run(ops, reverse)
 
 

@@ -274,7 +274,7 @@ def _export_recurrence(args: RecurrenceArgs) -> tuple[Tensor, Tensor]:
     cannot run ``parrnn::sru_forward``."""
     from parrnn.ops.sru import onnx as onnx_export
 
-    onnx_export.check_exporter()
+    registry.check_onnx_exporter()
     return onnx_export.recurrence(args)
 
 

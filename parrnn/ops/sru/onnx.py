@@ -23,15 +23,12 @@ import torch
 from torch import Tensor
 from torch._higher_order_ops.scan import scan
 
+from parrnn.ops import registry
 from parrnn.ops.sru import reference
 from parrnn.ops.sru.contract import RecurrenceArgs
 
-
-def check_exporter() -> None:
-    """Raise a clear error under the TorchScript-based exporter (``dynamo=False``), which cannot trace a scan."""
-    if not getattr(torch.compiler, "is_exporting", lambda: True)():  # absent in older torch
-        raise RuntimeError("parrnn models export to ONNX with torch.onnx.export(..., dynamo=True); the "
-                           "TorchScript-based exporter (dynamo=False) cannot trace the SRU recurrence")
+#: The clear error under the TorchScript-based exporter, shared by every op (`parrnn.ops.registry`).
+check_exporter = registry.check_onnx_exporter
 
 
 def _flip_second_half(t: Tensor, hidden: int) -> Tensor:
