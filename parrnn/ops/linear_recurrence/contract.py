@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from parrnn._validation import lengths_to_mask, lengths_to_tensor
+from parrnn._validation import lengths_to_tensor, mask_to_lengths
 
 #: Storage dtypes every backend takes (the state is float32, float64 for float64 storage).
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -90,22 +90,7 @@ def validate(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: Tensor | N
 
 
 def _mask_to_lengths(mask: Tensor, length: int, batch: int, device: torch.device) -> Tensor:
-    """``(N,)`` lengths of a padding ``mask`` ``(L, N)`` (``True`` on padding, which must be a suffix)."""
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
+    """``(N,)`` lengths of a padding ``mask`` ``(L, N)`` (bool, ``True`` on padding, which must be a suffix)."""
+    if isinstance(mask, Tensor) and mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True on padded steps), got {mask.dtype}")
-    if tuple(mask.shape) != (length, batch):
-        raise ValueError(f"mask must have shape (L, N) = {(length, batch)}, got {tuple(mask.shape)}")
-    mask = mask.to(device)
-    lengths = (~mask).sum(0)
-    if torch.compiler.is_compiling():  # a value check would be data-dependent: assert inside the graph instead
-        suffix = (mask == lengths_to_mask(lengths, length)).all() & (lengths >= 1).all()
-        torch._assert_async(suffix, "mask must mark a non-empty suffix of each sequence")
-        return lengths
-    if not torch.equal(mask, lengths_to_mask(lengths, length)):
-        raise ValueError("mask must mark a suffix of each sequence (padding after its last valid step); "
-                         "left padding and holes are not supported")
-    if int(lengths.min()) < 1:
-        raise ValueError("mask marks every step of some sequence as padding; each needs at least one valid step")
-    return lengths
+    return mask_to_lengths(mask, length, batch, device, batch_first=False)
