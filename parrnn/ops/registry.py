@@ -28,6 +28,7 @@ backend is one module plus one entry in its op's ``modules`` (and, once measured
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
 import warnings
@@ -141,18 +142,32 @@ def get_op(op: Op | str) -> Op:
     return OPS[op]
 
 
-def normalize(op: Op | str, backend: str, *, stacklevel: int = 2) -> str:
+def normalize(op: Op | str, backend: str) -> str:
     """``backend`` as a backend word: a word as is, a deprecated alias of ``op`` with a ``DeprecationWarning``
-    that names the new word (``stacklevel`` counts from the caller); anything else a ``ValueError``."""
+    that names the new word (attributed to the user's line: the first caller outside parrnn and torch, so
+    Python's default filters show it); anything else a ``ValueError``."""
     spec = get_op(op)
     if backend in WORDS:
         return backend
     if isinstance(backend, str) and backend in spec.aliases:
         new = spec.aliases[backend]
         warnings.warn(f"backend={backend!r} is deprecated: write backend={new!r} (the device comes from the "
-                      "tensors)", DeprecationWarning, stacklevel=stacklevel + 1)
+                      "tensors)", DeprecationWarning, stacklevel=_user_stacklevel())
         return new
     raise ValueError(f"backend must be one of {WORDS}, got {backend!r}")
+
+
+_LIBRARY_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` (for a ``warnings.warn`` in the calling function) of the first frame outside parrnn and
+    torch."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---- availability -------------------------------------------------------------------------------------------------

@@ -48,10 +48,10 @@ AUTO_RULES = OP.rules
 AutoRule = registry.AutoRule
 
 
-def check_backend(name: str, *, stacklevel: int = 2) -> str:
+def check_backend(name: str) -> str:
     """``name`` as a backend word: ``ValueError`` unless it is one of `BACKENDS` or ``"auto"``; the deprecated
     ``"cpu"``/``"cuda"`` give ``"sequential"`` with a ``DeprecationWarning``."""
-    return registry.normalize(OP, name, stacklevel=stacklevel + 1)
+    return registry.normalize(OP, name)
 
 
 def backend_availability(name: str, device: torch.device | str | None = None,
@@ -244,7 +244,7 @@ def sru_recurrence(
 def _eager(args: RecurrenceArgs, backend: str) -> tuple[Tensor, Tensor]:
     """`sru_recurrence` outside TorchScript: validated once (not while exporting to ONNX), then run as
     `parrnn.ops.registry.route` says."""
-    backend = check_backend(backend, stacklevel=4)
+    backend = check_backend(backend)
     way = registry.route(args[:5])
     if way == "onnx":  # (its checks would specialize the exported graph's symbolic sizes)
         return _export_recurrence(args)
