@@ -478,7 +478,8 @@ GRU_ROWS = Op(
     "gru_rows",
     modules={("sequential", "cpu"): "parrnn.ops.gru_rows.fused_cpu"},
     rules=(AutoRule("cpu", "sequential", measurement="docs/sliced.md: SlicedRNN(GRU) against nn.GRU on CPU"),),
-    double_backward="torch.nn.GRU itself (gru_rows is SlicedRNN's eager fast path for it)",
+    double_backward=("torch.nn.GRU's own backward: take the gradients with torch.func.grad (SlicedRNN then runs "
+                     "nn.GRU, as backend=\"reference\" does for the other ops)"),
 )
 
 

@@ -8,7 +8,4 @@ until the entry is removed here. Keep /tmp/team/contract_failures.md in step wit
 
 from __future__ import annotations
 
-KNOWN_FAILURES: dict[str, str] = {
-    'test_functional::test_double_backward_equals_the_reference_or_names_backend_reference[Sliced-gru]':
-        'AssertionError: the error must name backend="reference": parrnn: gru_rows: the fused \'sequential\' backend comp',
-}
+KNOWN_FAILURES: dict[str, str] = {}

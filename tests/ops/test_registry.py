@@ -353,3 +353,26 @@ def test_layers_over_the_ops_give_forward_ad_tangents_and_torch_func_gradients(n
     leaf = x.clone().requires_grad_()
     model(leaf)[0].sum().backward()
     torch.testing.assert_close(torch.func.grad(lambda t: model(t)[0].sum())(x), leaf.grad)
+
+
+def test_sliced_gru_double_backward_names_the_way_that_works(monkeypatch) -> None:
+    """The fused GRU rows are first-order; the error names torch.func.grad, under which SlicedRNN runs nn.GRU,
+    and that way gives the second derivative of the plain nn.GRU path."""
+    import parrnn.sliced as sliced
+
+    torch.manual_seed(0)
+    model = parrnn.SlicedRNN(3, 4, cell="gru", slices=2, levels=1).double()
+    x = torch.randn(8, 2, 3, dtype=torch.float64)
+
+    def loss(t: Tensor) -> Tensor:
+        return model(t)[0].pow(2).sum()
+
+    leaf = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(leaf), leaf, create_graph=True)
+    with pytest.raises(registry.DoubleBackwardError, match=r'torch\.func\.grad.*backend="reference"'):
+        grad.pow(2).sum().backward()
+    got = torch.func.grad(lambda t: torch.func.grad(loss)(t).pow(2).sum())(x)
+    monkeypatch.setattr(sliced, "fast_gru_applies", lambda rnn, t: False)  # nn.GRU everywhere: the definition
+    (grad,) = torch.autograd.grad(loss(leaf), leaf, create_graph=True)
+    (want,) = torch.autograd.grad(grad.pow(2).sum(), leaf)
+    torch.testing.assert_close(got, want)
