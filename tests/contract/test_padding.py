@@ -1,5 +1,5 @@
-"""Padding: NaN/inf on padded steps (given by ``lengths`` or ``mask``) reach no output and no gradient, on every
-CPU backend; a PackedSequence comes back as a PackedSequence with the input's indices and row order (as
+"""Padding: NaN/inf on padded steps (given by ``lengths``, ``mask`` or packing) reach no output and no gradient, on
+every CPU backend; a PackedSequence comes back as a PackedSequence with the input's indices and row order (as
 `torch.nn.LSTM`'s), equal to running the padded input with its lengths."""
 
 from __future__ import annotations
@@ -18,15 +18,21 @@ def _backend_params() -> list:
 
 
 def _run(layer, model, x, how: str):
-    """``(output, state)`` with the padding given as ``how`` (``lengths`` or ``mask``)."""
+    """``(output, state)`` with the padding given as ``how`` (``lengths``, ``mask`` or a ``PackedSequence`` of
+    ``x``, whose output comes back padded to ``L``)."""
     if how == "lengths":
         return call(layer, model, x, lengths=LENGTHS)
+    if how == "packed":
+        out, state = call(layer, model, pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False))
+        if isinstance(out, PackedSequence):
+            out = pad_packed_sequence(out, total_length=L)[0]
+        return out, state
     mask = torch.arange(L).unsqueeze(1) >= torch.tensor(LENGTHS).unsqueeze(0)  # (L, N), True on padding
     return call(layer, model, x, mask=mask)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("how", ["lengths", "mask"])
+@pytest.mark.parametrize("how", ["lengths", "mask", "packed"])
 @pytest.mark.parametrize(("name", "backend"), _backend_params())
 def test_nan_and_inf_on_padded_steps_reach_no_output_and_no_gradient(name: str, backend: str, how: str,
                                                                     mode: str) -> None:
