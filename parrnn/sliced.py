@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from parrnn import _packing
 from parrnn import _validation as check
 from parrnn.cells import cell_names, get_cell
+from parrnn.ops import registry
 from parrnn.ops.gru_rows.fused_cpu import fast_gru_applies, gru_rows
 from parrnn.sru import SRU
 
@@ -455,7 +456,7 @@ class SlicedRNN(nn.Module):
         return out
 
     def _call(self, rnn: nn.Module, x: Tensor) -> Tensor:
-        if type(rnn) is nn.GRU and not rnn.batch_first and torch.onnx.is_in_onnx_export():
+        if type(rnn) is nn.GRU and not rnn.batch_first and registry.exporting_onnx():
             from parrnn.ops.gru_rows import onnx as onnx_export  # nn.GRU would export for one fixed length
 
             return onnx_export.gru(rnn, x)

@@ -72,7 +72,7 @@ def test_sru_exports_with_dynamic_length_and_batch(name: str) -> None:
     x = sample(6, 3)
     if with_lengths:
         session = export(model, (x, None, torch.tensor([6, 2, 4])),
-                         {"input": {time_dim: length, batch_dim: batch}, "c0": None, "lengths": {0: batch}})
+                         {"input": {time_dim: length, batch_dim: batch}, "state": None, "lengths": {0: batch}})
     else:
         session = export(model, (x,), {"input": {time_dim: length, batch_dim: batch}})
     for steps, n in ((9, 4), (1, 1)):
@@ -109,7 +109,7 @@ def test_exported_sru_streams_with_c0(version: str) -> None:
     model = parrnn.SRU(5, 4, num_layers=2, layer_norm=True, version=version).eval()
     batch = Dim("N")
     session = export(model, (torch.randn(6, 3, 5), torch.zeros(2, 3, 4)),
-                     {"input": {0: Dim("L"), 1: batch}, "c0": {1: batch}})
+                     {"input": {0: Dim("L"), 1: batch}, "state": {1: batch}})
     x = torch.randn(17, 2, 5)
     with torch.no_grad():
         expected, c_expected = model(x)
@@ -144,7 +144,7 @@ def test_lengths_outside_the_sequence_run_as_documented_and_the_example_refuses_
     torch.manual_seed(0)
     model = parrnn.SRU(5, 4, num_layers=2, bidirectional=True).eval()
     session = export(model, (torch.randn(6, 2, 5), torch.zeros(2, 2, 8), torch.tensor([6, 3])),
-                     {"input": {0: Dim("L"), 1: Dim("N")}, "c0": {1: Dim("N")}, "lengths": {0: Dim("N")}})
+                     {"input": {0: Dim("L"), 1: Dim("N")}, "state": {1: Dim("N")}, "lengths": {0: Dim("N")}})
     x, c0 = torch.randn(6, 2, 5), torch.randn(2, 2, 8)
     with torch.no_grad():
         out, c_n = run(session, x, c0, torch.tensor([7, 3]))

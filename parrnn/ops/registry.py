@@ -27,6 +27,7 @@ backend is one module plus one entry in its op's ``modules`` (and, once measured
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -262,6 +263,12 @@ def precompile(device: torch.device | str = "cpu",
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"precompile: device must be a cpu or cuda device, got {dev}")
     _register_builtin()
+    if dev.type == "cpu":  # every op's CPU library at once, compiled in parallel where one is missing
+        from parrnn.ops import build
+
+        # a failure is reported below, per backend, by the availability checks
+        with contextlib.suppress(Exception):
+            build.build_all_cpu_libraries()
     report = {}
     for dtype in dtypes:
         for name, op in OPS.items():
