@@ -9,14 +9,12 @@ the kernels use no shared memory, barrier or warp intrinsic, so the CPU tests ru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from parrnn.ops import cuda_runtime, host_launcher
+from parrnn.ops import cuda_runtime
 from parrnn.ops.chunking import gpu_chunk_len
-from parrnn.ops.launch import SUFFIX, Arg, Launcher, ptr_args, require_device
+from parrnn.ops.launch import SUFFIX, Arg, Launcher, ptr_args
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
 
 __all__ = ["KERNELS", "KERNEL_FILE", "availability", "backward", "backward_with", "forward", "forward_with",
@@ -83,34 +81,10 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_h_n: Tensor, a: Tensor,
     return grad_a, grad_b, None if h0 is None else grad_h0
 
 
-def cupy_launcher(name: str, total: int, args: Sequence[Arg], device: torch.device) -> None:
-    """Launch the scan kernel ``name`` with CuPy on torch's current stream of ``device``."""
-    cuda_runtime.cupy_launch(KERNEL_FILE, name, total, args, device)
-
-
-def make_host_launcher(block: int = 32, max_grid: int = 2**31 - 1) -> Launcher:
-    """The scan kernels run on CPU tensors through ``kernels/host_shim.h`` (tests)."""
-    return host_launcher.make_host_launcher(KERNEL_FILE, block, max_grid)
-
-
-def availability(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
-    """``(True, description)`` when the scan kernels are compiled and loaded for ``device`` and ``dtype``."""
-    return cuda_runtime.kernel_availability(device, dtype, KERNEL_FILE, KERNELS)
-
-
-def forward(a: Tensor, b: Tensor, h0: Tensor | None, lengths: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
-    """CUDA scan forward on the tensors' device: ``(h, h_n)``."""
-    require_device(a.device, ("cuda",), "linear_recurrence scan (cuda)")
-    with torch.cuda.device(a.device):
-        return forward_with(cupy_launcher, a, b, h0, lengths, reverse)
-
-
-def backward(grad_h: Tensor, grad_h_n: Tensor, a: Tensor, h: Tensor, h0: Tensor | None, lengths: Tensor | None,
-             reverse: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """CUDA scan backward on the tensors' device: ``(grad_a, grad_b, grad_h0)``."""
-    require_device(a.device, ("cuda",), "linear_recurrence scan (cuda)")
-    with torch.cuda.device(a.device):
-        return backward_with(cupy_launcher, grad_h, grad_h_n, a, h, h0, lengths, reverse)
+_KERNELS = cuda_runtime.KernelFile(KERNEL_FILE, KERNELS, "linear_recurrence scan (cuda)")
+cupy_launcher, availability, make_host_launcher = _KERNELS.launch, _KERNELS.availability, _KERNELS.host_launcher
+forward = _KERNELS.on_device(forward_with)  # (a, b, h0, lengths, reverse) -> (h, h_n)
+backward = _KERNELS.on_device(backward_with)  # (grad_h, grad_h_n, a, h, h0, lengths, reverse) -> grads
 
 
 def linear_recurrence(a: Tensor, b: Tensor, h0: Tensor | None = None, lengths: Tensor | None = None,
