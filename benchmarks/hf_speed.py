@@ -103,6 +103,12 @@ class Clock(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+def _cache_of(out: Any) -> Any:
+    """The decoding cache of a model or generate output: ``cache`` (transformers >= 5.25) or ``past_key_values``."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def cache_bytes(cache: Any) -> int:
     """Bytes of a decoding state: parrnn's ParrnnCache, or a transformers key/value cache."""
     if isinstance(cache, parrnn.hf.ParrnnCache):
@@ -132,7 +138,7 @@ def time_generate(model: torch.nn.Module, name: str, ids: torch.Tensor, tokens: 
     if len(clock.times) != tokens or out.sequences.shape[1] != ids.shape[1] + tokens:
         raise RuntimeError(f"{name}: generated {out.sequences.shape[1] - ids.shape[1]} tokens, expected {tokens}")
     steps = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
-    return {"prefill_s": clock.times[0] - start, "decode_s": steps, "state_bytes": cache_bytes(out.past_key_values)}
+    return {"prefill_s": clock.times[0] - start, "decode_s": steps, "state_bytes": cache_bytes(_cache_of(out))}
 
 
 @torch.no_grad()
@@ -147,11 +153,11 @@ def time_raw_loop(model: torch.nn.Module, name: str, ids: torch.Tensor, tokens: 
     out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     times = [time.perf_counter()]
-    cache = out.past_key_values
+    cache = _cache_of(out)
     for _ in range(tokens - 1):
         out = model(token, past_key_values=cache, use_cache=True)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
-        cache = out.past_key_values
+        cache = _cache_of(out)
         times.append(time.perf_counter())
     return {"prefill_s": times[0] - start, "decode_s": [b - a for a, b in zip(times, times[1:], strict=False)]}
 

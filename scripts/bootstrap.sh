@@ -61,7 +61,7 @@ if [ ! -f "$VENV/mingru/minGRU_pytorch/minGRU.py" ]; then
         echo "bootstrap: minGRU-pytorch 0.2.1 unavailable; the MinGRU equivalence tests will skip"
 fi
 # transformers and accelerate, for parrnn.hf's tests (transformers needs no torch of its own: the one above is kept)
-if ! "$PY" -c "import transformers, accelerate" >/dev/null 2>&1; then
+if ! "$PY" -c "import transformers as t, accelerate as a; assert (t.__version__, a.__version__) == (\"5.23.0\", \"1.15.0\")" >/dev/null 2>&1; then
     pip_install "transformers==5.23.0" "accelerate==1.15.0" "safetensors>=0.4" || \
         echo "bootstrap: transformers unavailable; the Hugging Face tests will skip"
 fi

@@ -40,11 +40,13 @@ class ParrnnModelOutput(ModelOutput):
         last_hidden_state: ``(N, L, H)`` after the final norm (0 at padded positions).
         past_key_values: the `ParrnnCache` after these tokens (with ``use_cache``).
         hidden_states: with ``output_hidden_states``, the embedding output and every block's output, ``(N, L, H)``.
+        cache: the same `ParrnnCache` under the name transformers >= 5.25 carries through ``generate``.
     """
 
     last_hidden_state: Tensor | None = None
     past_key_values: ParrnnCache | None = None
     hidden_states: tuple[Tensor, ...] | None = None
+    cache: ParrnnCache | None = None
 
 
 @dataclass
@@ -56,6 +58,7 @@ class ParrnnCausalLMOutput(ModelOutput):
     logits: Tensor | None = None
     past_key_values: ParrnnCache | None = None
     hidden_states: tuple[Tensor, ...] | None = None
+    cache: ParrnnCache | None = None
 
 
 def make_norm(config: ParrnnConfig) -> nn.Module:
@@ -248,10 +251,14 @@ class ParrnnModel(ParrnnPreTrainedModel):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 inputs_embeds: Tensor | None = None, past_key_values: ParrnnCache | None = None,
                 use_cache: bool | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs: Any) -> ParrnnModelOutput | tuple:
+                return_dict: bool | None = None, cache: ParrnnCache | None = None,
+                **kwargs: Any) -> ParrnnModelOutput | tuple:
         """``input_ids`` ``(N, L)`` (or ``inputs_embeds`` ``(N, L, H)``), ``attention_mask`` ``(N, L)`` (0 on
         padding; with a cache its last ``L`` columns are read), ``past_key_values`` a `ParrnnCache` to continue
-        from. One token with a non-empty cache runs every layer's ``step``; otherwise the parallel forward."""
+        from (``cache``: the same, under transformers >= 5.25's name). One token with a non-empty cache runs every
+        layer's ``step``; otherwise the parallel forward."""
+        if past_key_values is None:
+            past_key_values = cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids (N, L) or inputs_embeds (N, L, H)")
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
@@ -312,7 +319,7 @@ class ParrnnModel(ParrnnPreTrainedModel):
             cache = None
         if not return_dict:
             return tuple(v for v in (last, cache, all_hidden) if v is not None)
-        return ParrnnModelOutput(last_hidden_state=last, past_key_values=cache, hidden_states=all_hidden)
+        return ParrnnModelOutput(last_hidden_state=last, past_key_values=cache, hidden_states=all_hidden, cache=cache)
 
 
 class ParrnnForCausalLM(ParrnnPreTrainedModel, GenerationMixin):
@@ -343,13 +350,12 @@ class ParrnnForCausalLM(ParrnnPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def prepare_inputs_for_generation(self, input_ids: Tensor, past_key_values: ParrnnCache | None = None,
-                                      attention_mask: Tensor | None = None, use_cache: bool | None = None,
-                                      is_first_iteration: bool | None = False, **kwargs: Any) -> dict[str, Any]:
-        inputs = super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, attention_mask=attention_mask, use_cache=use_cache,
-            is_first_iteration=is_first_iteration, **kwargs)
-        if use_cache and not is_first_iteration:
+    def prepare_inputs_for_generation(self, input_ids: Tensor, *args: Any, is_first_iteration: bool | None = False,
+                                      **kwargs: Any) -> dict[str, Any]:
+        # the cache arrives as past_key_values (transformers 5.23) or cache (5.25 and later): passed on as it came
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, is_first_iteration=is_first_iteration,
+                                                       **kwargs)
+        if inputs.get("use_cache", kwargs.get("use_cache")) and not is_first_iteration:
             inputs["attention_mask"] = None  # the state already holds the prompt; new tokens are never padding
         inputs.pop("position_ids", None)
         return inputs
@@ -358,12 +364,14 @@ class ParrnnForCausalLM(ParrnnPreTrainedModel, GenerationMixin):
                 inputs_embeds: Tensor | None = None, past_key_values: ParrnnCache | None = None,
                 labels: Tensor | None = None, use_cache: bool | None = None,
                 output_hidden_states: bool | None = None, return_dict: bool | None = None,
-                logits_to_keep: int | Tensor = 0, **kwargs: Any) -> ParrnnCausalLMOutput | tuple:
+                logits_to_keep: int | Tensor = 0, cache: ParrnnCache | None = None,
+                **kwargs: Any) -> ParrnnCausalLMOutput | tuple:
         """As `ParrnnModel.forward`, plus ``labels`` ``(N, L)`` (shifted inside; -100 ignored) for the mean
         next-token cross-entropy, and ``logits_to_keep`` (0: all positions)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                             past_key_values=past_key_values, use_cache=use_cache,
+                             past_key_values=past_key_values if past_key_values is not None else cache,
+                             use_cache=use_cache,
                              output_hidden_states=output_hidden_states, return_dict=True)
         hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden)
@@ -376,4 +384,5 @@ class ParrnnForCausalLM(ParrnnPreTrainedModel, GenerationMixin):
             rest = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
             return ((loss, *rest) if loss is not None else rest)
         return ParrnnCausalLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                    cache=outputs.past_key_values,
                                     hidden_states=outputs.hidden_states)
