@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from parrnn.ops import cuda_runtime
+from parrnn.ops import cuda_backend
 from parrnn.ops.launch import SUFFIX, Arg, Launcher, ptr_args
 from parrnn.ops.linear_recurrence.contract import state_dtype_for
 
@@ -54,7 +54,7 @@ def backward_with(launch: Launcher, grad_h: Tensor, grad_h_n: Tensor, a: Tensor,
     return grad_a, grad_b, None if h0 is None else grad_h0
 
 
-_KERNELS = cuda_runtime.KernelFile(KERNEL_FILE, KERNELS, "linear_recurrence sequential (cuda)")
+_KERNELS = cuda_backend.KernelFile(KERNEL_FILE, KERNELS, "linear_recurrence sequential (cuda)")
 cupy_launcher, availability, make_host_launcher = _KERNELS.launch, _KERNELS.availability, _KERNELS.host_launcher
 forward = _KERNELS.on_device(forward_with)  # (a, b, h0, lengths, reverse) -> (h, h_n)
 backward = _KERNELS.on_device(backward_with)  # (grad_h, grad_h_n, a, h, h0, lengths, reverse) -> grads
