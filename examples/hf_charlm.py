@@ -4,7 +4,7 @@
 The text is the char-LM task's (Python's own reference documentation, ``pydoc_data.topics``: no download); tokens
 are UTF-8 bytes (`parrnn.hf.ByteTokenizer`, no vocabulary file). Needs ``pip install ".[hf]"`` from a parrnn checkout.
 
-    python examples/hf_charlm.py                      # a few CPU minutes (2 cores): a 3-block SRU LM
+    python examples/hf_charlm.py                      # about a minute on 2 cores: a 3-block SRU LM
     python examples/hf_charlm.py --cell mingru        # any parrnn cell
     python examples/hf_charlm.py --tiny               # seconds (used by the test suite)
 """
