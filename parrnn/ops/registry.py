@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import sys
 import threading
 import warnings
@@ -41,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
+from parrnn import _validation
 from parrnn.ops import auto
 from parrnn.ops.tracing import functorch_active, tracing
 
@@ -153,22 +153,9 @@ def normalize(op: Op | str, backend: str) -> str:
     if isinstance(backend, str) and backend in spec.aliases:
         new = spec.aliases[backend]
         warnings.warn(f"backend={backend!r} is deprecated: write backend={new!r} (the device comes from the "
-                      "tensors)", DeprecationWarning, stacklevel=_user_stacklevel())
+                      "tensors)", DeprecationWarning, stacklevel=_validation.caller_stacklevel())
         return new
     raise ValueError(f"backend must be one of {WORDS}, got {backend!r}")
-
-
-_LIBRARY_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                 os.path.dirname(os.path.abspath(torch.__file__)))
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` (for a ``warnings.warn`` in the calling function) of the first frame outside parrnn and
-    torch."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 # ---- availability -------------------------------------------------------------------------------------------------
