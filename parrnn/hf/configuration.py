@@ -7,15 +7,17 @@ from typing import Any
 from transformers import PretrainedConfig
 
 import parrnn
+from parrnn.cells import cell_names
 
-#: the ``cell`` words and the parrnn layer each builds (``"rglru"`` joins when parrnn has RG-LRU)
-CELLS: tuple[str, ...] = ("sru", "srupp", "qrnn", "mingru", "minlstm", "hgrn")
+#: the ``cell`` words of the layers outside the cell registry (`parrnn.cells` names every other one)
+STACK_CELLS: tuple[str, ...] = ("sru", "srupp")
 NORMS = ("rmsnorm", "layernorm", "none")
 
 
 def available_cells() -> tuple[str, ...]:
-    """The ``cell`` values this parrnn offers: `CELLS`, plus ``"rglru"`` where ``parrnn.RGLRU`` exists."""
-    return (*CELLS, "rglru") if hasattr(parrnn, "RGLRU") else CELLS
+    """The ``cell`` values this parrnn offers: ``"sru"``, ``"srupp"`` and every registered cell (`parrnn.cells`:
+    ``"hgrn"``, ``"mingru"``, ``"minlstm"``, ``"qrnn"``, ``"rglru"``, and any cell registered since)."""
+    return (*STACK_CELLS, *cell_names())
 
 
 class ParrnnConfig(PretrainedConfig):

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 import parrnn
+from parrnn.cells import cell_names, get_cell
+from parrnn.hf.configuration import available_cells
 from parrnn.srupp import SRUppState
 
 State = Any  # a tensor, a tuple of tensors or an SRUppState, as the layer returns it
@@ -26,14 +28,14 @@ RESERVED_OPTIONS = ("input_size", "hidden_size", "num_layers", "batch_first", "b
 
 
 def layer_class(cell: str) -> type[nn.Module]:
-    """The parrnn layer class behind a ``cell`` word."""
-    classes = {"sru": parrnn.SRU, "srupp": parrnn.SRUpp, "qrnn": parrnn.QRNN, "mingru": parrnn.MinGRU,
-               "minlstm": parrnn.MinLSTM, "hgrn": parrnn.HGRN}
-    if hasattr(parrnn, "RGLRU"):
-        classes["rglru"] = parrnn.RGLRU
-    if cell not in classes:
-        raise ValueError(f"cell must be one of {tuple(classes)}, got {cell!r}")
-    return classes[cell]
+    """The parrnn layer class behind a ``cell`` word: SRU, SRU++ or a registered cell's (`parrnn.cells`)."""
+    if cell == "sru":
+        return parrnn.SRU
+    if cell == "srupp":
+        return parrnn.SRUpp
+    if cell not in cell_names():
+        raise ValueError(f"cell must be one of {available_cells()}, got {cell!r}")
+    return get_cell(cell).cls
 
 
 def _check_options(cell: str, cls: type[nn.Module], options: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
@@ -74,18 +76,6 @@ class Mixer(nn.Module):
     def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """One token ``x`` ``(N, H)`` -> ``(y (N, H), state)``, through the layer's own ``step``."""
         return self.layer.step(x, state)
-
-
-class SRUMixer(Mixer):
-    """``parrnn.SRU`` with one layer; its ``step`` where the layer has one, else the fused forward over one step
-    (the same kernel and numbers)."""
-
-    def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
-        step = getattr(self.layer, "step", None)
-        if step is not None:
-            return step(x, state)
-        y, c = self.layer(x.unsqueeze(0), state)
-        return y.squeeze(0), c
 
 
 class SRUppMixer(Mixer):
@@ -182,7 +172,7 @@ def build_mixer(cell: str, hidden_size: int, options: dict[str, Any], *, backend
         return HGRNMixer(_BlockHGRN(hidden_size, hidden_size, num_layers=1, backend=backend, lower_bound=False,
                                     **options))
     layer = cls(hidden_size, hidden_size, num_layers=1, backend=backend, **options)
-    return SRUMixer(layer) if cell == "sru" else Mixer(layer)
+    return Mixer(layer)
 
 
 # ---- states ---------------------------------------------------------------------------------------------------
