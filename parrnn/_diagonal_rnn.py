@@ -255,9 +255,7 @@ class DiagonalRNN(nn.Module):
         ``(num_layers * dirs, N, H)``, or the pair ``(h, x)`` with ``x`` ``(num_layers, N, input width)`` for a
         stack that carries each layer's last input. ``device`` and ``dtype`` default to the parameters'."""
         check.check_positive_int(batch_size, "batch_size")
-        weight = self.layers[0].weight
-        options = {"device": weight.device if device is None else device,
-                   "dtype": weight.dtype if dtype is None else dtype}
+        options = check.state_options(self.layers[0].weight, device, dtype)
         h = torch.zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size, **options)
         if not self.input_state_size:
             return h
@@ -343,9 +341,7 @@ class DiagonalRNN(nn.Module):
             ``(output (N, H_out), state)``. Unidirectional stacks only (a reverse direction needs the whole
             sequence: ValueError). In training, dropout draws new masks at every call.
         """
-        if self.bidirectional:
-            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
-                             "(call forward)")
+        check.check_streamable(self.bidirectional)
         if not torch.jit.is_scripting():
             state = check.renamed(state, hx, "state", "hx")
             check.check_step_input(input, self.input_size)

@@ -161,6 +161,21 @@ def check_step_input(input: Tensor, input_size: int, name: str = "input") -> Non
     check_sequence_input(input.unsqueeze(0), input_size, False, name)
 
 
+def check_streamable(bidirectional: bool) -> None:
+    """``step()`` runs forward in time: a bidirectional layer (whose reverse direction needs the whole sequence) is
+    a ValueError."""
+    if bidirectional:
+        raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
+                         "(call forward)")
+
+
+def state_options(param: Tensor | None, device: torch.device | None, dtype: torch.dtype | None) -> dict:
+    """``{"device": ..., "dtype": ...}`` for a layer's zero state (`init_state`): ``device`` and ``dtype``, each
+    defaulting to ``param``'s (a parameter of the layer; ``None``: torch's defaults)."""
+    return {"device": device if device is not None else (None if param is None else param.device),
+            "dtype": dtype if dtype is not None else (None if param is None else param.dtype)}
+
+
 def check_choice(value: object, choices: tuple, name: str) -> None:
     """``value`` must be one of ``choices`` and of their type (``2.0`` is not the int ``2``; ``True`` is not 1)."""
     kinds = {type(c) for c in choices}

@@ -247,10 +247,8 @@ class SlicedRNN(nn.Module):
         """Zeros shaped like the summary ``h`` ``(N, H_out)`` that `forward` returns as its state (`forward` takes
         no initial state: every slice starts from zero). ``device`` and ``dtype`` default to the parameters'."""
         check.check_positive_int(batch_size, "batch_size")
-        param = next(self.parameters(), None)
         return torch.zeros(batch_size, self.output_size,
-                           device=(param.device if param is not None else None) if device is None else device,
-                           dtype=(param.dtype if param is not None else None) if dtype is None else dtype)
+                           **check.state_options(next(self.parameters(), None), device, dtype))
 
     def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Not available for ``input`` ``(N, H_in)``: a sliced RNN's slices are cut from the whole (padded) length

@@ -219,9 +219,7 @@ class SRUCell(nn.Module):
             ``(output (N, dirs * H), state (N, dirs * H))``. Unidirectional layers only (ValueError otherwise). In
             training, dropout draws new masks at every call (`forward` draws one per sequence).
         """
-        if self.bidirectional:
-            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
-                             "(call forward)")
+        check.check_streamable(self.bidirectional)
         check.check_step_input(input, self.input_size)
         check.check_like_parameters(input, self.bias)
         if state is not None:
@@ -234,8 +232,7 @@ class SRUCell(nn.Module):
         """The zero cell state ``(N, dirs * H)`` as `forward` and `step` take and return it (``device`` and
         ``dtype`` default to the parameters')."""
         check.check_positive_int(batch_size, "batch_size")
-        return torch.zeros(batch_size, self.output_size, device=self.bias.device if device is None else device,
-                           dtype=self.bias.dtype if dtype is None else dtype)
+        return torch.zeros(batch_size, self.output_size, **check.state_options(self.bias, device, dtype))
 
     def run(self, x: Tensor, c0: Tensor | None, mask_pad: Tensor | None) -> tuple[Tensor, Tensor]:
         """The layer on validated, time-major input (`forward` checks it): ``x`` ``(L, N, H_in)``, ``c0``
@@ -478,9 +475,7 @@ class SRU(nn.Module):
             ``L = 1`` through a module call (its hooks run). Unidirectional stacks only (ValueError otherwise);
             in training, dropout draws new masks at every call.
         """
-        if self.bidirectional:
-            raise ValueError("step() runs forward in time; a bidirectional layer needs the whole sequence "
-                             "(call forward)")
+        check.check_streamable(self.bidirectional)
         check.check_step_input(input, self.input_size)
         check.check_like_parameters(input, self.layers[0].bias)
         if state is not None:
@@ -493,10 +488,8 @@ class SRU(nn.Module):
         """The zero state ``(num_layers, N, dirs * H)`` as `forward` and `step` take and return it (``device``
         and ``dtype`` default to the parameters')."""
         check.check_positive_int(batch_size, "batch_size")
-        bias = self.layers[0].bias
         return torch.zeros(self.num_layers, batch_size, self.output_size,
-                           device=bias.device if device is None else device,
-                           dtype=bias.dtype if dtype is None else dtype)
+                           **check.state_options(self.layers[0].bias, device, dtype))
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

@@ -424,8 +424,7 @@ class SRUppCell(nn.Module):
 
 def _like(param: Tensor, device: torch.device | None, dtype: torch.dtype | None) -> Tensor:
     """An empty tensor with ``device`` and ``dtype`` (the parameter's where ``None``), to build states like."""
-    return torch.empty(0, device=param.device if device is None else device,
-                       dtype=param.dtype if dtype is None else dtype)
+    return torch.empty(0, **check.state_options(param, device, dtype))
 
 
 def _init_decoding(layers: Any, batch_size: int, c0: Tensor | None, memory: list[Tensor] | None,
