@@ -297,12 +297,7 @@ class DiagonalRNN(nn.Module):
                 counts = lengths.to(device=x.device, dtype=torch.int64)
         else:
             check.check_like_parameters(x, self.layers[0].weight)
-            if lengths is not None and mask is not None:
-                raise ValueError("give either lengths or mask, not both")
-            if lengths is not None:
-                counts = check.lengths_to_tensor(lengths, batch, length, x.device)
-            elif mask is not None:
-                counts = check.mask_to_lengths(mask, length, batch, x.device, self.batch_first)
+            counts = check.valid_steps(lengths, mask, length, batch, x.device, self.batch_first)
         pad: Tensor | None = None
         if counts is not None:
             pad = check.lengths_to_mask(counts, length).unsqueeze(2)

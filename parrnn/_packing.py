@@ -39,15 +39,21 @@ def repack(output: Tensor, like: PackedSequence, lengths: Tensor, batch_first: b
     return PackedSequence(packed.data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
+def refuse_padding_arguments(*given: tuple[str, Any]) -> None:
+    """A packed sequence carries its own lengths: any ``(name, value)`` of ``given`` (``lengths``, ``mask``, ...)
+    whose value is not ``None`` is a ValueError naming it."""
+    for name, value in given:
+        if value is not None:
+            raise ValueError(f"a PackedSequence carries its own lengths; do not pass {name}")
+
+
 def run_packed(run: Callable[[Tensor, Tensor], tuple[Any, ...]], input: PackedSequence, batch_first: bool,
                *given: tuple[str, Any]) -> tuple[Any, ...]:
     """``run(padded, lengths)`` on the unpacked ``input``, its first result (the output) packed back like the input
     (`repack`); the other results (the state, ...) are returned as they are. ``given``: ``(name, value)`` pairs of
     padding arguments the caller also received (``lengths``, ``mask``): a packed sequence carries its own, so any
     that is not ``None`` is an error naming it."""
-    for name, value in given:
-        if value is not None:
-            raise ValueError(f"a PackedSequence carries its own lengths; do not pass {name}")
+    refuse_padding_arguments(*given)
     padded, lengths = unpack(input, batch_first)
     result = run(padded, lengths)
     return (repack(result[0], input, lengths, batch_first), *result[1:])
@@ -72,8 +78,7 @@ def last_output(output: Tensor | PackedSequence, lengths: Tensor | Sequence[int]
         ``(N, H_out)``.
     """
     if isinstance(output, PackedSequence):
-        if lengths is not None:
-            raise ValueError("a PackedSequence carries its own lengths; do not pass lengths")
+        refuse_padding_arguments(("lengths", lengths))
         output, lengths = unpack(output, batch_first)
     if not isinstance(output, Tensor):
         raise TypeError(f"output must be a torch.Tensor or a PackedSequence, got {type(output).__name__}")

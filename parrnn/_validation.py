@@ -150,6 +150,19 @@ def check_mask_pad(mask_pad: Tensor, length: int, batch: int, device: torch.devi
     return mask.t() if batch_first else mask
 
 
+def valid_steps(lengths: Tensor | Sequence[int] | None, mask: Tensor | None, length: int, batch: int,
+                device: torch.device, batch_first: bool) -> Tensor | None:
+    """``(N,)`` int64 valid steps per sequence from ``lengths`` (`lengths_to_tensor`) or a suffix padding ``mask``
+    (`mask_to_lengths`); ``None`` when neither is given; both is a ValueError."""
+    if lengths is not None and mask is not None:
+        raise ValueError("give either lengths or mask, not both")
+    if lengths is not None:
+        return lengths_to_tensor(lengths, batch, length, device)
+    if mask is not None:
+        return mask_to_lengths(mask, length, batch, device, batch_first)
+    return None
+
+
 def check_step_input(input: Tensor, input_size: int, name: str = "input") -> None:
     """One time step for ``step()``: a floating tensor ``(N, input_size)`` with ``N >= 1`` (the same errors as a
     sequence's, `check_sequence_input`)."""

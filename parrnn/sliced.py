@@ -293,23 +293,17 @@ class SlicedRNN(nn.Module):
         """
         lengths = self._lengths_from_state(state, lengths)
         if isinstance(input, PackedSequence):  # lengths come from the packed sequence
-            for name, value in (("lengths", lengths), ("mask", mask)):
-                if value is not None:
-                    raise ValueError(f"a PackedSequence carries its own lengths; do not pass {name}")
+            _packing.refuse_padding_arguments(("lengths", lengths), ("mask", mask))
             input, lengths = _packing.unpack(input, self.batch_first)
         check.check_sequence_input(input, self.input_size, self.batch_first)
         x = input.transpose(0, 1) if self.batch_first else input  # (T, N, H_in)
         steps, batch = x.shape[0], x.shape[1]
-        if mask is not None:
-            if lengths is not None:
-                raise ValueError("give either lengths or mask, not both")
-            lengths = check.mask_to_lengths(mask, steps, batch, x.device, self.batch_first)
+        counts = check.valid_steps(lengths, mask, steps, batch, x.device, self.batch_first)
         length = steps
         if total_length is not None:
             length = check.check_positive_int(total_length, "total_length")
             if length < steps:
                 raise ValueError(f"total_length ({length}) must be at least the input's length ({steps})")
-        counts = None if lengths is None else check.lengths_to_tensor(lengths, batch, steps, x.device)
         padded = self.padded_length(length)
         if counts is None and padded != steps:  # the internal padding is handled like user padding
             counts = torch.full((batch,), steps, dtype=torch.int64, device=x.device)
